@@ -1,0 +1,76 @@
+"""Offline rendering: a whole motion sequence -> a video file, in batches, with a progress bar."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import PirenderError
+from .image import tensor_to_images
+from .motion.space import MotionSequence
+from .motion.window import DEFAULT_RADIUS, build_windows
+from .renderer.base import Renderer, RenderMode
+from .sinks.video_file import VideoFileWriter
+
+
+@dataclass(frozen=True)
+class RenderSummary:
+    frames: int
+    seconds: float
+    path: Path
+
+    @property
+    def ms_per_frame(self) -> float:
+        return 1000.0 * self.seconds / max(self.frames, 1)
+
+    def describe(self) -> str:
+        fps = self.frames / self.seconds if self.seconds > 0 else float("inf")
+        return (
+            f"wrote {self.frames} frames to {self.path} in {self.seconds:.1f} s "
+            f"({self.ms_per_frame:.1f} ms per frame, {fps:.1f} frames/s)"
+        )
+
+
+def render_to_video(
+    renderer: Renderer,
+    motion: MotionSequence,
+    out_path: str | Path,
+    *,
+    batch_size: int = 1,
+    radius: int = DEFAULT_RADIUS,
+    mode: RenderMode | str | None = None,
+    progress: bool = True,
+) -> RenderSummary:
+    """Render every frame of ``motion`` with the renderer's prepared source and write a video.
+
+    The windows are built batch by batch (the border rule of ``motion.window``), so memory does not
+    grow with the sequence length. If rendering fails midway, the frames written so far stay in a
+    playable file and the error is re-raised.
+    """
+    if batch_size < 1:
+        raise PirenderError(f"batch size must be >= 1, got {batch_size}")
+    if 2 * radius + 1 < renderer.min_window_frames:
+        raise PirenderError(
+            f"window radius {radius} gives {2 * radius + 1} frames; the renderer needs "
+            f">= {renderer.min_window_frames} (radius >= {(renderer.min_window_frames - 1) // 2})"
+        )
+    renderer.check_motion(motion)
+    frame_count = len(motion)
+    size_px = renderer.image_size_px
+    windows = np.empty((batch_size, motion.space.width, 2 * radius + 1), dtype=np.float32)
+    started = time.perf_counter()
+    with (
+        VideoFileWriter(out_path, fps=motion.fps, size_px=(size_px, size_px)) as writer,
+        tqdm(total=frame_count, unit="frame", disable=not progress, dynamic_ncols=True) as bar,
+    ):
+        for first in range(0, frame_count, batch_size):
+            centers = np.arange(first, min(first + batch_size, frame_count))
+            batch = build_windows(motion.values, centers, radius, out=windows[: len(centers)])
+            output = renderer.render(batch, mode=mode)
+            writer.write(tensor_to_images(output.frame))
+            bar.update(len(centers))
+    return RenderSummary(frames=frame_count, seconds=time.perf_counter() - started, path=Path(out_path))

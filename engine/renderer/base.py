@@ -1,0 +1,123 @@
+"""The renderer interface every backend implements and everything downstream uses.
+
+``prepare(source)`` does once whatever depends on the source portrait only and returns a
+:class:`PreparedSource` (also remembered as the default source); ``render(windows)`` turns motion
+windows (B, width, 2k+1) into frames (B, 3, H, W) in [-1, 1], optionally with the warped image and the
+flow. Backends are chosen by name (:func:`pirender.engine.api.load_renderer`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import MotionError, PirenderError
+from ..image import SourceImage
+from ..motion.space import MotionSequence, MotionSpace
+
+
+class RenderMode(StrEnum):
+    """``full``: mapping + warping + editing nets. ``warp``: the warped source only (~9x cheaper)."""
+
+    FULL = "full"
+    WARP = "warp"
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.value]
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    """frame (B, 3, H, W) in [-1, 1]; warped (B, 3, H, W) and flow (B, 2, H/4, W/4) when asked for."""
+
+    frame: torch.Tensor
+    warped: torch.Tensor | None = None
+    flow: torch.Tensor | None = None
+
+
+@dataclass
+class PreparedSource:
+    """A source portrait plus the backend's cached, source-only tensors."""
+
+    image: SourceImage
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+class Renderer(ABC):
+    """Source portrait + motion windows -> frames."""
+
+    #: backend name, e.g. "torch"
+    name: str
+    space: MotionSpace
+    image_size_px: int
+    #: the shortest window the model accepts (frames)
+    min_window_frames: int
+    mode: RenderMode
+
+    def __init__(self) -> None:
+        self._default_source: PreparedSource | None = None
+
+    @abstractmethod
+    def _prepare(self, image: SourceImage) -> PreparedSource: ...
+
+    @abstractmethod
+    def _render(
+        self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
+    ) -> RenderOutput: ...
+
+    def prepare(self, source: SourceImage) -> PreparedSource:
+        """Cache everything that depends on the source only; the result becomes the default source."""
+        if source.rgb.shape[:2] != (self.image_size_px, self.image_size_px):
+            raise PirenderError(
+                f"source image is {source.rgb.shape[1]}x{source.rgb.shape[0]} but this renderer works at "
+                f"{self.image_size_px}x{self.image_size_px}; load it with size_px={self.image_size_px}"
+            )
+        prepared = self._prepare(source)
+        self._default_source = prepared
+        return prepared
+
+    def render(
+        self,
+        windows: np.ndarray | torch.Tensor,
+        *,
+        source: PreparedSource | None = None,
+        mode: RenderMode | str | None = None,
+        extras: bool = False,
+    ) -> RenderOutput:
+        """windows (B, width, T) or (width, T) -> frames (B, 3, H, W); ``extras`` adds warped + flow."""
+        chosen = source or self._default_source
+        if chosen is None:
+            raise PirenderError("render() before prepare(): give the renderer a source portrait first")
+        if windows.ndim == 2:
+            windows = windows[None]
+        self.check_windows(tuple(windows.shape))
+        return self._render(windows, chosen, RenderMode(mode or self.mode), extras)
+
+    def check_windows(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 3 or shape[0] < 1:
+            raise MotionError(f"windows must be (batch, {self.space.width}, frames), got {shape}")
+        if shape[1] != self.space.width:
+            raise MotionError(
+                f"windows carry {shape[1]} numbers per frame; this renderer's motion space "
+                f"{self.space.name!r} has {self.space.width}"
+            )
+        if shape[2] < self.min_window_frames:
+            raise MotionError(
+                f"windows of {shape[2]} frames; this renderer needs >= {self.min_window_frames}"
+            )
+
+    def check_motion(self, motion: MotionSequence) -> None:
+        """Refuse motion of another space with a clear error."""
+        self.space.check_compatible(motion.space)

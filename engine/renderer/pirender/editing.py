@@ -1,0 +1,186 @@
+"""Editing net: [source, warped image] + z -> the final image (B, 3, H, W) in (-1, 1).
+
+Spec section 2.2. Post-activation blocks (conv -> LN2d -> LReLU). Encoder: a 7x7 first block on the
+6-channel concatenation [source, warp_image], then ``layers`` down blocks (conv, norm, act, 2x2 average
+pool). Decoder, levels run deepest first: AdaIN residual blocks -> nearest x2 upsample + conv block ->
+add the Jump-processed encoder skip of that size. A 7x7 conv and tanh give the image.
+
+The residual blocks' ``conv1``/``norm1`` are a dead branch in the authors' code (computed, then
+discarded). They stay as parameters for strict loading; skipping them is exact and saves ~18% of the
+FLOPs. ``compute_dead_branch = True`` reproduces the authors' cost for reference timings.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import AdaIN, LayerNorm2d, LReLU, lrelu
+
+
+def _width(base_nc: int, level: int, max_nc: int) -> int:
+    return min(base_nc * 2**level, max_nc)
+
+
+def _conv_norm_act(in_nc: int, out_nc: int, kernel_px: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_nc, out_nc, kernel_px, 1, kernel_px // 2), LayerNorm2d(out_nc), LReLU()]
+
+
+class FirstBlock2d(nn.Module):
+    """conv 7/1/3 -> LN2d -> LReLU. Keys ``model.0`` (conv), ``model.1`` (norm)."""
+
+    def __init__(self, in_nc: int, out_nc: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(*_conv_norm_act(in_nc, out_nc, 7))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class DownBlock2d(nn.Module):
+    """conv 3/1/1 -> LN2d -> LReLU -> 2x2 average pool (halves H, W)."""
+
+    def __init__(self, in_nc: int, out_nc: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(*_conv_norm_act(in_nc, out_nc, 3), nn.AvgPool2d(kernel_size=2, stride=2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class UpBlock2d(nn.Module):
+    """nearest x2 upsample -> conv 3/1/1 -> LN2d -> LReLU (doubles H, W)."""
+
+    def __init__(self, in_nc: int, out_nc: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(*_conv_norm_act(in_nc, out_nc, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(F.interpolate(x, scale_factor=2))
+
+
+class Jump(nn.Module):
+    """conv 3/1/1 -> LN2d -> LReLU on an encoder skip."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(*_conv_norm_act(channels, channels, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class FinalBlock2d(nn.Module):
+    """conv 7/1/3 -> tanh."""
+
+    def __init__(self, in_nc: int, out_nc: int) -> None:
+        super().__init__()
+        self.model = nn.Sequential(nn.Conv2d(in_nc, out_nc, 7, 1, 3), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class FineADAINResBlock2d(nn.Module):
+    """x + AdaIN(conv2(x), z). ``conv1``/``norm1`` are the authors' dead branch (see module doc)."""
+
+    def __init__(self, channels: int, *, descriptor_nc: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1)
+        self.norm1 = AdaIN(channels, descriptor_nc=descriptor_nc)
+        self.norm2 = AdaIN(channels, descriptor_nc=descriptor_nc)
+        self.compute_dead_branch = False
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.compute_dead_branch:
+            lrelu(self.norm1(self.conv1(x), z))  # discarded, exactly as the authors' forward does
+        return self.norm2(self.conv2(x), z) + x
+
+
+class FineADAINResBlocks(nn.Module):
+    def __init__(self, count: int, channels: int, *, descriptor_nc: int) -> None:
+        super().__init__()
+        self.count = count
+        for i in range(count):
+            setattr(self, f"res{i}", FineADAINResBlock2d(channels, descriptor_nc=descriptor_nc))
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        for i in range(self.count):
+            x = getattr(self, f"res{i}")(x, z)
+        return x
+
+
+class FineEncoder(nn.Module):
+    def __init__(self, *, in_nc: int, base_nc: int, max_nc: int, layers: int) -> None:
+        super().__init__()
+        self.layers = layers
+        self.first = FirstBlock2d(in_nc, base_nc)
+        for i in range(layers):
+            setattr(self, f"down{i}", DownBlock2d(_width(base_nc, i, max_nc), _width(base_nc, i + 1, max_nc)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        # (B, 6, H, W) -> [first (base, H), down0 (H/2), ..., down{L-1} (H/2**L)]
+        out = self.first(x)
+        features = [out]
+        for i in range(self.layers):
+            out = getattr(self, f"down{i}")(out)
+            features.append(out)
+        return features
+
+
+class FineDecoder(nn.Module):
+    def __init__(
+        self, *, image_nc: int, base_nc: int, max_nc: int, layers: int, res_blocks: int, descriptor_nc: int
+    ) -> None:
+        super().__init__()
+        self.levels = list(range(layers))[::-1]  # 2, 1, 0
+        for i in self.levels:
+            in_nc = _width(base_nc, i + 1, max_nc)
+            out_nc = _width(base_nc, i, max_nc)
+            setattr(self, f"up{i}", UpBlock2d(in_nc, out_nc))
+            setattr(self, f"res{i}", FineADAINResBlocks(res_blocks, in_nc, descriptor_nc=descriptor_nc))
+            setattr(self, f"jump{i}", Jump(out_nc))
+        self.final = FinalBlock2d(base_nc, image_nc)
+
+    def forward(self, features: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        out = features[-1]
+        for depth, i in enumerate(self.levels):
+            out = getattr(self, f"res{i}")(out, z)
+            out = getattr(self, f"up{i}")(out)
+            out = getattr(self, f"jump{i}")(features[-2 - depth]) + out
+        return self.final(out)
+
+
+class EditingNet(nn.Module):
+    def __init__(
+        self,
+        *,
+        image_nc: int = 3,
+        descriptor_nc: int = 256,
+        base_nc: int = 64,
+        max_nc: int = 256,
+        layers: int = 3,
+        res_blocks: int = 2,
+    ) -> None:
+        super().__init__()
+        self.encoder = FineEncoder(in_nc=2 * image_nc, base_nc=base_nc, max_nc=max_nc, layers=layers)
+        self.decoder = FineDecoder(
+            image_nc=image_nc,
+            base_nc=base_nc,
+            max_nc=max_nc,
+            layers=layers,
+            res_blocks=res_blocks,
+            descriptor_nc=descriptor_nc,
+        )
+
+    def forward(self, source: torch.Tensor, warped: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        # source, warped: (B, 3, H, W); z: (B, 256, 1) -> (B, 3, H, W) in (-1, 1)
+        return self.decoder(self.encoder(torch.cat([source, warped], dim=1)), z)
+
+    def set_compute_dead_branch(self, enabled: bool) -> None:
+        """Compute the discarded conv1/norm1 branch like the authors (only for reference timings)."""
+        for module in self.modules():
+            if isinstance(module, FineADAINResBlock2d):
+                module.compute_dead_branch = enabled

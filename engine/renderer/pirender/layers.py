@@ -1,0 +1,78 @@
+"""Shared building blocks of PIRenderer: the per-sample layer norm, AdaIN and the LReLU slope.
+
+Facts (``pirender-spec.md`` section 2.1): LReLU slope 0.1 everywhere; LN2d normalises each sample over
+(C, H, W) jointly with (C, 1, 1) affine parameters; AdaIN = instance norm (no affine, eps 1e-5) scaled
+by (1 + gamma) and shifted by beta, both from a per-layer MLP 256 -> 128 (ReLU) -> C.
+
+Low precision: the statistics of both norms are always computed in float32 and the result is cast
+back to the input's dtype, so fp16/bf16 renderers keep fp32-accurate normalisation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Negative slope of every leaky ReLU in the generator.
+LRELU_SLOPE = 0.1
+#: Epsilon of the layer norm and of the instance norms.
+NORM_EPS = 1e-5
+#: Hidden width of every AdaIN's MLP.
+ADAIN_HIDDEN = 128
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU with slope 0.1 (never in place)."""
+    return F.leaky_relu(x, LRELU_SLOPE)
+
+
+class LReLU(nn.Module):
+    """Leaky ReLU(0.1) as a module, for the parameter-free slots of the authors' Sequentials."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lrelu(x)
+
+
+class LayerNorm2d(nn.Module):
+    """Per-sample layer norm over (C, H, W) with per-channel affine; params ``weight``/``bias`` (C, 1, 1)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, H, W). Handing the expanded affine to layer_norm is bit-exact with the authors.
+        shape = x.shape[1:]
+        x32 = x.float()
+        out = F.layer_norm(
+            x32, shape, self.weight.float().expand(shape), self.bias.float().expand(shape), NORM_EPS
+        )
+        return out.to(x.dtype)
+
+
+class AdaIN(nn.Module):
+    """Adaptive instance norm for ``channels`` channels driven by the descriptor z (B, 256, 1).
+
+    Keys: ``mlp_shared.0`` (Linear 256 -> 128), ``mlp_gamma`` and ``mlp_beta`` (Linear 128 -> C).
+    """
+
+    def __init__(self, channels: int, *, descriptor_nc: int = 256) -> None:
+        super().__init__()
+        self.mlp_shared = nn.Sequential(nn.Linear(descriptor_nc, ADAIN_HIDDEN), nn.ReLU())
+        self.mlp_gamma = nn.Linear(ADAIN_HIDDEN, channels)
+        self.mlp_beta = nn.Linear(ADAIN_HIDDEN, channels)
+
+    def modulation(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gamma, beta), each (B, C, 1, 1), from z (B, 256, 1)."""
+        hidden = self.mlp_shared(z.reshape(z.shape[0], -1))  # (B, 128)
+        gamma = self.mlp_gamma(hidden)[:, :, None, None]
+        beta = self.mlp_beta(hidden)[:, :, None, None]
+        return gamma, beta
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, H, W), z: (B, 256, 1) -> (B, C, H, W)
+        normalized = F.instance_norm(x.float(), eps=NORM_EPS)
+        gamma, beta = self.modulation(z)
+        return (normalized * (1 + gamma.float()) + beta.float()).to(x.dtype)

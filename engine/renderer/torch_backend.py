@@ -1,0 +1,85 @@
+"""The ``torch`` renderer backend: eager PyTorch on CPU or CUDA, fp32 / fp16 / bf16.
+
+Per frame it runs mapping net -> warping net -> warp -> (full mode) editing net. Cached per source:
+the source tensor and the hourglass's input conv (it does not depend on motion). The dead branch of
+the editing res blocks is skipped (exact). Reduced precision casts the convolutions' weights; norm
+statistics and the warp always run in float32 (see ``pirender.layers`` and ``renderer.warp``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import PirenderError
+from ..image import SourceImage, image_to_tensor
+from ..motion.space import MotionSpace
+from .base import Precision, PreparedSource, Renderer, RenderMode, RenderOutput
+from .pirender.generator import FaceGenerator
+from .warp import get_warp
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; otherwise the named device (checked)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise PirenderError("device 'cuda' asked for, but this torch build sees no CUDA GPU")
+    return resolved
+
+
+class TorchRenderer(Renderer):
+    """PIRenderer in eager PyTorch."""
+
+    name = "torch"
+
+    def __init__(
+        self,
+        generator: FaceGenerator,
+        *,
+        space: MotionSpace,
+        image_size_px: int,
+        device: str | torch.device = "cpu",
+        precision: Precision | str = Precision.FP32,
+        mode: RenderMode | str = RenderMode.FULL,
+        warp: str = "torch",
+    ) -> None:
+        super().__init__()
+        self.space = space
+        self.image_size_px = image_size_px
+        self.device = resolve_device(device)
+        self.precision = Precision(precision)
+        self.mode = RenderMode(mode)
+        self.dtype = self.precision.dtype
+        self.min_window_frames = generator.mapping_net.min_frames
+        self.warp = get_warp(warp)
+        generator.editing_net.set_compute_dead_branch(False)
+        self.model = generator.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def _prepare(self, image: SourceImage) -> PreparedSource:
+        source32 = image_to_tensor(image.rgb, device=self.device)  # (1, 3, H, W) in [-1, 1]
+        source = source32.to(self.dtype)
+        stem = self.model.warpping_net.stem(source)  # (1, base, H, W)
+        return PreparedSource(image=image, cache={"source32": source32, "source": source, "stem": stem})
+
+    @torch.inference_mode()
+    def _render(
+        self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
+    ) -> RenderOutput:
+        window = torch.as_tensor(windows).to(device=self.device, dtype=self.dtype)  # (B, width, T)
+        batch = window.shape[0]
+        z = self.model.mapping_net(window)  # (B, 256, 1)
+        stem = source.cache["stem"].expand(batch, -1, -1, -1)
+        flow = self.model.warpping_net.flow(stem, z)  # (B, 2, H/4, W/4)
+        source32 = source.cache["source32"].expand(batch, -1, -1, -1)
+        warped = self.warp(source32, flow)  # (B, 3, H, W), float32
+        if mode is RenderMode.WARP:
+            return RenderOutput(
+                frame=warped, warped=warped if extras else None, flow=flow if extras else None
+            )
+        frame = self.model.editing_net(
+            source.cache["source"].expand(batch, -1, -1, -1), warped.to(self.dtype), z
+        )  # (B, 3, H, W)
+        return RenderOutput(frame=frame, warped=warped if extras else None, flow=flow if extras else None)

@@ -1,0 +1,377 @@
+"""Offline video sink: RGB frames -> a browser-playable video file, written with PyAV.
+
+Frames are (H, W, 3) uint8 RGB (what :func:`pirender.engine.image.tensor_to_images` returns). They
+are converted to yuv420p with the BT.709 matrix in limited ("TV") range and the stream is tagged
+BT.709, so players show the colours that were written. The default codec is H.264 (``libx264``,
+constant quality ``crf``), falling back to MPEG-4 part 2 where FFmpeg has no H.264 encoder; mp4/mov
+files get ``+faststart`` so browsers can start playing before the whole file arrives.
+
+Errors caused by the caller's input (missing folder, unknown extension, odd size, wrong frame
+shape, encoder failure) are :class:`~pirender.engine.errors.PirenderError` with a one-line message
+that names the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import numpy as np
+
+from ..errors import PirenderError
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "VideoFileWriter",
+    "VideoInfo",
+    "default_codec",
+    "read_video_info",
+]
+
+#: File extensions the writer accepts (lower case, with the dot); the container is chosen from it.
+SUPPORTED_EXTENSIONS: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".mkv", ".avi")
+
+# Containers whose index ("moov atom") is moved to the front on close (+faststart).
+_FASTSTART_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov"})
+
+# Encoders tried in order when no codec is given.
+_DEFAULT_CODECS: tuple[str, ...] = ("libx264", "h264", "mpeg4")
+
+# Encoders that understand the x264 "crf" option.
+_CRF_CODECS = frozenset({"libx264", "libx264rgb"})
+
+# Bit budget for encoders without crf (mpeg4 and others), in bits per pixel per frame.
+_FALLBACK_BITS_PER_PIXEL = 0.5
+
+# The largest crf libx264 accepts for 8-bit video.
+_MAX_CRF = 51
+
+# FFmpeg / AVCOL_* code of ITU-R BT.709 for colour primaries, transfer and matrix.
+_BT709 = 1
+
+
+def _encoder_available(name: str) -> bool:
+    """True where this FFmpeg build has an encoder called ``name``."""
+    if name not in av.codecs_available:
+        return False
+    try:
+        return bool(av.Codec(name, "w").is_encoder)
+    except Exception:  # PyAV raises different types for "no such encoder"
+        return False
+
+
+def default_codec() -> str:
+    """Name of the encoder used when none is given: ``libx264``, else ``h264``, else ``mpeg4``."""
+    for name in _DEFAULT_CODECS:
+        if _encoder_available(name):
+            return name
+    raise PirenderError("video: this FFmpeg build has neither an H.264 nor an MPEG-4 encoder")
+
+
+def _frame_rate(fps: float) -> Fraction:
+    """Exact frame rate for ``fps``: NTSC rates (29.97, 23.976, 59.94 ...) become N*1000/1001."""
+    ntsc_base = round(fps * 1.001)
+    if ntsc_base > 0 and abs(fps - ntsc_base / 1.001) < 1e-3 and abs(fps - round(fps)) > 1e-3:
+        return Fraction(ntsc_base * 1000, 1001)
+    return Fraction(fps).limit_denominator(1001)
+
+
+class VideoFileWriter:
+    """Write RGB frames to a video file; use as a context manager.
+
+    Example::
+
+        with VideoFileWriter("out.mp4", fps=25, size_px=(256, 256)) as writer:
+            for frame in frames:          # (256, 256, 3) uint8 RGB
+                writer.write(frame)
+
+    If the block raises, the frames written so far are flushed and the file is closed, so it stays
+    playable; the exception then propagates. The file is written in place (not via a temporary file)
+    for the same reason. FFmpeg creates the file when the first frame is muxed: a writer closed
+    without any frame leaves no file (and leaves an existing file at ``path`` untouched).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fps: float,
+        size_px: tuple[int, int],
+        codec: str | None = None,
+        crf: int = 18,
+    ) -> None:
+        """Open ``path`` for writing.
+
+        Args:
+            path: output file; its extension (one of :data:`SUPPORTED_EXTENSIONS`) picks the container.
+            fps: frames per second, > 0; fractional rates such as 29.97 are stored exactly
+                (as 30000/1001).
+            size_px: (width, height) of every frame in pixels; both must be even (yuv420p).
+            codec: FFmpeg encoder name; ``None`` picks :func:`default_codec`.
+            crf: constant-rate factor of libx264, 0 (lossless, not browser-playable) .. 51 (worst);
+                18 is visually lossless. Other encoders get a bitrate of
+                0.5 bit per pixel per frame instead.
+
+        Raises:
+            PirenderError: folder missing, unknown extension, bad fps/size/crf, codec unavailable,
+                or FFmpeg cannot open the file or the encoder.
+        """
+        self._path = os.fspath(path)
+        self._label = f"video {self._path}"
+        self._frames_written = 0
+        self._closed = False
+        width_px, height_px = self._check_arguments(fps, size_px, crf)
+        self._width_px = width_px
+        self._height_px = height_px
+        self._fps = float(fps)
+        codec_name = default_codec() if codec is None else codec
+        if not _encoder_available(codec_name):
+            raise PirenderError(f"{self._label}: this FFmpeg build has no encoder named {codec_name!r}")
+
+        extension = Path(self._path).suffix.lower()
+        container_options = {"movflags": "+faststart"} if extension in _FASTSTART_EXTENSIONS else {}
+        try:
+            self._container = av.open(self._path, mode="w", container_options=container_options)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise PirenderError(f"{self._label}: cannot open for writing ({_reason(exc)})") from None
+        try:
+            self._stream = self._container.add_stream(codec_name, rate=_frame_rate(fps))
+            self._stream.width = width_px
+            self._stream.height = height_px
+            self._stream.pix_fmt = "yuv420p"
+            context = self._stream.codec_context
+            context.color_range = 1  # MPEG / limited range
+            context.colorspace = _BT709
+            context.color_primaries = _BT709
+            context.color_trc = _BT709
+            if codec_name in _CRF_CODECS:
+                self._stream.options = {"crf": str(int(crf))}
+            else:
+                self._stream.bit_rate = max(
+                    100_000, int(_FALLBACK_BITS_PER_PIXEL * width_px * height_px * self._fps)
+                )
+            self._codec_name = codec_name
+            context.open()  # open the encoder now so a bad codec fails here, not at the first frame
+        except (av.FFmpegError, OSError, ValueError, TypeError) as exc:
+            self._abandon()
+            raise PirenderError(
+                f"{self._label}: cannot set up the {codec_name} encoder ({_reason(exc)})"
+            ) from None
+
+    def _check_arguments(self, fps: float, size_px: tuple[int, int], crf: int) -> tuple[int, int]:
+        extension = Path(self._path).suffix.lower()
+        if extension not in SUPPORTED_EXTENSIONS:
+            shown = extension or "no extension"
+            allowed = ", ".join(SUPPORTED_EXTENSIONS)
+            raise PirenderError(f"{self._label}: unknown video extension ({shown}); use one of {allowed}")
+        folder = Path(os.path.abspath(self._path)).parent
+        if not folder.is_dir():
+            raise PirenderError(f"{self._label}: folder {folder} does not exist")
+        if Path(self._path).is_dir():
+            raise PirenderError(f"{self._label}: is a folder, not a file name")
+        if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+            raise PirenderError(f"{self._label}: fps must be a positive number, got {fps!r}")
+        if (
+            not isinstance(size_px, tuple | list)
+            or len(size_px) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size_px)
+        ):
+            raise PirenderError(f"{self._label}: size_px must be (width, height) in pixels, got {size_px!r}")
+        width_px, height_px = int(size_px[0]), int(size_px[1])
+        if width_px <= 0 or height_px <= 0:
+            raise PirenderError(f"{self._label}: size_px must be positive, got {width_px}x{height_px}")
+        if width_px % 2 or height_px % 2:
+            raise PirenderError(
+                f"{self._label}: size {width_px}x{height_px} px is odd; yuv420p video needs an even "
+                "width and height (crop or pad one pixel)"
+            )
+        if isinstance(crf, bool) or not isinstance(crf, numbers.Integral) or not 0 <= crf <= _MAX_CRF:
+            raise PirenderError(f"{self._label}: crf must be an int in 0..{_MAX_CRF}, got {crf!r}")
+        return width_px, height_px
+
+    # ---------------------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The output file."""
+        return self._path
+
+    @property
+    def frames_written(self) -> int:
+        """Number of frames handed to the encoder so far."""
+        return self._frames_written
+
+    @property
+    def codec(self) -> str:
+        """Name of the encoder in use (e.g. ``libx264``)."""
+        return self._codec_name
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+        return self._closed
+
+    def write(self, frame_rgb: np.ndarray) -> None:
+        """Encode one (H, W, 3) uint8 RGB frame, or each frame of a (B, H, W, 3) batch.
+
+        H and W must equal the writer's (height, width).
+
+        Raises:
+            PirenderError: writer closed, wrong dtype/shape, or the encoder/muxer fails.
+        """
+        if self._closed:
+            raise PirenderError(f"{self._label}: write() after close()")
+        if not isinstance(frame_rgb, np.ndarray) or frame_rgb.dtype != np.uint8:
+            raise PirenderError(f"{self._label}: frames must be uint8 RGB arrays, got {_describe(frame_rgb)}")
+        expected = (self._height_px, self._width_px, 3)
+        if frame_rgb.ndim == 3:
+            batch = frame_rgb[np.newaxis]
+        elif frame_rgb.ndim == 4:
+            batch = frame_rgb
+        else:
+            batch = None
+        if batch is None or batch.shape[1:] != expected:
+            raise PirenderError(
+                f"{self._label}: frame shape must be {expected} (H, W, 3) or (B, *{expected}), "
+                f"got {frame_rgb.shape}"
+            )
+        for frame in batch:
+            self._encode_one(frame)
+
+    def _encode_one(self, frame: np.ndarray) -> None:
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        yuv = video_frame.reformat(
+            format="yuv420p",
+            dst_colorspace="ITU709",
+            dst_color_range="MPEG",
+            dst_color_trc=_BT709,
+            dst_color_primaries=_BT709,
+        )
+        yuv.pts = self._frames_written
+        try:
+            packets = self._stream.encode(yuv)
+            self._container.mux(packets)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise PirenderError(
+                f"{self._label}: encoding frame {self._frames_written} failed ({_reason(exc)})"
+            ) from None
+        self._frames_written += 1
+
+    def close(self) -> None:
+        """Flush the encoder and close the file; calling it again does nothing.
+
+        Raises:
+            PirenderError: flushing or writing the trailer fails (the file may then be unplayable).
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._container.mux(self._stream.encode(None))
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self._abandon()
+            raise PirenderError(f"{self._label}: flushing the encoder failed ({_reason(exc)})") from None
+        try:
+            self._container.close()
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise PirenderError(f"{self._label}: closing the file failed ({_reason(exc)})") from None
+
+    def _abandon(self) -> None:
+        """Close the container after a failure, ignoring further errors."""
+        self._closed = True
+        with contextlib.suppress(Exception):  # already failing: the first error is what the user needs
+            self._container.close()
+
+    def __enter__(self) -> VideoFileWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        # The block failed: keep what was written (flush + trailer), then let the original error through.
+        try:
+            self.close()
+        except PirenderError as close_error:
+            exc.add_note(f"while saving the frames written so far: {close_error}")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (
+            f"VideoFileWriter({self._path!r}, fps={self._fps}, size_px=({self._width_px}, "
+            f"{self._height_px}), codec={self._codec_name!r}, frames_written={self._frames_written}, {state})"
+        )
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds (first video stream).
+
+    Attributes:
+        frames: number of frames, counted by decoding the whole stream.
+        width: frame width in pixels.
+        height: frame height in pixels.
+        fps: average frame rate in frames per second (29.97002997 for 30000/1001).
+        codec: FFmpeg codec name of the stream, e.g. ``h264`` or ``mpeg4``.
+    """
+
+    frames: int
+    width: int
+    height: int
+    fps: float
+    codec: str
+
+
+def read_video_info(path: str | os.PathLike[str]) -> VideoInfo:
+    """Describe the first video stream of ``path``, counting its frames by decoding them.
+
+    Raises:
+        PirenderError: file missing, not a video, no video stream, or decoding fails.
+    """
+    name = os.fspath(path)
+    label = f"video {name}"
+    if not os.path.exists(name):
+        raise PirenderError(f"{label}: file not found")
+    try:
+        with av.open(name, mode="r") as container:
+            if not container.streams.video:
+                raise PirenderError(f"{label}: has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frames = sum(1 for _ in container.decode(stream))
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            return VideoInfo(
+                frames=frames,
+                width=int(stream.codec_context.width),
+                height=int(stream.codec_context.height),
+                fps=float(rate) if rate else 0.0,
+                codec=str(stream.codec_context.name),
+            )
+    except PirenderError:
+        raise
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise PirenderError(f"{label}: cannot read as a video ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """One-line description of an exception for an error message."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return type(value).__name__

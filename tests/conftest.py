@@ -1,0 +1,77 @@
+"""Shared fixtures: random checkpoints in the authors' exact layout, tiny models, test media."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pirender.engine.image import SourceImage
+from pirender.engine.renderer.checkpoint import random_generator
+from pirender.engine.renderer.pirender.config import TINY_CONFIG
+from pirender.engine.renderer.pirender.generator import FaceGenerator
+
+TESTS_DIR = Path(__file__).resolve().parent
+SHARED_DATA = TESTS_DIR.parents[1] / "shared" / "data"
+AUTHORS_KEYS_FILE = TESTS_DIR / "data" / "authors_generator_keys.txt"
+
+
+def authors_key_shapes() -> dict[str, tuple[int, ...]]:
+    """The 304 keys and shapes of the authors' generator, from the spec's Appendix A."""
+    shapes = {}
+    for line in AUTHORS_KEYS_FILE.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, shape = line.split()
+            shapes[key] = tuple(int(n) for n in shape.split("x"))
+    return shapes
+
+
+def authors_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors in the authors' exact key layout and shapes (not built from our model).
+
+    Every value is random (biases and norm affines too) so that every parameter matters.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in authors_key_shapes().items():
+        tensor = torch.randn(shape, generator=gen) * 0.02
+        if key.endswith(".weight") and len(shape) == 3 and shape[1:] == (1, 1):  # LN2d weight
+            tensor += 1.0
+        state[key] = tensor
+    return state
+
+
+def write_authors_checkpoint(path: Path, *, seed: int = 0, prefix: str = "", with_ema: bool = True) -> Path:
+    state = {prefix + k: v for k, v in authors_state_dict(seed).items()}
+    payload: dict[str, object] = {"net_G": state, "current_epoch": 190, "current_iteration": 400000}
+    if with_ema:
+        payload["net_G_ema"] = state
+    torch.save(payload, path)
+    return path
+
+
+def random_source(size_px: int = 256, seed: int = 0) -> SourceImage:
+    rgb = np.random.default_rng(seed).integers(0, 256, (size_px, size_px, 3), dtype=np.uint8)
+    return SourceImage(rgb=rgb, path=None, original_size_px=(size_px, size_px))
+
+
+def shared_data(*parts: str) -> Path:
+    """A file of ../shared/data, or skip (a user's own clone has no ../shared)."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"test media {path} not present (only in the development workspace)")
+    return path
+
+
+@pytest.fixture
+def tiny_generator() -> FaceGenerator:
+    return random_generator(TINY_CONFIG, seed=1)
+
+
+@pytest.fixture(scope="session")
+def authors_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_authors_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "epoch_00190_iteration_000400000_checkpoint.pt"
+    )

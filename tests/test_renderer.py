@@ -1,0 +1,166 @@
+"""The generator's shapes and the torch renderer backend (modes, precisions, errors)."""
+
+import numpy as np
+import pytest
+import torch
+
+from pirender.engine.errors import MotionError, PirenderError
+from pirender.engine.motion import AUTHORS_SPACE, MotionSequence, MotionSpace
+from pirender.engine.renderer.checkpoint import random_generator
+from pirender.engine.renderer.pirender.config import TINY_CONFIG
+from pirender.engine.renderer.pirender.generator import FaceGenerator
+from pirender.engine.renderer.torch_backend import TorchRenderer
+
+from conftest import random_source
+
+
+def _windows(batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(batch, 73, 27)).astype(np.float32)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return 10 * np.log10(4.0 / mse)  # peak-to-peak 2 for [-1, 1] images
+
+
+@pytest.fixture(scope="module")
+def full_generator() -> FaceGenerator:
+    return random_generator(seed=0)
+
+
+@pytest.mark.slow
+def test_shapes_at_every_stage(full_generator: FaceGenerator) -> None:
+    g = full_generator
+    source = torch.rand(2, 3, 256, 256) * 2 - 1
+    with torch.inference_mode():
+        z = g.mapping_net(torch.as_tensor(_windows(2)))
+        assert z.shape == (2, 256, 1)
+        stem = g.warpping_net.stem(source)
+        features = g.warpping_net.hourglass.encoder(stem, z)
+        assert [tuple(f.shape[1:]) for f in features] == [
+            (32, 256, 256),
+            (64, 128, 128),
+            (128, 64, 64),
+            (256, 32, 32),
+            (256, 16, 16),
+            (256, 8, 8),
+        ]
+        assert g.warpping_net.hourglass.decoder(features, z).shape == (2, 256, 64, 64)
+        out = g(source, torch.as_tensor(_windows(2)))
+        assert out["flow_field"].shape == (2, 2, 64, 64)  # 1/4 resolution
+        assert out["warp_image"].shape == out["fake_image"].shape == (2, 3, 256, 256)
+        assert out["fake_image"].abs().max() < 1  # tanh
+        edit_features = g.editing_net.encoder(torch.cat([source, out["warp_image"]], 1))
+        assert [tuple(f.shape[1:]) for f in edit_features] == [
+            (64, 256, 256),
+            (128, 128, 128),
+            (256, 64, 64),
+            (256, 32, 32),
+        ]
+        warp_only = g(source, torch.as_tensor(_windows(2)), stage="warp")
+        assert set(warp_only) == {"flow_field", "warp_image"}
+
+
+@pytest.mark.slow
+def test_renderer_matches_the_authors_structured_forward(full_generator: FaceGenerator) -> None:
+    source = random_source()
+    renderer = TorchRenderer(full_generator, space=AUTHORS_SPACE, image_size_px=256)
+    renderer.prepare(source)
+    windows = _windows(2, seed=3)
+    out = renderer.render(windows, extras=True)
+    full_generator.editing_net.set_compute_dead_branch(True)  # the authors' forward, dead branch and all
+    with torch.inference_mode():
+        source_tensor = torch.as_tensor(source.rgb).permute(2, 0, 1)[None].float() / 255
+        reference = full_generator(
+            (source_tensor.expand(2, -1, -1, -1) - 0.5) / 0.5, torch.as_tensor(windows)
+        )
+    full_generator.editing_net.set_compute_dead_branch(False)
+    torch.testing.assert_close(out.flow, reference["flow_field"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.warped, reference["warp_image"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.frame, reference["fake_image"], atol=1e-4, rtol=0)
+    # batch independence: frame 1 of the batch equals frame 1 rendered alone
+    single = renderer.render(windows[1:2]).frame
+    torch.testing.assert_close(single[0], out.frame[1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("precision", "min_psnr_db"), [("bf16", 25.0), ("fp16", 40.0)])
+def test_reduced_precision_stays_close_to_fp32(
+    full_generator: FaceGenerator, precision: str, min_psnr_db: float
+) -> None:
+    """Stated tolerance (random weights, which exaggerate low-precision error): bf16 >= 25 dB PSNR and
+    flow within 0.5 flow pixels; fp16 >= 40 dB and flow within 0.1."""
+    import copy
+
+    source, windows = random_source(), _windows(1, seed=5)
+    reference = TorchRenderer(full_generator, space=AUTHORS_SPACE, image_size_px=256)
+    reference.prepare(source)
+    expected = reference.render(windows, extras=True)
+    low = TorchRenderer(
+        copy.deepcopy(full_generator), space=AUTHORS_SPACE, image_size_px=256, precision=precision
+    )
+    low.prepare(source)
+    got = low.render(windows, extras=True)
+    assert got.frame.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert _psnr(got.frame, expected.frame) >= min_psnr_db
+    assert (got.flow.float() - expected.flow).abs().max() <= (0.5 if precision == "bf16" else 0.1)
+
+
+def test_warp_mode_and_extras(tiny_generator: FaceGenerator) -> None:
+    renderer = TorchRenderer(tiny_generator, space=AUTHORS_SPACE, image_size_px=64, mode="warp")
+    renderer.prepare(random_source(64))
+    out = renderer.render(_windows(3)[0])  # a single (73, 27) window is a batch of one
+    assert out.frame.shape == (1, 3, 64, 64) and out.warped is None and out.flow is None
+    full = renderer.render(_windows(3), mode="full", extras=True)
+    assert full.frame.shape == (3, 3, 64, 64) and full.flow.shape == (3, 2, 16, 16)
+    warp_only = renderer.render(_windows(3), extras=True)
+    torch.testing.assert_close(warp_only.frame, full.warped)
+
+
+def test_render_errors_are_clear(tiny_generator: FaceGenerator) -> None:
+    renderer = TorchRenderer(tiny_generator, space=AUTHORS_SPACE, image_size_px=64)
+    with pytest.raises(PirenderError, match="before prepare"):
+        renderer.render(_windows(1))
+    with pytest.raises(PirenderError, match="works at 64x64"):
+        renderer.prepare(random_source(128))
+    renderer.prepare(random_source(64))
+    with pytest.raises(MotionError, match="carry 70 numbers per frame"):
+        renderer.render(np.zeros((1, 70, 27), dtype=np.float32))
+    with pytest.raises(MotionError, match="needs >= 25"):
+        renderer.render(np.zeros((1, 73, 20), dtype=np.float32))
+    other = MotionSequence(MotionSpace("open-pose", tuple(f"c{i}" for i in range(73))), np.zeros((4, 73)))
+    with pytest.raises(MotionError, match="cannot drive a renderer of space 'pirender-3dmm-73'"):
+        renderer.check_motion(other)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown where no GPU exists")
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error() -> None:
+    with pytest.raises(PirenderError, match="sees no CUDA"):
+        TorchRenderer(random_generator(TINY_CONFIG), space=AUTHORS_SPACE, image_size_px=64, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_cuda_matches_cpu(full_generator: FaceGenerator, precision: str) -> None:
+    import copy
+
+    source, windows = random_source(), _windows(2, seed=7)
+    cpu = TorchRenderer(copy.deepcopy(full_generator), space=AUTHORS_SPACE, image_size_px=256)
+    cpu.prepare(source)
+    expected = cpu.render(windows, extras=True)
+    gpu = TorchRenderer(
+        copy.deepcopy(full_generator),
+        space=AUTHORS_SPACE,
+        image_size_px=256,
+        device="cuda",
+        precision=precision,
+    )
+    gpu.prepare(source)
+    got = gpu.render(windows, extras=True)
+    if precision == "fp32":
+        # cuDNN may use TF32-free fp32 kernels with a different summation order
+        torch.testing.assert_close(got.flow.cpu(), expected.flow, atol=1e-3, rtol=0)
+        torch.testing.assert_close(got.frame.cpu(), expected.frame, atol=1e-3, rtol=0)
+    else:
+        assert _psnr(got.frame.cpu(), expected.frame) >= (25.0 if precision == "bf16" else 40.0)
