@@ -192,7 +192,7 @@ def image_to_tensor(
         raise ImageError(f"image_to_tensor needs an (H, W, 3) uint8 array, got {_describe_array(rgb)}")
     if not dtype.is_floating_point:
         raise ImageError(f"image_to_tensor needs a floating dtype, got {dtype}")
-    pixels = torch.from_numpy(np.ascontiguousarray(rgb)).to(device=device)  # (H, W, 3) uint8
+    pixels = torch.from_numpy(np.array(rgb, copy=True)).to(device=device)  # (H, W, 3) uint8, writable copy
     levels = _level_values().to(device=device)  # (256,) float32, the CPU/torchvision values
     x = levels[pixels.to(torch.int64)]  # (H, W, 3) float32
     return x.permute(2, 0, 1).unsqueeze(0).to(dtype).contiguous()

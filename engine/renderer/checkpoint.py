@@ -142,8 +142,12 @@ def _as_state_dict(obj: Any, path: Path, key: str) -> dict[str, torch.Tensor]:
 def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint of plain tensors (a safe weights-only load refused it)"
+        ) from None
+    except (EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:  # torch.load fails in many ways on foreign bytes (KeyError, RuntimeError...)

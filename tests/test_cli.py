@@ -1,0 +1,122 @@
+"""The pirender command end to end, as a user runs it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_authors_checkpoint
+
+from pirender.engine.cli.main import main
+from pirender.engine.image import save_png
+from pirender.engine.motion import AUTHORS_SPACE, MotionSequence
+from pirender.engine.motion.edit import neutral_frame
+from pirender.engine.motion.io import save_motion
+from pirender.engine.renderer.checkpoint import random_generator, save_checkpoint
+from pirender.engine.renderer.pirender.config import TINY_CONFIG
+from pirender.engine.sinks.video_file import read_video_info
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    save_checkpoint(tmp_path / "tiny.pt", random_generator(TINY_CONFIG, seed=2), image_size_px=64)
+    rng = np.random.default_rng(0)
+    save_png(tmp_path / "face.png", rng.integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    rows = neutral_frame()[None].repeat(7, axis=0) + rng.normal(scale=0.1, size=(7, 73)).astype(np.float32)
+    save_motion(tmp_path / "motion.npz", MotionSequence(AUTHORS_SPACE, rows, fps=30.0))
+    return tmp_path
+
+
+def test_render_writes_a_playable_video(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = workdir / "clip.mp4"
+    args = ["render", "--source", str(workdir / "face.png"), "--motion", str(workdir / "motion.npz")]
+    code = main([*args, "--checkpoint", str(workdir / "tiny.pt"), "--out", str(out), "--batch", "3"])
+    assert code == 0
+    info = read_video_info(out)
+    assert (info.frames, info.width, info.height, info.codec) == (7, 64, 64, "h264")
+    assert abs(info.fps - 30.0) < 1e-6
+    assert "wrote 7 frames" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_render_with_the_authors_checkpoint_layout(tmp_path: Path) -> None:
+    """The full-size model from a checkpoint in the authors' exact layout, through the real entry point."""
+    ckpt = write_authors_checkpoint(tmp_path / "epoch_00190_iteration_000400000_checkpoint.pt")
+    (tmp_path / "latest_checkpoint.txt").write_text(f"latest_checkpoint: {ckpt.name}\n")
+    np.save(tmp_path / "coeffs.npy", np.random.default_rng(1).normal(size=(3, 73)).astype(np.float32))
+    save_png(tmp_path / "face.jpg.png", np.full((256, 256, 3), 128, dtype=np.uint8))
+    out = tmp_path / "out.mp4"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pirender.engine.cli.main",
+        "render",
+        "--source",
+        str(tmp_path / "face.jpg.png"),
+    ]
+    cmd += ["--motion", str(tmp_path / "coeffs.npy"), "--checkpoint", str(tmp_path), "--out", str(out)]
+    result = subprocess.run([*cmd, "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    info = read_video_info(out)
+    assert (info.frames, info.width, info.height) == (3, 256, 256)
+
+
+def test_edit_still_and_sweep(workdir: Path) -> None:
+    common = ["--source", str(workdir / "face.png"), "--checkpoint", str(workdir / "tiny.pt")]
+    assert main(["edit", *common, "--yaw", "20", "--exp", "3=1.5", "--out", str(workdir / "e.png")]) == 0
+    assert (workdir / "e.png").stat().st_size > 0
+    sweep = workdir / "s.mp4"
+    edit = ["--pitch", "-10", "--source-motion", str(workdir / "motion.npz")]
+    assert main(["edit", *common, *edit, "--sweep", "--frames", "5", "--out", str(sweep)]) == 0
+    assert read_video_info(sweep).frames == 5
+
+
+def test_info_reports_keys(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(workdir / "tiny.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "format:        pirender-live" in out and "keys:          ok" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["render", "--source", "{w}/missing.png", "--motion", "{w}/motion.npz"], "missing.png"),
+        (["render", "--source", "{w}/face.png", "--motion", "{w}/face.png"], "face.png"),
+        (["render", "--source", "{w}/motion.npz", "--motion", "{w}/motion.npz"], "motion.npz"),
+        (["render", "--source", "{w}/face.png", "--motion", "{w}/motion.npz", "--batch", "0"], "--batch"),
+        (["edit", "--source", "{w}/face.png", "--exp", "3:1"], "INDEX=VALUE"),
+        (["edit", "--source", "{w}/face.png", "--exp", "99=1"], "outside 0..63"),
+    ],
+)
+def test_errors_are_one_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    filled = [a.format(w=workdir) for a in args]
+    out = "--out", str(workdir / ("x.png" if filled[0] == "edit" else "x.mp4"))
+    assert main([*filled, "--checkpoint", str(workdir / "tiny.pt"), *out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_checkpoint_errors_are_one_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(workdir / "motion.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "PyTorch checkpoint" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("command", ["render", "edit", "info", "demo"])
+def test_every_command_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert "example:" in capsys.readouterr().out
+
+
+def test_demo_says_it_uses_random_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "demo.mp4"
+    assert main(["demo", "--out", str(out), "--frames", "2", "--device", "cpu", "--mode", "warp"]) == 0
+    assert "RANDOMLY INITIALISED" in capsys.readouterr().out
+    assert read_video_info(out).frames == 2
