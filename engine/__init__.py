@@ -41,6 +41,7 @@ __all__ = [
     "render_to_video",
     "save_checkpoint",
     "save_motion",
+    "save_png",
     "sequence_windows",
     "tensor_to_images",
 ]

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_authors_checkpoint
 
 from pirender.engine.cli.main import main
 from pirender.engine.image import save_png
@@ -16,6 +15,8 @@ from pirender.engine.motion.io import save_motion
 from pirender.engine.renderer.checkpoint import random_generator, save_checkpoint
 from pirender.engine.renderer.pirender.config import TINY_CONFIG
 from pirender.engine.sinks.video_file import read_video_info
+
+from conftest import write_authors_checkpoint
 
 
 @pytest.fixture

@@ -141,8 +141,9 @@ def test_asking_for_cuda_without_a_gpu_is_a_clear_error() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
 def test_cuda_matches_cpu(full_generator: FaceGenerator, precision: str) -> None:
+    """CUDA against the CPU fp32 result: fp32 (TF32 off) within 1e-3; reduced precisions by PSNR."""
     import copy
 
     source, windows = random_source(), _windows(2, seed=7)
@@ -158,9 +159,11 @@ def test_cuda_matches_cpu(full_generator: FaceGenerator, precision: str) -> None
     )
     gpu.prepare(source)
     got = gpu.render(windows, extras=True)
+    flow_err = float((got.flow.float().cpu() - expected.flow).abs().max())
+    frame_err = float((got.frame.float().cpu() - expected.frame).abs().max())
+    psnr = _psnr(got.frame.cpu(), expected.frame)
+    print(f"cuda {precision}: flow max abs {flow_err:.2e}, frame max abs {frame_err:.2e}, PSNR {psnr:.1f} dB")
     if precision == "fp32":
-        # cuDNN may use TF32-free fp32 kernels with a different summation order
-        torch.testing.assert_close(got.flow.cpu(), expected.flow, atol=1e-3, rtol=0)
-        torch.testing.assert_close(got.frame.cpu(), expected.frame, atol=1e-3, rtol=0)
+        assert flow_err <= 1e-3 and frame_err <= 1e-3
     else:
-        assert _psnr(got.frame.cpu(), expected.frame) >= (25.0 if precision == "bf16" else 40.0)
+        assert psnr >= {"tf32": 40.0, "fp16": 40.0, "bf16": 25.0}[precision]

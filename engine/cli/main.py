@@ -33,7 +33,9 @@ def _add_renderer_options(parser: argparse.ArgumentParser, *, checkpoint_require
         "or a pirender-live checkpoint",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="default fp32")
+    parser.add_argument(
+        "--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"], help="default fp32"
+    )
     parser.add_argument(
         "--mode", default="full", choices=["full", "warp"], help="full model, or the warped source only"
     )

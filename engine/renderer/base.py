@@ -29,13 +29,17 @@ class RenderMode(StrEnum):
 
 
 class Precision(StrEnum):
+    """Arithmetic of the convolutions. ``fp32`` is faithful (TF32 off on CUDA); ``tf32`` lets CUDA
+    convolutions use TF32 tensor cores (same as fp32 on CPU); ``fp16``/``bf16`` cast the weights."""
+
     FP32 = "fp32"
+    TF32 = "tf32"
     FP16 = "fp16"
     BF16 = "bf16"
 
     @property
     def dtype(self) -> torch.dtype:
-        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[self.value]
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.value, torch.float32)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@ statistics and the warp always run in float32 (see ``pirender.layers`` and ``ren
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -27,6 +30,17 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise PirenderError("device 'cuda' asked for, but this torch build sees no CUDA GPU")
     return resolved
+
+
+@contextmanager
+def _cudnn_tf32(allowed: bool) -> Iterator[None]:
+    """Scope cuDNN's TF32 switch to one call (PyTorch's default is on, which is not fp32-faithful)."""
+    previous = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = previous
 
 
 class TorchRenderer(Renderer):
@@ -57,15 +71,23 @@ class TorchRenderer(Renderer):
         generator.editing_net.set_compute_dead_branch(False)
         self.model = generator.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
 
-    @torch.inference_mode()
     def _prepare(self, image: SourceImage) -> PreparedSource:
+        with _cudnn_tf32(self.precision is Precision.TF32), torch.inference_mode():
+            return self._prepare_source(image)
+
+    def _render(
+        self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
+    ) -> RenderOutput:
+        with _cudnn_tf32(self.precision is Precision.TF32), torch.inference_mode():
+            return self._render_frames(windows, source, mode, extras)
+
+    def _prepare_source(self, image: SourceImage) -> PreparedSource:
         source32 = image_to_tensor(image.rgb, device=self.device)  # (1, 3, H, W) in [-1, 1]
         source = source32.to(self.dtype)
         stem = self.model.warpping_net.stem(source)  # (1, base, H, W)
         return PreparedSource(image=image, cache={"source32": source32, "source": source, "stem": stem})
 
-    @torch.inference_mode()
-    def _render(
+    def _render_frames(
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
         window = torch.as_tensor(windows).to(device=self.device, dtype=self.dtype)  # (B, width, T)
