@@ -66,3 +66,15 @@ def test_mapping_net_sees_every_slot_of_a_27_frame_window() -> None:
         moved = window.clone()
         moved[0, :, slot] += 1.0
         assert not torch.allclose(net(moved), base)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_layer_norm_cuda_path_matches_cpu() -> None:
+    torch.manual_seed(0)
+    norm = LayerNorm2d(64)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(64, 1, 1))
+        norm.bias.copy_(torch.randn(64, 1, 1))
+    x = torch.randn(2, 64, 128, 128) * 3 + 1
+    torch.testing.assert_close(norm.cuda()(x.cuda()).cpu(), norm.cpu()(x), atol=2e-5, rtol=1e-5)

@@ -8,7 +8,7 @@ from pirender.engine.errors import MotionError, PirenderError
 from pirender.engine.motion import AUTHORS_SPACE, MotionSequence, MotionSpace
 from pirender.engine.renderer.checkpoint import random_generator
 from pirender.engine.renderer.pirender.config import TINY_CONFIG
-from pirender.engine.renderer.pirender.generator import FaceGenerator
+from pirender.engine.renderer.pirender.generator import FaceGenerator, set_reference_ops
 from pirender.engine.renderer.torch_backend import TorchRenderer
 
 from conftest import random_source
@@ -68,13 +68,13 @@ def test_renderer_matches_the_authors_structured_forward(full_generator: FaceGen
     renderer.prepare(source)
     windows = _windows(2, seed=3)
     out = renderer.render(windows, extras=True)
-    full_generator.editing_net.set_compute_dead_branch(True)  # the authors' forward, dead branch and all
+    set_reference_ops(full_generator, True)  # the authors' operations, dead branch and all
     with torch.inference_mode():
         source_tensor = torch.as_tensor(source.rgb).permute(2, 0, 1)[None].float() / 255
         reference = full_generator(
             (source_tensor.expand(2, -1, -1, -1) - 0.5) / 0.5, torch.as_tensor(windows)
         )
-    full_generator.editing_net.set_compute_dead_branch(False)
+    set_reference_ops(full_generator, False)
     torch.testing.assert_close(out.flow, reference["flow_field"], atol=1e-5, rtol=0)
     torch.testing.assert_close(out.warped, reference["warp_image"], atol=1e-4, rtol=0)
     torch.testing.assert_close(out.frame, reference["fake_image"], atol=1e-4, rtol=0)

@@ -18,7 +18,7 @@ from ..errors import PirenderError
 from ..image import SourceImage, image_to_tensor
 from ..motion.space import MotionSpace
 from .base import Precision, PreparedSource, Renderer, RenderMode, RenderOutput
-from .pirender.generator import FaceGenerator
+from .pirender.generator import FaceGenerator, set_reference_ops
 from .warp import get_warp
 
 
@@ -68,7 +68,7 @@ class TorchRenderer(Renderer):
         self.dtype = self.precision.dtype
         self.min_window_frames = generator.mapping_net.min_frames
         self.warp = get_warp(warp)
-        generator.editing_net.set_compute_dead_branch(False)
+        set_reference_ops(generator, False)
         self.model = generator.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
 
     def _prepare(self, image: SourceImage) -> PreparedSource:

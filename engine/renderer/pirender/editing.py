@@ -7,7 +7,7 @@ add the Jump-processed encoder skip of that size. A 7x7 conv and tanh give the i
 
 The residual blocks' ``conv1``/``norm1`` are a dead branch in the authors' code (computed, then
 discarded). They stay as parameters for strict loading; skipping them is exact and saves ~18% of the
-FLOPs. ``compute_dead_branch = True`` reproduces the authors' cost for reference timings.
+FLOPs. ``compute_dead_branch = True`` (see ``generator.set_reference_ops``) reproduces the authors' cost.
 """
 
 from __future__ import annotations
@@ -178,9 +178,3 @@ class EditingNet(nn.Module):
     def forward(self, source: torch.Tensor, warped: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         # source, warped: (B, 3, H, W); z: (B, 256, 1) -> (B, 3, H, W) in (-1, 1)
         return self.decoder(self.encoder(torch.cat([source, warped], dim=1)), z)
-
-    def set_compute_dead_branch(self, enabled: bool) -> None:
-        """Compute the discarded conv1/norm1 branch like the authors (only for reference timings)."""
-        for module in self.modules():
-            if isinstance(module, FineADAINResBlock2d):
-                module.compute_dead_branch = enabled

@@ -11,7 +11,8 @@ from torch import nn
 
 from ..warp import WarpFn, torch_warp
 from .config import GeneratorConfig
-from .editing import EditingNet
+from .editing import EditingNet, FineADAINResBlock2d
+from .layers import LayerNorm2d
 from .mapping import MappingNet
 from .warping import WarpingNet
 
@@ -61,6 +62,16 @@ class FaceGenerator(nn.Module):
         if stage != "warp":
             out["fake_image"] = self.editing_net(source, out["warp_image"], z)
         return out
+
+
+def set_reference_ops(model: nn.Module, enabled: bool) -> None:
+    """Run exactly the authors' operations (for reference timings): compute the editing net's dead
+    branch and use PyTorch's layer_norm kernel on CUDA too."""
+    for module in model.modules():
+        if isinstance(module, FineADAINResBlock2d):
+            module.compute_dead_branch = enabled
+        if isinstance(module, LayerNorm2d):
+            module.cuda_grid_reduction = not enabled
 
 
 def init_weights(model: nn.Module, *, generator: torch.Generator | None = None, std: float = 0.02) -> None:

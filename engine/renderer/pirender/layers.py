@@ -41,14 +41,22 @@ class LayerNorm2d(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(channels, 1, 1))
+        #: on CUDA, use a grid-wide reduction instead of the layer_norm kernel (False = authors' op)
+        self.cuda_grid_reduction = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, C, H, W). Handing the expanded affine to layer_norm is bit-exact with the authors.
-        shape = x.shape[1:]
+        # x: (B, C, H, W) -> (B, C, H, W)
         x32 = x.float()
-        out = F.layer_norm(
-            x32, shape, self.weight.float().expand(shape), self.bias.float().expand(shape), NORM_EPS
-        )
+        weight, bias = self.weight.float(), self.bias.float()
+        if x.is_cuda and self.cuda_grid_reduction:
+            # CUDA's layer_norm kernel reduces each (C*H*W) row in one thread block: at batch 1 it
+            # took ~90% of the frame time on an H100. A grid-wide reduction computes the same thing.
+            var, mean = torch.var_mean(x32, dim=(1, 2, 3), unbiased=False, keepdim=True)
+            out = (x32 - mean) * torch.rsqrt(var + NORM_EPS) * weight + bias
+        else:
+            # handing the expanded affine to layer_norm is bit-exact with the authors on CPU
+            shape = x.shape[1:]
+            out = F.layer_norm(x32, shape, weight.expand(shape), bias.expand(shape), NORM_EPS)
         return out.to(x.dtype)
 
 

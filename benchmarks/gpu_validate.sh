@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Validate and time the GPU paths on a lent GPU machine (see benchmarks/RESULTS.md).
+# Usage (on the GPU machine, repo root): OUT=/tmp/out bash benchmarks/gpu_validate.sh
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/pirender-gpu}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+if ! $PY -c "import av" 2>/dev/null; then $PY -m pip install -q --no-deps --no-index .carry/av-*.whl; fi
+$PY -m pip install -q --no-deps --no-build-isolation -e . || exit 1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
+$PY -m pytest -q -s -m gpu -rA tests 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "cuda |passed|failed|PASSED|FAILED|SKIPPED"
+$PY -m pytest -q -x -p no:cacheprovider tests 2>&1 | tail -3 | tee "$OUT/all_tests.log"
+$PY benchmarks/bench_renderer.py --device cuda --precisions fp32,tf32,fp16,bf16 --batch 1,8 \
+    --warmup 10 --repeats 100 --markdown --json "$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench_cuda.txt"
