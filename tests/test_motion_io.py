@@ -784,6 +784,7 @@ def test_lmdb_missing_path_is_named(tmp_path: Path) -> None:
 
 
 def test_lmdb_not_a_database_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("lmdb", reason="the lmdb package reads LMDB files")
     folder = tmp_path / "empty_folder"
     folder.mkdir()
     with motion_error(r"not a readable LMDB", naming=folder):

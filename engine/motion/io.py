@@ -332,15 +332,15 @@ def read_lmdb_motion(lmdb_path: str | Path, video: str, *, fps: float = DEFAULT_
         video: the video's name, e.g. ``"id10001#7w0IBEWc9Qw#000993#001143"``.
         fps: frame rate of the video (not stored in the LMDB).
     """
+    location = Path(lmdb_path).expanduser()
+    if not location.exists():
+        raise MotionError(f"{location}: no such LMDB (file or folder not found)")
     try:
         import lmdb  # optional dependency
     except ImportError:
         raise MotionError(
             'reading an LMDB needs the lmdb package: pip install "pirender-live[lmdb]"'
         ) from None
-    location = Path(lmdb_path).expanduser()
-    if not location.exists():
-        raise MotionError(f"{location}: no such LMDB (file or folder not found)")
     if not video:
         raise MotionError(f"{location}: no video name given")
     label = f"{location} (video {video!r})"
