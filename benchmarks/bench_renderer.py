@@ -568,7 +568,7 @@ def table_rows(results: list[Result], *, with_memory: bool) -> tuple[list[str], 
         "ms/frame p90",
         "frames/s",
         "speed-up",
-        "max|err|",
+        "max abs err",
         "PSNR dB",
     ]
     if with_memory:
