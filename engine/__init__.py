@@ -8,7 +8,7 @@ from .errors import CheckpointError, ImageError, MotionError, PirenderError
 from .image import SourceImage, load_source_image, save_png, tensor_to_images
 from .motion.edit import MotionEdit, neutral_frame
 from .motion.io import load_motion, save_motion
-from .motion.space import AUTHORS_SPACE, MotionSequence, MotionSpace
+from .motion.space import AUTHORS_SPACE, MotionFrame, MotionSequence, MotionSpace
 from .motion.window import StreamWindow, WindowSpec, build_windows, sequence_windows
 from .offline import render_to_video
 from .renderer.base import Precision, PreparedSource, Renderer, RenderMode, RenderOutput
@@ -21,6 +21,7 @@ __all__ = [
     "ImageError",
     "MotionEdit",
     "MotionError",
+    "MotionFrame",
     "MotionSequence",
     "MotionSpace",
     "PirenderError",

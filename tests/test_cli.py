@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from pirender.engine.cli.main import main
 from pirender.engine.image import save_png
@@ -16,7 +17,7 @@ from pirender.engine.renderer.checkpoint import random_generator, save_checkpoin
 from pirender.engine.renderer.pirender.config import TINY_CONFIG
 from pirender.engine.sinks.video_file import read_video_info
 
-from conftest import write_authors_checkpoint
+from conftest import shared_data, write_authors_checkpoint
 
 
 @pytest.fixture
@@ -71,6 +72,23 @@ def test_edit_still_and_sweep(workdir: Path) -> None:
     edit = ["--pitch", "-10", "--source-motion", str(workdir / "motion.npz")]
     assert main(["edit", *common, *edit, "--sweep", "--frames", "5", "--out", str(sweep)]) == 0
     assert read_video_info(sweep).frames == 5
+
+
+@pytest.mark.slow
+def test_edit_a_real_portrait_with_the_authors_presets(tmp_path: Path) -> None:
+    """A VoxCeleb portrait (the model's home domain) with the authors' expression presets."""
+    portrait = shared_data("vox_demo", "id10010_Fi21gDronE4_001686_002204_00079.jpg")
+    presets = shared_data("vox_demo", "expression.mat")
+    ckpt = write_authors_checkpoint(tmp_path / "ckpt.pt")
+    common = ["edit", "--source", str(portrait), "--checkpoint", str(ckpt), "--presets", str(presets)]
+    outs = []
+    for name in ("center", "mouth"):
+        out = tmp_path / f"{name}.png"
+        assert main([*common, "--preset", name, "--yaw", "10", "--out", str(out), "--device", "cpu"]) == 0
+        outs.append(np.asarray(Image.open(out)))
+    assert outs[0].shape == (256, 256, 3)
+    assert np.abs(outs[0].astype(int) - outs[1].astype(int)).max() > 0  # the preset reached the picture
+    assert main([*common, "--preset", "smile", "--out", str(tmp_path / "x.png")]) == 2
 
 
 def test_info_reports_keys(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

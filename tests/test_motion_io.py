@@ -176,7 +176,7 @@ def test_npy_single_1d_frame_is_one_frame(tmp_path: Path) -> None:
     np.save(path, np.arange(AUTHORS_WIDTH, dtype=np.float32))
     sequence = load_motion(path)
     assert len(sequence) == 1
-    np.testing.assert_array_equal(sequence.frame(0), np.arange(AUTHORS_WIDTH))
+    np.testing.assert_array_equal(sequence.frame(0).values, np.arange(AUTHORS_WIDTH))
 
 
 def test_npy_lmdb_rows_land_in_the_right_slots(tmp_path: Path) -> None:

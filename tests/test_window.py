@@ -6,6 +6,8 @@ import pytest
 from pirender.engine.errors import MotionError
 from pirender.engine.motion import (
     AUTHORS_SPACE,
+    MotionFrame,
+    MotionSequence,
     MotionSpace,
     StreamWindow,
     WindowSpec,
@@ -90,6 +92,17 @@ def test_stream_rejects_bad_frames_and_specs() -> None:
         WindowSpec(radius=13, lookahead_frames=14)
     with pytest.raises(MotionError, match="at least one frame"):
         window_indices(0, 3, newest=-1)
+
+
+def test_stream_refuses_frames_of_another_space() -> None:
+    stream = StreamWindow(AUTHORS_SPACE, WindowSpec(radius=13, lookahead_frames=0))
+    other = MotionSpace("open-73", tuple(f"c{i}" for i in range(73)))
+    with pytest.raises(MotionError, match="cannot drive"):
+        stream.push(MotionFrame(other, np.zeros(73)))
+    window = stream.push(MotionSequence(AUTHORS_SPACE, np.ones((2, 73))).frame(1))
+    assert window is not None and window.shape == (73, 27)
+    with pytest.raises(MotionError, match="one row of 73"):
+        MotionFrame(AUTHORS_SPACE, np.zeros((2, 73)))
 
 
 def test_spaces_are_explicit() -> None:

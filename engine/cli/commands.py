@@ -12,8 +12,8 @@ from ..api import load_renderer
 from ..errors import PirenderError
 from ..image import load_source_image, save_png, tensor_to_images
 from ..motion.edit import MotionEdit, demo_motion, neutral_frame, sweep
-from ..motion.io import load_motion
-from ..motion.space import MotionSequence
+from ..motion.io import load_expression_presets, load_motion
+from ..motion.space import AUTHORS_SPACE, MotionSequence
 from ..offline import render_to_video
 from ..renderer.checkpoint import build_generator, random_generator, read_checkpoint, save_checkpoint
 
@@ -71,10 +71,12 @@ def run_edit(args: argparse.Namespace) -> int:
     if args.source_motion:
         source_motion = load_motion(args.source_motion)
         renderer.check_motion(source_motion)
-        base = source_motion.frame(0)
+        base = source_motion.frame(0).values
     else:
         print("note: no --source-motion given: edits start from a neutral pose with an estimated crop")
         base = neutral_frame()
+    if args.preset or args.presets:
+        base = _with_preset(base, args.preset, args.presets)
     renderer.prepare(load_source_image(args.source, size_px=renderer.image_size_px))
     if args.sweep:
         summary = render_to_video(renderer, sweep(base, edit, frames=args.frames, fps=args.fps), out)
@@ -84,6 +86,17 @@ def run_edit(args: argparse.Namespace) -> int:
     save_png(out, tensor_to_images(renderer.render(window).frame)[0])
     print(f"wrote {out}")
     return 0
+
+
+def _with_preset(base: np.ndarray, name: str | None, presets_file: str | None) -> np.ndarray:
+    if not (name and presets_file):
+        raise PirenderError("--preset NAME and --presets FILE go together")
+    presets = load_expression_presets(presets_file)
+    if name not in presets:
+        raise PirenderError(f"{presets_file}: no preset {name!r} (presets: {', '.join(presets)})")
+    row = base.copy()
+    row[AUTHORS_SPACE.group("expression")] = presets[name]
+    return row
 
 
 def run_info(args: argparse.Namespace) -> int:

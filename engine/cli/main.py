@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument(
         "--exp", action="append", default=[], metavar="I=V", help="add V to expression coefficient I (0..63)"
     )
+    edit.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="set the expression to a preset of --presets (the authors' center, mouth, eyebrow, eyes)",
+    )
+    edit.add_argument("--presets", metavar="FILE", help="the authors' expression.mat (for --preset)")
     edit.add_argument("--sweep", action="store_true", help="write a video going source -> edit -> source")
     edit.add_argument("--frames", type=int, default=40, help="sweep length in frames (default 40)")
     edit.add_argument("--fps", type=float, default=25.0, help="sweep frame rate (default 25)")

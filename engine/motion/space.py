@@ -145,6 +145,22 @@ def check_values(values: np.ndarray, space: MotionSpace, *, what: str = "motion"
 
 
 @dataclass
+class MotionFrame:
+    """One frame's motion in one space: ``values`` is (space.width,) float32."""
+
+    space: MotionSpace
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        array = np.asarray(self.values)
+        if array.ndim != 1:
+            raise MotionError(
+                f"a motion frame is one row of {self.space.width} numbers, got shape {array.shape}"
+            )
+        self.values = check_values(array, self.space, what="motion frame")[0]
+
+
+@dataclass
 class MotionSequence:
     """Motion of consecutive frames in one space: ``values`` is (frames, space.width) float32."""
 
@@ -161,6 +177,6 @@ class MotionSequence:
     def __len__(self) -> int:
         return int(self.values.shape[0])
 
-    def frame(self, index: int) -> np.ndarray:
-        """One frame's numbers, shape (width,)."""
-        return self.values[index]
+    def frame(self, index: int) -> MotionFrame:
+        """One frame's motion."""
+        return MotionFrame(self.space, self.values[index])

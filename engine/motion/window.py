@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MotionError
-from .space import MotionSpace, check_values
+from .space import MotionFrame, MotionSpace, check_values
 
 #: The authors' semantic radius k: windows of 2k+1 = 27 frames.
 DEFAULT_RADIUS = 13
@@ -107,8 +107,14 @@ class StreamWindow:
         self._newest = -1
         self._next_center = 0
 
-    def push(self, frame: np.ndarray) -> np.ndarray | None:
-        """Add the newest frame (width,); return the (width, 2k+1) window now due, if any."""
+    def push(self, frame: MotionFrame | np.ndarray) -> np.ndarray | None:
+        """Add the newest frame (width,); return the (width, 2k+1) window now due, if any.
+
+        A :class:`MotionFrame` of another space is refused; a bare array is taken as this space's.
+        """
+        if isinstance(frame, MotionFrame):
+            self.space.check_compatible(frame.space)
+            frame = frame.values
         row = np.asarray(frame, dtype=np.float32).reshape(-1)
         if row.shape[0] != self.space.width:
             raise MotionError(
