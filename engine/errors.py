@@ -15,3 +15,21 @@ class CheckpointError(PirenderError, ValueError):
 
 class ImageError(PirenderError, ValueError):
     """A source image that cannot be read or used."""
+
+
+def exception_text(exc: BaseException, *, with_type: bool = True) -> str:
+    """An exception as one line for an error message (some libraries put newlines in theirs)."""
+    text = " ".join(str(exc).split())
+    if not with_type:
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def describe_value(value: object) -> str:
+    """A short description of what was passed where an array or tensor was expected."""
+    shape = getattr(value, "shape", None)
+    dtype = getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        kind = "array" if type(value).__module__.startswith("numpy") else "tensor"
+        return f"{dtype} {kind} of shape {tuple(shape)}"
+    return type(value).__name__

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ImageError, describe_value, exception_text
 
 __all__ = [
     "DEFAULT_SIZE_PX",
@@ -141,7 +141,7 @@ def load_source_image(
         try:
             path_or_image.load()
         except _DECODE_ERRORS as exc:
-            raise ImageError(f"{label}: cannot decode its pixels ({_reason(exc)})") from None
+            raise ImageError(f"{label}: cannot decode its pixels ({exception_text(exc)})") from None
         image = _apply_exif_orientation(path_or_image, label)
     elif isinstance(path_or_image, str | os.PathLike):
         path = os.fspath(path_or_image)
@@ -189,7 +189,7 @@ def image_to_tensor(
         ImageError: ``rgb`` is not an (H, W, 3) uint8 array, or ``dtype`` is not floating point.
     """
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ImageError(f"image_to_tensor needs an (H, W, 3) uint8 array, got {_describe_array(rgb)}")
+        raise ImageError(f"image_to_tensor needs an (H, W, 3) uint8 array, got {describe_value(rgb)}")
     if not dtype.is_floating_point:
         raise ImageError(f"image_to_tensor needs a floating dtype, got {dtype}")
     pixels = torch.from_numpy(np.array(rgb, copy=True)).to(device=device)  # (H, W, 3) uint8, writable copy
@@ -226,7 +226,7 @@ def tensor_to_images(frames: torch.Tensor) -> np.ndarray:
         ImageError: ``frames`` is not a floating tensor of shape (B, 3, H, W) or (3, H, W).
     """
     if not isinstance(frames, torch.Tensor) or not frames.dtype.is_floating_point:
-        raise ImageError(f"tensor_to_images needs a floating tensor, got {_describe_tensor(frames)}")
+        raise ImageError(f"tensor_to_images needs a floating tensor, got {describe_value(frames)}")
     if frames.ndim == 3:
         frames = frames.unsqueeze(0)
     if frames.ndim != 4 or frames.shape[1] != 3:
@@ -252,7 +252,7 @@ def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     """
     target = os.fspath(path)
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ImageError(f"PNG {target}: pixels must be an (H, W, 3) uint8 array, got {_describe_array(rgb)}")
+        raise ImageError(f"PNG {target}: pixels must be an (H, W, 3) uint8 array, got {describe_value(rgb)}")
     folder = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(folder):
         raise ImageError(f"PNG {target}: folder {folder} does not exist")
@@ -269,7 +269,7 @@ def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
         os.replace(tmp_name, target)
         tmp_name = None
     except OSError as exc:
-        raise ImageError(f"PNG {target}: cannot write ({_reason(exc)})") from None
+        raise ImageError(f"PNG {target}: cannot write ({exception_text(exc)})") from None
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):
@@ -278,24 +278,6 @@ def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # helpers
-
-
-def _reason(exc: BaseException) -> str:
-    """One-line description of an exception for an error message."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _describe_array(value: object) -> str:
-    if isinstance(value, np.ndarray):
-        return f"{value.dtype} array of shape {value.shape}"
-    return type(value).__name__
-
-
-def _describe_tensor(value: object) -> str:
-    if isinstance(value, torch.Tensor):
-        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
-    return type(value).__name__
 
 
 def _open_image_file(path: str, label: str) -> Image.Image:
@@ -320,7 +302,7 @@ def _open_image_file(path: str, label: str) -> Image.Image:
     except PermissionError:
         raise ImageError(f"{label}: permission denied") from None
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"{label}: truncated or corrupt image ({_reason(exc)})") from None
+        raise ImageError(f"{label}: truncated or corrupt image ({exception_text(exc)})") from None
     return image
 
 
@@ -353,7 +335,7 @@ def _apply_exif_orientation(image: Image.Image, label: str) -> Image.Image:
         transposed = ImageOps.exif_transpose(image)
     except Exception as exc:  # any failure of Pillow's EXIF parser means "no usable tag"
         warnings.warn(
-            f"{label}: EXIF orientation unreadable, image used as stored ({_reason(exc)})",
+            f"{label}: EXIF orientation unreadable, image used as stored ({exception_text(exc)})",
             UserWarning,
             stacklevel=3,
         )
@@ -394,7 +376,9 @@ def _to_rgb(image: Image.Image, label: str) -> Image.Image:
             return Image.fromarray(_high_depth_grey_to_uint8(image), mode="L").convert("RGB")
         return image.convert("RGB")
     except (ValueError, OSError) as exc:
-        raise ImageError(f"{label}: colour mode {mode} cannot be converted to RGB ({_reason(exc)})") from None
+        raise ImageError(
+            f"{label}: colour mode {mode} cannot be converted to RGB ({exception_text(exc)})"
+        ) from None
 
 
 def _high_depth_grey_to_uint8(image: Image.Image) -> np.ndarray:

@@ -140,8 +140,8 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         print(
             "NOTE: no trained checkpoint given, so this demo renders with RANDOMLY INITIALISED weights.\n"
-            "      The clip shows what an untrained PIRenderer computes (a blurry, washed-out picture),\n"
-            "      not a face animation. Pass --checkpoint with the authors' weights for real output."
+            "      The clip shows what an untrained PIRenderer computes (a distorted, false-colour\n"
+            "      picture), not a face animation. Pass --checkpoint with the authors' weights to see one."
         )
         with tempfile.TemporaryDirectory() as tmp:
             random_weights = random_generator(seed=0)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MotionError
+from ..errors import MotionError, exception_text
 from .space import AUTHORS_SPACE, MotionSequence, MotionSpace, check_values, known_space
 
 
@@ -211,7 +211,7 @@ def _load_npy(file: Path, fps: float) -> MotionSequence:
     try:
         loaded = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise MotionError(f"{file}: corrupt .npy file ({_one_line(exc)})") from None
+        raise MotionError(f"{file}: corrupt .npy file ({exception_text(exc, with_type=False)})") from None
     return _sequence_from_rows(file, loaded, fps, source="npy")
 
 
@@ -230,7 +230,7 @@ def _load_npz(file: Path, fps: float) -> MotionSequence:
             present = list(archive)
             stored = {name: archive[name] for name in (*_NPZ_REQUIRED, _NPZ_META) if name in archive}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise MotionError(f"{file}: corrupt .npz archive ({_one_line(exc)})") from None
+        raise MotionError(f"{file}: corrupt .npz archive ({exception_text(exc, with_type=False)})") from None
     missing = [name for name in _NPZ_REQUIRED if name not in stored]
     if missing:
         raise MotionError(
@@ -296,7 +296,9 @@ def _load_txt(file: Path, fps: float) -> MotionSequence:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise MotionError(f"{file}: not a readable text file ({_one_line(exc)})") from None
+        raise MotionError(
+            f"{file}: not a readable text file ({exception_text(exc, with_type=False)})"
+        ) from None
     tokens = text.split()
     numbers = np.empty(len(tokens), dtype=np.float64)
     for position, token in enumerate(tokens):
@@ -349,13 +351,15 @@ def read_lmdb_motion(lmdb_path: str | Path, video: str, *, fps: float = DEFAULT_
             str(location), readonly=True, lock=False, readahead=False, subdir=location.is_dir()
         )
     except lmdb.Error as exc:
-        raise MotionError(f"{location}: not a readable LMDB ({_one_line(exc)})") from None
+        raise MotionError(
+            f"{location}: not a readable LMDB ({exception_text(exc, with_type=False)})"
+        ) from None
     try:
         with environment.begin(write=False) as transaction:
             payload = transaction.get(f"{video}-coeff_3dmm".encode())
             length_text = transaction.get(f"{video}-length".encode())
     except lmdb.Error as exc:
-        raise MotionError(f"{label}: cannot read the LMDB ({_one_line(exc)})") from None
+        raise MotionError(f"{label}: cannot read the LMDB ({exception_text(exc, with_type=False)})") from None
     finally:
         environment.close()
     if payload is None:
@@ -444,7 +448,9 @@ def save_motion(path: str | Path, sequence: MotionSequence) -> Path:
         try:
             meta_text = json.dumps(sequence.meta)
         except (TypeError, ValueError) as exc:
-            raise MotionError(f"{target}: meta is not JSON-serialisable ({_one_line(exc)})") from None
+            raise MotionError(
+                f"{target}: meta is not JSON-serialisable ({exception_text(exc, with_type=False)})"
+            ) from None
         arrays = {
             "values": values,
             "space": np.array(json.dumps(space.to_dict())),
@@ -464,7 +470,7 @@ def _write_atomically(target: Path, write: Callable[[Any], None]) -> None:
         # like open(): permissions 0o666 less the umask (tempfile.mkstemp would give 0o600)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, _NEW_FILE_MODE)
     except OSError as exc:
-        raise MotionError(f"{target}: cannot write ({_one_line(exc)})") from None
+        raise MotionError(f"{target}: cannot write ({exception_text(exc, with_type=False)})") from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
@@ -473,7 +479,7 @@ def _write_atomically(target: Path, write: Callable[[Any], None]) -> None:
         os.replace(temporary, target)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise MotionError(f"{target}: cannot write ({_one_line(exc)})") from None
+        raise MotionError(f"{target}: cannot write ({exception_text(exc, with_type=False)})") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -481,12 +487,6 @@ def _write_atomically(target: Path, write: Callable[[Any], None]) -> None:
 
 # ---------------------------------------------------------------------------------------------------
 # Helpers
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's text on one line (some libraries put newlines in theirs)."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def _existing_file(path: str | Path) -> Path:
@@ -505,7 +505,7 @@ def _signature(file: Path) -> bytes:
         with file.open("rb") as handle:
             return handle.read(len(_NPY_SIGNATURE))
     except OSError as exc:
-        raise MotionError(f"{file}: cannot read ({_one_line(exc)})") from None
+        raise MotionError(f"{file}: cannot read ({exception_text(exc, with_type=False)})") from None
 
 
 def _read_mat(file: Path) -> dict[str, Any]:
@@ -520,7 +520,9 @@ def _read_mat(file: Path) -> dict[str, Any]:
             f"{file}: MATLAB v7.3 (HDF5) files are not supported; save with -v7 or older"
         ) from None
     except (OSError, ValueError, TypeError, EOFError, MatReadError) as exc:
-        raise MotionError(f"{file}: not a readable .mat file ({_one_line(exc)})") from None
+        raise MotionError(
+            f"{file}: not a readable .mat file ({exception_text(exc, with_type=False)})"
+        ) from None
 
 
 def _mat_fields(mat: Mapping[str, Any]) -> list[str]:
@@ -560,7 +562,7 @@ def _make_sequence(
     try:
         return MotionSequence(space=space, values=values, fps=float(fps), meta=meta)
     except (MotionError, TypeError, ValueError) as exc:
-        raise MotionError(f"{label}: {_one_line(exc)}") from None
+        raise MotionError(f"{label}: {exception_text(exc, with_type=False)}") from None
 
 
 def _scalar_text(file: Path, name: str, array: np.ndarray) -> str:
@@ -578,13 +580,15 @@ def _space_from_json(file: Path, text: str) -> MotionSpace:
     try:
         description = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MotionError(f"{file}: 'space' is not valid JSON ({_one_line(exc)})") from None
+        raise MotionError(
+            f"{file}: 'space' is not valid JSON ({exception_text(exc, with_type=False)})"
+        ) from None
     if not isinstance(description, dict):
         raise MotionError(f"{file}: 'space' must describe a motion space (a JSON object), got {text[:60]!r}")
     try:
         stored = MotionSpace.from_dict(description)
     except MotionError as exc:
-        raise MotionError(f"{file}: {_one_line(exc)}") from None
+        raise MotionError(f"{file}: {exception_text(exc, with_type=False)}") from None
     try:
         built_in = known_space(stored.name)
     except MotionError:
@@ -602,7 +606,9 @@ def _meta_from_json(file: Path, text: str) -> dict[str, Any]:
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MotionError(f"{file}: 'meta' is not valid JSON ({_one_line(exc)})") from None
+        raise MotionError(
+            f"{file}: 'meta' is not valid JSON ({exception_text(exc, with_type=False)})"
+        ) from None
     if not isinstance(meta, dict):
         raise MotionError(f"{file}: 'meta' must be a JSON object, got {type(meta).__name__}")
     return meta

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, exception_text
 from ..motion.space import AUTHORS_SPACE, MotionSpace
 from .pirender.config import GeneratorConfig
 from .pirender.generator import FaceGenerator, init_weights
@@ -151,10 +151,7 @@ def _torch_load(path: Path) -> Any:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:  # torch.load fails in many ways on foreign bytes (KeyError, RuntimeError...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}{': ' + first if first else ''})"
-        ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({exception_text(exc)})") from None
 
 
 def read_checkpoint(path: str | Path) -> CheckpointInfo:

@@ -25,7 +25,7 @@ from types import TracebackType
 import av
 import numpy as np
 
-from ..errors import PirenderError
+from ..errors import PirenderError, describe_value, exception_text
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -140,7 +140,7 @@ class VideoFileWriter:
         try:
             self._container = av.open(self._path, mode="w", container_options=container_options)
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise PirenderError(f"{self._label}: cannot open for writing ({_reason(exc)})") from None
+            raise PirenderError(f"{self._label}: cannot open for writing ({exception_text(exc)})") from None
         try:
             self._stream = self._container.add_stream(codec_name, rate=_frame_rate(fps))
             self._stream.width = width_px
@@ -162,7 +162,7 @@ class VideoFileWriter:
         except (av.FFmpegError, OSError, ValueError, TypeError) as exc:
             self._abandon()
             raise PirenderError(
-                f"{self._label}: cannot set up the {codec_name} encoder ({_reason(exc)})"
+                f"{self._label}: cannot set up the {codec_name} encoder ({exception_text(exc)})"
             ) from None
 
     def _check_arguments(self, fps: float, size_px: tuple[int, int], crf: int) -> tuple[int, int]:
@@ -229,7 +229,9 @@ class VideoFileWriter:
         if self._closed:
             raise PirenderError(f"{self._label}: write() after close()")
         if not isinstance(frame_rgb, np.ndarray) or frame_rgb.dtype != np.uint8:
-            raise PirenderError(f"{self._label}: frames must be uint8 RGB arrays, got {_describe(frame_rgb)}")
+            raise PirenderError(
+                f"{self._label}: frames must be uint8 RGB arrays, got {describe_value(frame_rgb)}"
+            )
         expected = (self._height_px, self._width_px, 3)
         if frame_rgb.ndim == 3:
             batch = frame_rgb[np.newaxis]
@@ -260,7 +262,7 @@ class VideoFileWriter:
             self._container.mux(packets)
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise PirenderError(
-                f"{self._label}: encoding frame {self._frames_written} failed ({_reason(exc)})"
+                f"{self._label}: encoding frame {self._frames_written} failed ({exception_text(exc)})"
             ) from None
         self._frames_written += 1
 
@@ -277,11 +279,13 @@ class VideoFileWriter:
             self._container.mux(self._stream.encode(None))
         except (av.FFmpegError, OSError, ValueError) as exc:
             self._abandon()
-            raise PirenderError(f"{self._label}: flushing the encoder failed ({_reason(exc)})") from None
+            raise PirenderError(
+                f"{self._label}: flushing the encoder failed ({exception_text(exc)})"
+            ) from None
         try:
             self._container.close()
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise PirenderError(f"{self._label}: closing the file failed ({_reason(exc)})") from None
+            raise PirenderError(f"{self._label}: closing the file failed ({exception_text(exc)})") from None
 
     def _abandon(self) -> None:
         """Close the container after a failure, ignoring further errors."""
@@ -362,16 +366,4 @@ def read_video_info(path: str | os.PathLike[str]) -> VideoInfo:
     except PirenderError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
-        raise PirenderError(f"{label}: cannot read as a video ({_reason(exc)})") from None
-
-
-def _reason(exc: BaseException) -> str:
-    """One-line description of an exception for an error message."""
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, np.ndarray):
-        return f"{value.dtype} array of shape {value.shape}"
-    return type(value).__name__
+        raise PirenderError(f"{label}: cannot read as a video ({exception_text(exc)})") from None
