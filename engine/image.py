@@ -16,10 +16,8 @@ message that names the file (or says that the image came from memory) and the pr
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, describe_value, exception_text
+from .fileio import write_atomically
 
 __all__ = [
     "DEFAULT_SIZE_PX",
@@ -257,23 +256,7 @@ def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
     if not os.path.isdir(folder):
         raise ImageError(f"PNG {target}: folder {folder} does not exist")
     image = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
-    tmp_name: str | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp", delete=False
-        ) as tmp:
-            tmp_name = tmp.name
-            image.save(tmp, format="PNG")
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, target)
-        tmp_name = None
-    except OSError as exc:
-        raise ImageError(f"PNG {target}: cannot write ({exception_text(exc)})") from None
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+    write_atomically(target, lambda handle: image.save(handle, format="PNG"), error=ImageError)
 
 
 # --------------------------------------------------------------------------------------------------

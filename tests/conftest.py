@@ -57,6 +57,13 @@ def random_source(size_px: int = 256, seed: int = 0) -> SourceImage:
     return SourceImage(rgb=rgb, path=None, original_size_px=(size_px, size_px))
 
 
+#: skip a test where ../shared/data (the development workspace's real media) is absent
+needs_shared_data = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(),
+    reason=f"test media {SHARED_DATA} not present (only in the development workspace)",
+)
+
+
 def shared_data(*parts: str) -> Path:
     """A file of ../shared/data, or skip (a user's own clone has no ../shared)."""
     path = SHARED_DATA.joinpath(*parts)

@@ -89,9 +89,10 @@ def test_missing_and_unexpected_keys_are_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        (b"", "not a"),
-        (b"hello, I am a text file\n", "not a"),
-        (bytes(range(256)) * 8, "not a"),
+        (b"", "empty file, not a checkpoint"),
+        (b"hello, I am a text file\n", "neither a torch.save zip nor a pickle"),
+        (bytes(range(256)) * 8, "neither a torch.save zip nor a pickle"),
+        (b"PK\x03\x04" + bytes(100), r"not a readable PyTorch checkpoint \(\w+"),
     ],
 )
 def test_files_that_are_not_checkpoints(tmp_path: Path, content: bytes, expected: str) -> None:
@@ -99,6 +100,29 @@ def test_files_that_are_not_checkpoints(tmp_path: Path, content: bytes, expected
     path.write_bytes(content)
     with pytest.raises(CheckpointError, match=expected):
         read_checkpoint(path)
+
+
+class _Opaque:
+    """A Python object that a weights-only load refuses."""
+
+
+def test_checkpoints_with_python_objects_are_refused_safely(tmp_path: Path) -> None:
+    torch.save({"net_G_ema": {"w": torch.zeros(1)}, "extra": _Opaque()}, tmp_path / "unsafe.pt")
+    with pytest.raises(CheckpointError, match="safe weights-only load refuses"):
+        read_checkpoint(tmp_path / "unsafe.pt")
+
+
+def test_bad_metadata_of_our_format(tmp_path: Path, tiny_generator: FaceGenerator) -> None:
+    path = save_checkpoint(tmp_path / "c.pt", tiny_generator, image_size_px=64)
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "image_size_px": 100}, tmp_path / "size.pt")
+    with pytest.raises(CheckpointError, match="not a positive multiple of 32"):
+        read_checkpoint(tmp_path / "size.pt")
+    torch.save({**payload, "config": {"coeff_nc": "many"}}, tmp_path / "config.pt")
+    with pytest.raises(CheckpointError, match="malformed metadata"):
+        read_checkpoint(tmp_path / "config.pt")
+    with pytest.raises(CheckpointError, match="has 2 slots, the model reads 73"):
+        save_checkpoint(tmp_path / "x.pt", tiny_generator, space=MotionSpace("two", ("a", "b")))
 
 
 def test_other_pickles_and_folders(tmp_path: Path) -> None:
@@ -139,5 +163,5 @@ def test_own_format_round_trip_keeps_config_space_and_size(
 
 
 def test_saving_into_a_missing_folder_fails_cleanly(tmp_path: Path, tiny_generator: FaceGenerator) -> None:
-    with pytest.raises(CheckpointError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="cannot write"):
         save_checkpoint(tmp_path / "nope" / "c.pt", tiny_generator)

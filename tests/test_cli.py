@@ -119,6 +119,66 @@ def test_errors_are_one_line(
     assert "\n" not in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--device", "foo"], "unknown device 'foo'"),
+        (["--fps", "0"], "--fps must be > 0"),
+        (["--max-frames", "0"], "--max-frames must be > 0"),
+    ],
+)
+def test_bad_options_are_one_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    args = ["render", "--source", str(workdir / "face.png"), "--motion", str(workdir / "motion.npz")]
+    args += ["--checkpoint", str(workdir / "tiny.pt"), "--out", str(workdir / "x.mp4"), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_bad_output_paths(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["render", "--source", str(workdir / "face.png"), "--motion", str(workdir / "motion.npz")]
+    args += ["--checkpoint", str(workdir / "tiny.pt")]
+    (workdir / "folder.mp4").mkdir()
+    assert main([*args, "--out", str(workdir / "folder.mp4")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main([*args, "--out", str(workdir / "face.png" / "o.mp4")]) == 2  # parent is a file
+    assert "cannot create its folder" in capsys.readouterr().err
+    assert main([*args, "--out", str(workdir / "clip.webm")]) == 2
+    assert "output must end in .mp4" in capsys.readouterr().err
+    # a failed run leaves no new folders behind
+    missing_motion = ["render", "--source", str(workdir / "face.png"), "--motion", str(workdir / "nope.npz")]
+    missing_motion += ["--checkpoint", str(workdir / "tiny.pt"), "--out", str(workdir / "new" / "o.mp4")]
+    assert main(missing_motion) == 2
+    assert not (workdir / "new").exists()
+
+
+def test_edits_change_the_picture_relative_to_the_source_motion(workdir: Path) -> None:
+    common = ["edit", "--source", str(workdir / "face.png"), "--checkpoint", str(workdir / "tiny.pt")]
+
+    def still(name: str, *extra: str) -> np.ndarray:
+        assert main([*common, *extra, "--out", str(workdir / name)]) == 0
+        return np.asarray(Image.open(workdir / name)).astype(int)
+
+    plain = still("plain.png")
+    turned = still("turned.png", "--yaw", "25")
+    relative = still("relative.png", "--source-motion", str(workdir / "motion.npz"))
+    assert np.abs(turned - plain).max() > 0  # the edit reaches the picture
+    assert np.abs(relative - plain).max() > 0  # and it starts from the source's own motion
+    assert np.array_equal(still("again.png", "--yaw", "25"), turned)  # deterministic
+
+
+def test_render_applies_the_cross_identity_scale(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = neutral_frame()[None].copy()
+    rows[0, 70] = 0.5  # the source's face is drawn at half the driver's scale
+    save_motion(workdir / "source.npz", MotionSequence(AUTHORS_SPACE, rows))
+    args = ["render", "--source", str(workdir / "face.png"), "--motion", str(workdir / "motion.npz")]
+    args += ["--checkpoint", str(workdir / "tiny.pt"), "--out", str(workdir / "x.mp4")]
+    assert main([*args, "--source-motion", str(workdir / "source.npz")]) == 0
+    assert "cross-identity scale: x0." in capsys.readouterr().out
+
+
 def test_checkpoint_errors_are_one_line(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(workdir / "motion.npz")]) == 2
     err = capsys.readouterr().err.strip()

@@ -21,10 +21,10 @@ from pirender.engine.image import (
     tensor_to_images,
 )
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(
-    not DATA_DIR.is_dir(), reason=f"shared test data not found at {DATA_DIR} (only in the team checkout)"
-)
+from conftest import SHARED_DATA, needs_shared_data
+
+needs_data = needs_shared_data
+DATA_DIR = SHARED_DATA
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

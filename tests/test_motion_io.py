@@ -28,8 +28,7 @@ from pirender.engine.motion.io import (
 )
 from pirender.engine.motion.space import AUTHORS_SPACE, MotionSequence, MotionSpace
 
-#: The shared real test data sits beside the project checkout (absent in a user's own clone).
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import shared_data
 
 #: Value step between frames of the synthetic layouts (larger than any column index).
 FRAME_STRIDE = 1000
@@ -44,14 +43,6 @@ SOURCE_COLUMNS_260 = [*_SHARED_SOURCE, 257, 258, 259]
 SOURCE_COLUMNS_262 = [*_SHARED_SOURCE, 259, 260, 261]
 #: Source column of the crop (s, t0, t1) in Deep3DFaceRecon's trans_params (W0, H0, s, t0, t1).
 TRANSFORM_CROP_COLUMNS = [2, 3, 4]
-
-
-def shared_file(relative: str) -> Path:
-    """A file of the shared test data, or skip the test with the reason."""
-    path = SHARED_DATA / relative
-    if not path.is_file():
-        pytest.skip(f"shared test data absent ({path}); it lives in ../shared/data beside the project")
-    return path
 
 
 def known_rows(frames: int, width: int) -> np.ndarray:
@@ -548,7 +539,7 @@ def test_mat_without_coeff_lists_its_fields(tmp_path: Path) -> None:
 
 
 def test_mat_expression_presets_are_not_motion() -> None:
-    path = shared_file("vox_demo/expression.mat")
+    path = shared_data("vox_demo", "expression.mat")
     with motion_error(
         r"no 'coeff' field \(fields: expression_center, .*load_expression_presets", naming=path
     ):
@@ -814,7 +805,7 @@ def test_lmdb_without_the_package_says_how_to_install(
 
 
 def test_real_expression_presets() -> None:
-    presets = load_expression_presets(shared_file("vox_demo/expression.mat"))
+    presets = load_expression_presets(shared_data("vox_demo", "expression.mat"))
     assert list(presets) == ["center", "mouth", "eyebrow", "eyes"]
     for preset in presets.values():
         assert preset.shape == (64,) and preset.dtype == np.float32

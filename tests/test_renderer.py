@@ -84,12 +84,12 @@ def test_renderer_matches_the_authors_structured_forward(full_generator: FaceGen
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("precision", "min_psnr_db"), [("bf16", 25.0), ("fp16", 40.0)])
+@pytest.mark.parametrize(("precision", "min_psnr_db"), [("bf16", 28.0), ("fp16", 44.0)])
 def test_reduced_precision_stays_close_to_fp32(
     full_generator: FaceGenerator, precision: str, min_psnr_db: float
 ) -> None:
-    """Stated tolerance (random weights, which exaggerate low-precision error): bf16 >= 25 dB PSNR and
-    flow within 0.5 flow pixels; fp16 >= 40 dB and flow within 0.1."""
+    """Stated tolerance (random weights, which exaggerate low-precision error; measured 30.2 dB / 0.11
+    and 47.7 dB / 0.015): bf16 >= 28 dB PSNR and flow within 0.2 flow pixels; fp16 >= 44 dB and 0.03."""
     import copy
 
     source, windows = random_source(), _windows(1, seed=5)
@@ -101,9 +101,9 @@ def test_reduced_precision_stays_close_to_fp32(
     )
     low.prepare(source)
     got = low.render(windows, extras=True)
-    assert got.frame.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert got.frame.dtype == torch.float32  # frames come back in float32 whatever the precision
     assert _psnr(got.frame, expected.frame) >= min_psnr_db
-    assert (got.flow.float() - expected.flow).abs().max() <= (0.5 if precision == "bf16" else 0.1)
+    assert (got.flow.float() - expected.flow).abs().max() <= (0.2 if precision == "bf16" else 0.03)
 
 
 def test_warp_mode_and_extras(tiny_generator: FaceGenerator) -> None:
@@ -128,6 +128,8 @@ def test_render_errors_are_clear(tiny_generator: FaceGenerator) -> None:
         renderer.render(np.zeros((1, 70, 27), dtype=np.float32))
     with pytest.raises(MotionError, match="needs >= 25"):
         renderer.render(np.zeros((1, 73, 20), dtype=np.float32))
+    with pytest.raises(MotionError, match="non-finite"):
+        renderer.render(np.full((1, 73, 27), np.nan, dtype=np.float32))
     other = MotionSequence(MotionSpace("open-pose", tuple(f"c{i}" for i in range(73))), np.zeros((4, 73)))
     with pytest.raises(MotionError, match="cannot drive a renderer of space 'pirender-3dmm-73'"):
         renderer.check_motion(other)
@@ -166,4 +168,4 @@ def test_cuda_matches_cpu(full_generator: FaceGenerator, precision: str) -> None
     if precision == "fp32":
         assert flow_err <= 1e-3 and frame_err <= 1e-3
     else:
-        assert psnr >= {"tf32": 40.0, "fp16": 40.0, "bf16": 25.0}[precision]
+        assert psnr >= {"tf32": 46.0, "fp16": 44.0, "bf16": 28.0}[precision]

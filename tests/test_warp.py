@@ -81,3 +81,27 @@ def test_warp_selected_by_name_and_shape_errors() -> None:
         get_warp("nope")
     with pytest.raises(PirenderError, match="does not fit"):
         torch_warp(torch.zeros(2, 3, 8, 8), torch.zeros(1, 2, 4, 4))
+
+
+def test_positive_y_flow_samples_further_down() -> None:
+    rows = (
+        torch.arange(IMAGE_PX, dtype=torch.float32).view(1, 1, IMAGE_PX, 1).expand(1, 1, IMAGE_PX, IMAGE_PX)
+    )
+    flow = torch.zeros(1, 2, FLOW_PX, FLOW_PX)
+    flow[0, 1] = 2.0  # +2 flow-grid pixels in y: each output pixel reads the source further down
+    warped = torch_warp(rows.contiguous(), flow)
+    j = torch.arange(20, 200)
+    expected = zero_flow_source_position(j, IMAGE_PX, FLOW_PX).float() + 2 * IMAGE_PX / (FLOW_PX - 1)
+    torch.testing.assert_close(warped[0, 0, 20:200, 128], expected, atol=2e-4, rtol=0)
+
+
+def test_every_edge_pixel_of_zero_flow() -> None:
+    warped = torch_warp(torch.full((1, 1, IMAGE_PX, IMAGE_PX), 0.8), torch.zeros(1, 2, FLOW_PX, FLOW_PX))[
+        0, 0
+    ]
+    expected = torch.full((IMAGE_PX, IMAGE_PX), 0.8)
+    expected[:2, :] *= 0.5
+    expected[-2:, :] *= 0.5
+    expected[:, :2] *= 0.5
+    expected[:, -2:] *= 0.5  # corners: both halvings, c / 4
+    torch.testing.assert_close(warped, expected)

@@ -6,40 +6,61 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from ..api import load_renderer
-from ..errors import PirenderError
+from ..errors import PirenderError, exception_text
 from ..image import load_source_image, save_png, tensor_to_images
 from ..motion.edit import MotionEdit, demo_motion, neutral_frame, sweep
 from ..motion.io import load_expression_presets, load_motion
-from ..motion.space import AUTHORS_SPACE, MotionSequence
+from ..motion.retarget import cross_identity_scale
+from ..motion.space import AUTHORS_SPACE, MotionFrame, MotionSequence
+from ..motion.window import DEFAULT_RADIUS, build_windows
 from ..offline import render_to_video
 from ..renderer.checkpoint import build_generator, random_generator, read_checkpoint, save_checkpoint
+from ..sinks.video_file import SUPPORTED_EXTENSIONS
 
 
 def _check_out(path: str, suffixes: tuple[str, ...]) -> Path:
+    """Validate the output path early; its folder is created only when there is output to write."""
     out = Path(path).expanduser()
     if out.suffix.lower() not in suffixes:
         raise PirenderError(f"{out}: output must end in {' or '.join(suffixes)}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise PirenderError(f"{out}: is a folder; give a file name")
     return out
 
 
+def _make_folder(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PirenderError(
+            f"{out}: cannot create its folder ({exception_text(exc, with_type=False)})"
+        ) from None
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise PirenderError(f"{name} must be > 0, got {value}")
+
+
 def run_render(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, (".mp4", ".mkv", ".mov"))
-    if args.batch < 1:
-        raise PirenderError(f"--batch must be >= 1, got {args.batch}")
-    motion = load_motion(args.motion, fps=args.fps)
-    if args.fps is not None:
-        motion = MotionSequence(motion.space, motion.values, fps=args.fps, meta=motion.meta)
-    if args.max_frames is not None:
-        if args.max_frames < 1:
-            raise PirenderError(f"--max-frames must be >= 1, got {args.max_frames}")
-        motion = MotionSequence(motion.space, motion.values[: args.max_frames], fps=motion.fps)
-    renderer = load_renderer(args.checkpoint, device=args.device, precision=args.precision, mode=args.mode)
-    renderer.check_motion(motion)
-    renderer.prepare(load_source_image(args.source, size_px=renderer.image_size_px))
+    out = _check_out(args.out, SUPPORTED_EXTENSIONS)
+    for name, value in (("--batch", args.batch), ("--fps", args.fps), ("--max-frames", args.max_frames)):
+        _positive(name, value)
+    motion = load_motion(args.motion)
+    if args.fps is not None or args.max_frames is not None:  # --fps overrides the file's own rate
+        motion = MotionSequence(
+            motion.space, motion.values[: args.max_frames], fps=args.fps or motion.fps, meta=motion.meta
+        )
+    if args.source_motion:
+        motion = cross_identity_scale(motion, load_motion(args.source_motion).frame(0))
+        print(f"cross-identity scale: x{motion.meta['cross_identity_scale']:.3f} (authors' rule)")
+    info = read_checkpoint(args.checkpoint)
+    info.space.check_compatible(motion.space)
+    source = load_source_image(args.source, size_px=info.image_size_px)
+    renderer = load_renderer(info, device=args.device, precision=args.precision, mode=args.mode)
+    _make_folder(out)
+    renderer.prepare(source)
     summary = render_to_video(renderer, motion, out, batch_size=args.batch, radius=args.radius)
     print(summary.describe())
     return 0
@@ -59,7 +80,12 @@ def _parse_expression(items: list[str]) -> dict[int, float]:
 
 
 def run_edit(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, (".mp4", ".mkv", ".mov") if args.sweep else (".png",))
+    out = _check_out(args.out, SUPPORTED_EXTENSIONS if args.sweep else (".png",))
+    _positive("--fps", args.fps)
+    if args.sweep and args.frames < 2:
+        raise PirenderError(f"--frames must be >= 2 for a sweep, got {args.frames}")
+    if bool(args.preset) != bool(args.presets):
+        raise PirenderError("--preset NAME and --presets FILE go together")
     edit = MotionEdit(
         pitch_deg=args.pitch,
         yaw_deg=args.yaw,
@@ -67,36 +93,36 @@ def run_edit(args: argparse.Namespace) -> int:
         translation=(args.tx, args.ty, args.tz),
         expression=_parse_expression(args.exp),
     )
-    renderer = load_renderer(args.checkpoint, device=args.device, precision=args.precision, mode=args.mode)
     if args.source_motion:
-        source_motion = load_motion(args.source_motion)
-        renderer.check_motion(source_motion)
-        base = source_motion.frame(0).values
+        base = load_motion(args.source_motion).frame(0)
     else:
         print("note: no --source-motion given: edits start from a neutral pose with an estimated crop")
-        base = neutral_frame()
-    if args.preset or args.presets:
+        base = MotionFrame(AUTHORS_SPACE, neutral_frame())
+    if args.preset:
         base = _with_preset(base, args.preset, args.presets)
-    renderer.prepare(load_source_image(args.source, size_px=renderer.image_size_px))
+    info = read_checkpoint(args.checkpoint)
+    info.space.check_compatible(base.space)
+    source = load_source_image(args.source, size_px=info.image_size_px)
+    renderer = load_renderer(info, device=args.device, precision=args.precision, mode=args.mode)
+    _make_folder(out)
+    renderer.prepare(source)
     if args.sweep:
-        summary = render_to_video(renderer, sweep(base, edit, frames=args.frames, fps=args.fps), out)
+        summary = render_to_video(renderer, sweep(base.values, edit, frames=args.frames, fps=args.fps), out)
         print(summary.describe())
         return 0
-    window = np.repeat(edit.apply(base)[:, None], renderer.min_window_frames, axis=1)  # (73, T)
+    window = build_windows(edit.apply(base.values)[None], 0, DEFAULT_RADIUS)  # one frame, held still
     save_png(out, tensor_to_images(renderer.render(window).frame)[0])
     print(f"wrote {out}")
     return 0
 
 
-def _with_preset(base: np.ndarray, name: str | None, presets_file: str | None) -> np.ndarray:
-    if not (name and presets_file):
-        raise PirenderError("--preset NAME and --presets FILE go together")
+def _with_preset(base: MotionFrame, name: str, presets_file: str) -> MotionFrame:
     presets = load_expression_presets(presets_file)
     if name not in presets:
         raise PirenderError(f"{presets_file}: no preset {name!r} (presets: {', '.join(presets)})")
-    row = base.copy()
+    row = base.values.copy()
     row[AUTHORS_SPACE.group("expression")] = presets[name]
-    return row
+    return MotionFrame(base.space, row)
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -133,7 +159,8 @@ def _demo_portrait(path: str | None) -> str | Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, (".mp4", ".mkv", ".mov"))
+    out = _check_out(args.out, SUPPORTED_EXTENSIONS)
+    _positive("--frames", args.frames)
     source = load_source_image(_demo_portrait(args.source))
     if args.checkpoint:
         renderer = load_renderer(args.checkpoint, device=args.device, mode=args.mode)
@@ -147,6 +174,7 @@ def run_demo(args: argparse.Namespace) -> int:
             random_weights = random_generator(seed=0)
             path = save_checkpoint(Path(tmp) / "random.pt", random_weights, meta={"weights": "random"})
             renderer = load_renderer(path, device=args.device, mode=args.mode)
+    _make_folder(out)
     renderer.prepare(source)
     motion = demo_motion(neutral_frame(), frames=args.frames, fps=25.0)
     summary = render_to_video(renderer, motion, out)

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--fps", type=float, default=None, help="frame rate (default: the file's, else 25)")
     render.add_argument("--radius", type=int, default=13, help="window radius k: 2k+1 frames (default 13)")
     render.add_argument("--max-frames", type=int, default=None, help="render only the first N frames")
+    render.add_argument(
+        "--source-motion",
+        help="the source portrait's own coefficients: match the driver's face scale to it (the authors' "
+        "cross-identity rule; use it when the motion comes from another person)",
+    )
     render.set_defaults(run=commands.run_render)
 
     edit = command("edit", "change a portrait's pose and expression (a still, or a sweep video)")

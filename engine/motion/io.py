@@ -27,8 +27,6 @@ names the file and what is wrong. See ``pirender-spec.md`` section 5 and ``deep3
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MotionError, exception_text
+from ..fileio import write_atomically
 from .space import AUTHORS_SPACE, MotionSequence, MotionSpace, check_values, known_space
 
 
@@ -118,9 +117,6 @@ _FLOAT32_BYTES = 4
 _NPZ_REQUIRED = ("values", "space", "fps")
 _NPZ_META = "meta"
 #: Random bytes in a temporary file's name, its mode before the umask, and Windows' binary flag.
-_TEMP_NAME_BYTES = 8
-_NEW_FILE_MODE = 0o666
-_O_BINARY = getattr(os, "O_BINARY", 0)
 #: First bytes of an .npy file and of a zip archive (.npz).
 _NPY_SIGNATURE = b"\x93NUMPY"
 _ZIP_SIGNATURE = b"PK"
@@ -457,32 +453,12 @@ def save_motion(path: str | Path, sequence: MotionSequence) -> Path:
             "fps": np.array(float(sequence.fps), dtype=np.float64),
             "meta": np.array(meta_text),
         }
-        _write_atomically(target, lambda handle: np.savez(handle, **arrays))
+        write_atomically(target, error=MotionError, write=lambda handle: np.savez(handle, **arrays))
     else:
-        _write_atomically(target, lambda handle: np.save(handle, values, allow_pickle=False))
+        write_atomically(
+            target, error=MotionError, write=lambda handle: np.save(handle, values, allow_pickle=False)
+        )
     return target
-
-
-def _write_atomically(target: Path, write: Callable[[Any], None]) -> None:
-    """Run ``write(handle)`` on a temporary file next to ``target``, then move it into place."""
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(_TEMP_NAME_BYTES)}.tmp")
-    try:
-        # like open(): permissions 0o666 less the umask (tempfile.mkstemp would give 0o600)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, _NEW_FILE_MODE)
-    except OSError as exc:
-        raise MotionError(f"{target}: cannot write ({exception_text(exc, with_type=False)})") from None
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise MotionError(f"{target}: cannot write ({exception_text(exc, with_type=False)})") from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -41,13 +41,21 @@ class WindowSpec:
         return 2 * self.radius + 1
 
 
-def window_indices(centers: int | Sequence[int] | np.ndarray, radius: int, newest: int) -> np.ndarray:
-    """Frame indices of the windows centred on ``centers``: (B, 2k+1) int64, clamped to [0, newest]."""
+def window_indices(
+    centers: int | Sequence[int] | np.ndarray, radius: int, newest: int, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Frame indices of the windows centred on ``centers``: (B, 2k+1) int64, clamped to [0, newest].
+
+    ``out`` (B, 2k+1) int64 is filled in place when given.
+    """
     if newest < 0:
         raise MotionError("a window needs at least one frame")
     center_array = np.atleast_1d(np.asarray(centers, dtype=np.int64))
     offsets = np.arange(-radius, radius + 1, dtype=np.int64)
-    return np.clip(center_array[:, None] + offsets[None, :], 0, newest)
+    if out is None:
+        return np.clip(center_array[:, None] + offsets[None, :], 0, newest)
+    np.add(center_array[:, None], offsets[None, :], out=out)
+    return np.clip(out, 0, newest, out=out)
 
 
 def build_windows(
@@ -67,10 +75,10 @@ def build_windows(
     if last >= values.shape[0]:
         raise MotionError(f"newest frame {last} is beyond the {values.shape[0]} frames given")
     indices = window_indices(centers, radius, last)  # (B, 2k+1)
-    gathered = values[indices]  # (B, 2k+1, width)
     if out is None:
-        return np.ascontiguousarray(gathered.transpose(0, 2, 1), dtype=np.float32)
-    np.copyto(out, gathered.transpose(0, 2, 1))
+        out = np.empty((indices.shape[0], values.shape[1], indices.shape[1]), dtype=np.float32)
+    # gather straight into the (B, 2k+1, width) view of out; indices are already in range
+    np.take(values, indices, axis=0, out=out.transpose(0, 2, 1), mode="clip")
     return out
 
 
@@ -94,7 +102,7 @@ class StreamWindow:
         self._capacity = self.spec.radius + self.spec.lookahead_frames + 1
         self._ring = np.zeros((self._capacity, space.width), dtype=np.float32)
         self._window = np.zeros((1, space.width, self.spec.length), dtype=np.float32)
-        self._ring_index = np.zeros((1, self.spec.length), dtype=np.int64)
+        self._frame_index = np.zeros((1, self.spec.length), dtype=np.int64)
         self._newest = -1
         self._next_center = 0
 
@@ -136,8 +144,8 @@ class StreamWindow:
         return windows
 
     def _emit(self) -> np.ndarray:
-        indices = window_indices(self._next_center, self.spec.radius, self._newest)
-        np.remainder(indices, self._capacity, out=self._ring_index)
-        self._window[0] = self._ring[self._ring_index[0]].T
+        indices = window_indices(self._next_center, self.spec.radius, self._newest, out=self._frame_index)
+        np.remainder(indices, self._capacity, out=indices)
+        np.take(self._ring, indices[0], axis=0, out=self._window[0].T, mode="clip")
         self._next_center += 1
         return self._window[0]

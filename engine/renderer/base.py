@@ -22,7 +22,7 @@ from ..motion.space import MotionSequence, MotionSpace
 
 
 class RenderMode(StrEnum):
-    """``full``: mapping + warping + editing nets. ``warp``: the warped source only (~9x cheaper)."""
+    """``full``: mapping + warping + editing nets. ``warp``: the warped source only (8x fewer FLOPs)."""
 
     FULL = "full"
     WARP = "warp"
@@ -107,6 +107,11 @@ class Renderer(ABC):
         if windows.ndim == 2:
             windows = windows[None]
         self.check_windows(tuple(windows.shape))
+        finite = (
+            torch.isfinite(windows).all() if isinstance(windows, torch.Tensor) else np.isfinite(windows).all()
+        )
+        if not finite:
+            raise MotionError("windows hold non-finite numbers (NaN or inf)")
         return self._render(windows, chosen, RenderMode(mode or self.mode), extras)
 
     def check_windows(self, shape: tuple[int, ...]) -> None:
@@ -123,5 +128,9 @@ class Renderer(ABC):
             )
 
     def check_motion(self, motion: MotionSequence) -> None:
-        """Refuse motion of another space with a clear error."""
+        """Refuse motion of another space with a clear error.
+
+        ``render`` sees bare arrays and can only check their width and values: callers that hold a
+        :class:`MotionSequence` check its space here first (``render_to_video`` and the CLI do).
+        """
         self.space.check_compatible(motion.space)

@@ -14,9 +14,7 @@ Every mismatch is reported by name: missing keys, unexpected keys, shape mismatc
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, exception_text
+from ..fileio import write_atomically
 from ..motion.space import AUTHORS_SPACE, MotionSpace
 from .pirender.config import GeneratorConfig
 from .pirender.generator import FaceGenerator, init_weights
@@ -139,12 +138,23 @@ def _as_state_dict(obj: Any, path: Path, key: str) -> dict[str, torch.Tensor]:
     return _strip_module_prefix(obj)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_PICKLE_PROTOCOL_2_PLUS = b"\x80"  # the legacy torch.save format starts with a pickle
+
+
 def _torch_load(path: Path) -> Any:
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL_2_PLUS)):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint of plain tensors (a safe weights-only load refused it)"
+            f"{path}: holds Python objects other than tensors, numbers and strings, which a safe "
+            "weights-only load refuses (re-save the generator's state_dict alone)"
         ) from None
     except (EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from None
@@ -171,6 +181,9 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
             size_px = int(obj["image_size_px"])
         except KeyError as exc:
             raise CheckpointError(f"{file}: {FORMAT_NAME} checkpoint lacks {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{file}: malformed metadata ({exception_text(exc)})") from None
+        _check_image_size(file, size_px, config)
         return CheckpointInfo(
             path=file,
             kind=FORMAT_NAME,
@@ -212,6 +225,12 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
     )
 
 
+def _check_image_size(where: Path | str, size_px: int, config: GeneratorConfig) -> None:
+    multiple = config.size_multiple_px
+    if size_px <= 0 or size_px % multiple:
+        raise CheckpointError(f"{where}: image size {size_px} px is not a positive multiple of {multiple}")
+
+
 def build_generator(info: CheckpointInfo) -> FaceGenerator:
     """A FaceGenerator of the checkpoint's config with its weights loaded strictly, in eval mode."""
     if info.config.coeff_nc != info.space.width:
@@ -239,8 +258,12 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint of this project's format atomically (temp file, then rename)."""
     target = Path(path).expanduser()
-    if not target.parent.is_dir():
-        raise CheckpointError(f"{target}: folder {target.parent} does not exist")
+    if space.width != model.config.coeff_nc:
+        raise CheckpointError(
+            f"{target}: motion space {space.name!r} has {space.width} slots, the model reads "
+            f"{model.config.coeff_nc} per frame"
+        )
+    _check_image_size(target, image_size_px, model.config)
     payload = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
@@ -252,15 +275,7 @@ def save_checkpoint(
         "current_iteration": iteration,
         "meta": dict(meta or {}),
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp_name)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomically(target, lambda handle: torch.save(payload, handle), error=CheckpointError)
 
 
 def random_generator(config: GeneratorConfig | None = None, *, seed: int = 0) -> FaceGenerator:

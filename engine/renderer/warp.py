@@ -11,21 +11,29 @@ The authors' exact convention (``pirender-spec.md`` section 4.2 steps 5-7 and 4.
 4. the image is sampled with ``grid_sample`` (bilinear, zero padding, ``align_corners=False``).
 
 The mixed conventions mean that zero flow is *not* the identity (edge rows/columns mix with the zero
-padding, interior samples drift by up to ~1.2 px). The released weights were trained with this warp, so
+padding, interior samples drift by up to ~2 px). The released weights were trained with this warp, so
 every implementation (this torch reference, the CUDA kernel selected by name later) must match it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import PirenderError
 
-#: warp(image (B, C, H, W), flow (B, 2, h, w)) -> warped image (B, C, H, W)
-WarpFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+class WarpFn(Protocol):
+    """warp(image (B, C, H, W), flow (B, 2, h, w), grid=base_grid(h, w)) -> warped image (B, C, H, W).
+
+    ``grid`` lets a caller pass the flow grid's base coordinates once instead of per frame.
+    """
+
+    def __call__(
+        self, image: torch.Tensor, flow: torch.Tensor, *, grid: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
 
 
 def base_grid(height: int, width: int, *, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -50,7 +58,7 @@ def flow_to_deformation(flow: torch.Tensor, grid: torch.Tensor | None = None) ->
     return grid[None] + flow_norm.permute(0, 2, 3, 1)
 
 
-def torch_warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def torch_warp(image: torch.Tensor, flow: torch.Tensor, *, grid: torch.Tensor | None = None) -> torch.Tensor:
     """Reference warp: image (B, C, H, W) sampled by flow (B, 2, h, w) -> (B, C, H, W).
 
     Always computed in float32 (a bf16 sampling grid would misplace samples by whole pixels); the
@@ -59,7 +67,7 @@ def torch_warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     if flow.shape[1] != 2 or flow.shape[0] != image.shape[0]:
         raise PirenderError(f"warp: flow {tuple(flow.shape)} does not fit image {tuple(image.shape)}")
     _, _, height, width = image.shape
-    deformation = flow_to_deformation(flow)  # (B, h, w, 2)
+    deformation = flow_to_deformation(flow, grid)  # (B, h, w, 2)
     if deformation.shape[1:3] != (height, width):
         deformation = F.interpolate(
             deformation.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ...errors import CheckpointError
+from .mapping import min_window_frames
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,8 @@ class GeneratorConfig:
 
     @property
     def min_window_frames(self) -> int:
-        """Shortest motion window the mapping net accepts: its receptive field, 7 + 6 per stage (25)."""
-        return 7 + 6 * self.mapping_layers
+        """Shortest motion window the mapping net accepts (25 for the authors' 3 stages)."""
+        return min_window_frames(self.mapping_layers)
 
     @property
     def flow_downsample(self) -> int:

@@ -16,11 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import AdaIN, LayerNorm2d, LReLU, lrelu
-
-
-def _width(base_nc: int, level: int, max_nc: int) -> int:
-    return min(base_nc * 2**level, max_nc)
+from .layers import AdaIN, LayerNorm2d, LReLU, channel_width, lrelu
 
 
 def _conv_norm_act(in_nc: int, out_nc: int, kernel_px: int) -> list[nn.Module]:
@@ -118,7 +114,11 @@ class FineEncoder(nn.Module):
         self.layers = layers
         self.first = FirstBlock2d(in_nc, base_nc)
         for i in range(layers):
-            setattr(self, f"down{i}", DownBlock2d(_width(base_nc, i, max_nc), _width(base_nc, i + 1, max_nc)))
+            setattr(
+                self,
+                f"down{i}",
+                DownBlock2d(channel_width(base_nc, i, max_nc), channel_width(base_nc, i + 1, max_nc)),
+            )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         # (B, 6, H, W) -> [first (base, H), down0 (H/2), ..., down{L-1} (H/2**L)]
@@ -137,8 +137,8 @@ class FineDecoder(nn.Module):
         super().__init__()
         self.levels = list(range(layers))[::-1]  # 2, 1, 0
         for i in self.levels:
-            in_nc = _width(base_nc, i + 1, max_nc)
-            out_nc = _width(base_nc, i, max_nc)
+            in_nc = channel_width(base_nc, i + 1, max_nc)
+            out_nc = channel_width(base_nc, i, max_nc)
             setattr(self, f"up{i}", UpBlock2d(in_nc, out_nc))
             setattr(self, f"res{i}", FineADAINResBlocks(res_blocks, in_nc, descriptor_nc=descriptor_nc))
             setattr(self, f"jump{i}", Jump(out_nc))

@@ -22,6 +22,11 @@ NORM_EPS = 1e-5
 ADAIN_HIDDEN = 128
 
 
+def channel_width(base_nc: int, level: int, max_nc: int) -> int:
+    """Channels at a level: min(base * 2**level, max) (the authors' rule everywhere)."""
+    return min(base_nc * 2**level, max_nc)
+
+
 def lrelu(x: torch.Tensor) -> torch.Tensor:
     """Leaky ReLU with slope 0.1 (never in place)."""
     return F.leaky_relu(x, LRELU_SLOPE)

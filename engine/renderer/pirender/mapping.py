@@ -16,6 +16,11 @@ from .layers import LReLU
 _STAGE_CROP = 3  # frames lost at each end by one dilated k3 conv (dilation 3)
 
 
+def min_window_frames(layers: int) -> int:
+    """Shortest window the mapping net accepts: its receptive field, 7 + 6 per stage (25 for 3)."""
+    return 7 + 2 * _STAGE_CROP * layers
+
+
 class MappingNet(nn.Module):
     def __init__(self, *, coeff_nc: int = 73, descriptor_nc: int = 256, layers: int = 3) -> None:
         super().__init__()
@@ -27,7 +32,7 @@ class MappingNet(nn.Module):
             )
             setattr(self, f"encoder{i}", stage)
         self.pooling = nn.AdaptiveAvgPool1d(1)
-        self.min_frames = 7 + 6 * layers
+        self.min_frames = min_window_frames(layers)
 
     def forward(self, window: torch.Tensor) -> torch.Tensor:
         # window: (B, coeff_nc, T) with T >= min_frames -> z: (B, descriptor_nc, 1)

@@ -12,11 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layers import AdaIN, LayerNorm2d, LReLU, lrelu
-
-
-def _width(base_nc: int, level: int, max_nc: int) -> int:
-    return min(base_nc * 2**level, max_nc)
+from .layers import AdaIN, LayerNorm2d, LReLU, channel_width, lrelu
 
 
 class ADAINEncoderBlock(nn.Module):
@@ -64,7 +60,9 @@ class ADAINEncoder(nn.Module):
         self.input_layer = nn.Conv2d(image_nc, base_nc, kernel_size=7, stride=1, padding=3)
         for i in range(layers):
             block = ADAINEncoderBlock(
-                _width(base_nc, i, max_nc), _width(base_nc, i + 1, max_nc), descriptor_nc=descriptor_nc
+                channel_width(base_nc, i, max_nc),
+                channel_width(base_nc, i + 1, max_nc),
+                descriptor_nc=descriptor_nc,
             )
             setattr(self, f"encoder{i}", block)
 
@@ -88,10 +86,10 @@ class ADAINDecoder(nn.Module):
         super().__init__()
         self.levels = list(range(encoder_layers - decoder_layers, encoder_layers))[::-1]  # e.g. 4, 3, 2
         for i in self.levels:
-            in_nc = _width(base_nc, i + 1, max_nc)
+            in_nc = channel_width(base_nc, i + 1, max_nc)
             if i != encoder_layers - 1:
                 in_nc *= 2  # concatenated skip
-            block = ADAINDecoderBlock(in_nc, _width(base_nc, i, max_nc), descriptor_nc=descriptor_nc)
+            block = ADAINDecoderBlock(in_nc, channel_width(base_nc, i, max_nc), descriptor_nc=descriptor_nc)
             setattr(self, f"decoder{i}", block)
 
     def forward(self, features: list[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
@@ -129,7 +127,7 @@ class ADAINHourglass(nn.Module):
             decoder_layers=decoder_layers,
             descriptor_nc=descriptor_nc,
         )
-        self.output_nc = 2 * _width(base_nc, encoder_layers - decoder_layers, max_nc)
+        self.output_nc = 2 * channel_width(base_nc, encoder_layers - decoder_layers, max_nc)
 
     def forward(self, stem: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(stem, z), z)
