@@ -4,7 +4,7 @@ Example::
 
     from pirender.engine import load_motion, load_renderer, load_source_image, sequence_windows
 
-    renderer = load_renderer("result/face", device="cpu", precision="fp32")
+    renderer = load_renderer("result/face", device="cpu", precision="fp32")  # or load_renderer() for mesh
     renderer.prepare(load_source_image("portrait.jpg"))
     motion = load_motion("coeffs.mat")
     renderer.check_motion(motion)
@@ -21,30 +21,48 @@ import torch
 from .errors import PirenderError
 from .renderer.base import Precision, Renderer, RenderMode
 from .renderer.checkpoint import CheckpointInfo, build_generator, read_checkpoint
+from .renderer.mesh.renderer import MeshRenderer
 from .renderer.torch_backend import TorchRenderer
 
-#: Renderer backends by name. ``mesh`` (weight-free), ``onnx`` and ``tensorrt`` join in later releases.
-BACKENDS = ("torch",)
+#: Renderer backends by name: ``mesh`` (weight-free, the default without a checkpoint) and ``torch``
+#: (PIRenderer from a checkpoint). ``onnx`` and ``tensorrt`` join in later releases.
+BACKENDS = ("mesh", "torch")
 
 
 def load_renderer(
-    checkpoint: str | Path | CheckpointInfo,
+    checkpoint: str | Path | CheckpointInfo | None = None,
     *,
-    backend: str = "torch",
+    backend: str | None = None,
     device: str | torch.device = "cpu",
     precision: Precision | str = Precision.FP32,
     mode: RenderMode | str = RenderMode.FULL,
     warp: str = "torch",
+    image_size_px: int | None = None,
 ) -> Renderer:
-    """Build a renderer from a local checkpoint (file, experiment folder, or an already read info)."""
-    info = checkpoint if isinstance(checkpoint, CheckpointInfo) else read_checkpoint(checkpoint)
-    if backend != "torch":
-        raise PirenderError(f"unknown renderer backend {backend!r} (available: {', '.join(BACKENDS)})")
+    """A renderer: PIRenderer (``torch``) from a local checkpoint, or the weight-free ``mesh`` renderer.
+
+    ``backend`` defaults to ``torch`` when a checkpoint is given and ``mesh`` otherwise.
+    ``image_size_px`` applies to the mesh renderer (256 or 512; PIRenderer's size is its checkpoint's).
+    """
+    chosen = backend or ("torch" if checkpoint is not None else "mesh")
+    if chosen not in BACKENDS:
+        raise PirenderError(f"unknown renderer backend {chosen!r} (available: {', '.join(BACKENDS)})")
     try:
         chosen_precision = Precision(precision)
         chosen_mode = RenderMode(mode)
     except ValueError as exc:
         raise PirenderError(str(exc)) from None
+    if chosen == "mesh":
+        if checkpoint is not None:
+            raise PirenderError("the mesh renderer is weight-free: it takes no checkpoint")
+        return MeshRenderer(image_size_px=image_size_px or 256, mode=chosen_mode, warp=warp)
+    if checkpoint is None:
+        raise PirenderError("the torch (PIRenderer) backend needs a checkpoint")
+    info = checkpoint if isinstance(checkpoint, CheckpointInfo) else read_checkpoint(checkpoint)
+    if image_size_px is not None and image_size_px != info.image_size_px:
+        raise PirenderError(
+            f"{info.path}: this checkpoint renders {info.image_size_px} px, not {image_size_px}"
+        )
     return TorchRenderer(
         build_generator(info),
         space=info.space,

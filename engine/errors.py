@@ -17,6 +17,10 @@ class ImageError(PirenderError, ValueError):
     """A source image that cannot be read or used."""
 
 
+class LandmarkError(PirenderError, ValueError):
+    """Face points that cannot be used for the alignment (wrong shape, not finite, degenerate)."""
+
+
 def exception_text(exc: BaseException, *, with_type: bool = True) -> str:
     """An exception as one line for an error message (some libraries put newlines in theirs)."""
     text = " ".join(str(exc).split())

@@ -107,7 +107,20 @@ def _authors_space() -> MotionSpace:
 #: translation 3, crop (s, t0, t1) 3. Raw Deep3DFaceRecon values, no normalisation.
 AUTHORS_SPACE: MotionSpace = _authors_space()
 
-_KNOWN_SPACES: dict[str, MotionSpace] = {AUTHORS_SPACE.name: AUTHORS_SPACE}
+#: The open space of the face tracker and the weight-free renderer: absolute head rotation (radians),
+#: position and scale relative to a neutral, and named expression controls (units documented in
+#: ``pirender.engine.track.open_space``). Needs no licensed face model.
+OPEN_SPACE = MotionSpace(
+    name="pirender-open-v1",
+    slot_names=(
+        *("pitch", "yaw", "roll", "tx", "ty", "scale"),
+        *("jaw_open", "smile_right", "smile_left", "lip_pucker", "blink_right", "blink_left"),
+        *("brow_raise_right", "brow_raise_left", "brow_frown", "gaze_x", "gaze_y"),
+    ),
+    groups=(("pose", 0, 3), ("position", 3, 6), ("expression", 6, 17)),
+)
+
+_KNOWN_SPACES: dict[str, MotionSpace] = {space.name: space for space in (AUTHORS_SPACE, OPEN_SPACE)}
 
 
 def known_space(name: str) -> MotionSpace:

@@ -1,0 +1,1 @@
+"""The weight-free mesh renderer and its expression rig."""

@@ -1,0 +1,1 @@
+"""Face tracking: camera frames -> landmarks -> motion in the open space or the authors' space."""

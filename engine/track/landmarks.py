@@ -1,0 +1,138 @@
+"""Face landmarks from MediaPipe's face mesh (478 points with irises, 3D), and the named index sets.
+
+Coordinates are pixels of the analysed image: x right, y down, z depth in the same pixel scale
+(smaller z = closer to the camera), as MediaPipe scales z like x. "Left"/"right" are the *subject's*
+(MediaPipe's ``LEFT_*`` sets lie on the image's right side for an unmirrored picture).
+
+``mediapipe==0.10.14`` ships its detection and landmark models inside the wheel and runs offline;
+it is imported lazily so the rest of the engine works without it (``pip install 'pirender-live[track]'``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import PirenderError
+
+LANDMARK_COUNT = 478
+
+# Named landmarks (MediaPipe face-mesh indices).
+FOREHEAD = 10
+CHIN = 152
+NOSE_TIP = 1
+RIGHT_EYE_OUTER, RIGHT_EYE_INNER, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER = 33, 133, 159, 145
+LEFT_EYE_OUTER, LEFT_EYE_INNER, LEFT_EYE_UPPER, LEFT_EYE_LOWER = 263, 362, 386, 374
+RIGHT_IRIS_CENTER, LEFT_IRIS_CENTER = 468, 473
+MOUTH_RIGHT, MOUTH_LEFT = 61, 291  # corners: the subject's right is on the image's left
+UPPER_LIP_INNER, LOWER_LIP_INNER = 13, 14
+UPPER_LIP_OUTER, LOWER_LIP_OUTER = 0, 17
+RIGHT_BROW = (70, 63, 105, 66, 107, 46, 53, 52, 65, 55)
+LEFT_BROW = (300, 293, 334, 296, 336, 276, 283, 282, 295, 285)
+RIGHT_BROW_INNER, LEFT_BROW_INNER = 107, 336
+RIGHT_BROW_MID, LEFT_BROW_MID = 105, 334
+
+#: Eyelids (upper and lower rims, without the corners), for blinking.
+RIGHT_UPPER_LID = (246, 161, 160, 159, 158, 157, 173)
+RIGHT_LOWER_LID = (7, 163, 144, 145, 153, 154, 155)
+LEFT_UPPER_LID = (466, 388, 387, 386, 385, 384, 398)
+LEFT_LOWER_LID = (249, 390, 373, 374, 380, 381, 382)
+RIGHT_IRIS = (468, 469, 470, 471, 472)
+LEFT_IRIS = (473, 474, 475, 476, 477)
+
+#: Inner lip contour, upper then lower (corner to corner), for the mouth opening.
+UPPER_LIP_INNER_RING = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308)
+LOWER_LIP_INNER_RING = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
+UPPER_LIP_OUTER_RING = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
+LOWER_LIP_OUTER_RING = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
+
+#: Points that move little with expression: pose is fitted on them.
+STABLE = (
+    *(10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1),  # midline: forehead, nose bridge, nose tip
+    *(109, 67, 103, 338, 297, 332),  # upper forehead
+    *(33, 133, 263, 362),  # eye corners
+    *(234, 93, 127, 454, 323, 356),  # temples and cheek sides
+    *(116, 123, 345, 352),  # cheekbones
+)
+
+#: The face outline, clockwise from the forehead.
+FACE_OVAL = (
+    *(10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152),
+    *(148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109),
+)
+
+#: Mirror pairs (subject's right, subject's left) used to find the face's left-right axis.
+SYMMETRIC_PAIRS = (
+    (33, 263), (133, 362), (234, 454), (93, 323), (127, 356), (116, 345), (123, 352),
+    (67, 297), (109, 338), (103, 332), (61, 291), (58, 288), (172, 397), (136, 365),
+)  # fmt: skip
+
+
+def five_points(landmarks: np.ndarray) -> np.ndarray:
+    """The five alignment points of Deep3DFaceRecon (5, 2), image order: eye centres (image left
+    first), nose tip, mouth corners (image left first)."""
+    image_left_eye = (landmarks[RIGHT_EYE_OUTER, :2] + landmarks[RIGHT_EYE_INNER, :2]) / 2
+    image_right_eye = (landmarks[LEFT_EYE_OUTER, :2] + landmarks[LEFT_EYE_INNER, :2]) / 2
+    return np.stack(
+        [
+            image_left_eye,
+            image_right_eye,
+            landmarks[NOSE_TIP, :2],
+            landmarks[MOUTH_RIGHT, :2],
+            landmarks[MOUTH_LEFT, :2],
+        ]
+    ).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class FaceMeshConfig:
+    max_faces: int = 3  # several are detected so the tracker can follow one of them consistently
+    min_detection_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+
+
+class FaceMesh:
+    """MediaPipe's face mesh in video mode: detection runs only when the face is lost.
+
+    ``static_images=True`` treats every call as a new picture (detection every time).
+    """
+
+    def __init__(self, config: FaceMeshConfig | None = None, *, static_images: bool = False) -> None:
+        self.config = config or FaceMeshConfig()
+        try:
+            from mediapipe.python.solutions import face_mesh as mp_face_mesh
+        except ImportError:
+            raise PirenderError(
+                "face tracking needs mediapipe 0.10.14: pip install 'pirender-live[track]'"
+            ) from None
+        self._mesh: Any = mp_face_mesh.FaceMesh(
+            static_image_mode=static_images,
+            max_num_faces=self.config.max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=self.config.min_detection_confidence,
+            min_tracking_confidence=self.config.min_tracking_confidence,
+        )
+
+    def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """All faces of an (H, W, 3) uint8 RGB frame: a list of (478, 3) float64 pixel landmarks."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise PirenderError(f"face mesh needs an (H, W, 3) uint8 RGB frame, got {rgb.dtype} {rgb.shape}")
+        height, width = rgb.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(rgb))
+        faces = []
+        for face in result.multi_face_landmarks or ():
+            points = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)
+            points *= (width, height, width)
+            faces.append(points)
+        return faces
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> FaceMesh:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
