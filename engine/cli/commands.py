@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from ..api import load_renderer
 from ..errors import PirenderError, exception_text
-from ..image import load_source_image, save_png, tensor_to_images
-from ..motion.edit import MotionEdit, demo_motion, neutral_frame, sweep
-from ..motion.io import load_expression_presets, load_motion
-from ..motion.retarget import cross_identity_scale
-from ..motion.space import AUTHORS_SPACE, MotionFrame, MotionSequence
+from ..image import SourceImage, load_source_image, save_png, tensor_to_images
+from ..live import run_live_loop
+from ..motion.edit import MotionEdit, demo_motion, demo_open_motion, neutral_frame, sweep
+from ..motion.io import load_expression_presets, load_motion, save_motion
+from ..motion.retarget import cross_identity_scale, retarget_open
+from ..motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionFrame, MotionSequence
 from ..motion.window import DEFAULT_RADIUS, build_windows
 from ..offline import render_to_video
-from ..renderer.checkpoint import build_generator, random_generator, read_checkpoint, save_checkpoint
+from ..renderer.base import Renderer
+from ..renderer.checkpoint import build_generator, read_checkpoint
+from ..renderer.mesh.renderer import MeshRenderer
 from ..sinks.video_file import SUPPORTED_EXTENSIONS
+from ..sources.frames import open_frames
+from ..track.clip import track_clip
+from ..track.crop import crop_to_face
+from ..track.deep3d import Deep3DRegressor
 
 
 def _check_out(path: str, suffixes: tuple[str, ...]) -> Path:
@@ -43,27 +49,89 @@ def _positive(name: str, value: float | None) -> None:
         raise PirenderError(f"{name} must be > 0, got {value}")
 
 
+def _load_source(args: argparse.Namespace, size_px: int) -> SourceImage:
+    """The source portrait, framed around its face with --face-crop (VoxCeleb-style)."""
+    if args.face_crop:
+        return crop_to_face(args.source, size_px=size_px)
+    return load_source_image(args.source, size_px=size_px)
+
+
+def _open_renderer(args: argparse.Namespace) -> tuple[Renderer, int]:
+    """The renderer the options ask for (without its source yet) and its image size."""
+    if args.checkpoint:
+        info = read_checkpoint(args.checkpoint)
+        renderer = load_renderer(info, device=args.device, precision=args.precision, mode=args.mode)
+        return renderer, info.image_size_px
+    renderer = load_renderer(mode=args.mode, image_size_px=args.size)
+    return renderer, renderer.image_size_px
+
+
+def _driving_motion(args: argparse.Namespace, renderer: Renderer) -> MotionSequence:
+    """Track --driving; the authors' space (PIRenderer) needs the Deep3DFaceRecon regressor."""
+    regressor = None
+    if renderer.space == AUTHORS_SPACE:
+        if not args.deep3d:
+            raise PirenderError(
+                "driving PIRenderer from a video needs the Deep3DFaceRecon checkpoint (--deep3d "
+                "epoch_20.pth); without --checkpoint the weight-free renderer needs none"
+            )
+        regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=renderer_device(renderer))
+    with open_frames(args.driving, max_frames=args.max_frames) as frames:
+        clip = track_clip(frames, regressor=regressor)
+    print(clip.describe())
+    if clip.authors_motion is not None:
+        return clip.authors_motion
+    return clip.open_motion
+
+
+def renderer_device(renderer: Renderer) -> str:
+    return str(getattr(renderer, "device", "cpu"))
+
+
+def _fit_motion(motion: MotionSequence, renderer: Renderer, args: argparse.Namespace) -> MotionSequence:
+    """Move the driver's motion onto this source (relative to each one's neutral)."""
+    if motion.space == OPEN_SPACE and isinstance(renderer, MeshRenderer):
+        return retarget_open(motion, renderer.rest_row())
+    if motion.space == AUTHORS_SPACE and args.source_motion:
+        scaled = cross_identity_scale(motion, load_motion(args.source_motion).frame(0))
+        print(f"cross-identity scale: x{scaled.meta['cross_identity_scale']:.3f} (authors' rule)")
+        return scaled
+    return motion
+
+
 def run_render(args: argparse.Namespace) -> int:
     out = _check_out(args.out, SUPPORTED_EXTENSIONS)
     for name, value in (("--batch", args.batch), ("--fps", args.fps), ("--max-frames", args.max_frames)):
         _positive(name, value)
-    motion = load_motion(args.motion)
+    if bool(args.motion) == bool(args.driving):
+        raise PirenderError("give exactly one of --motion FILE or --driving VIDEO")
+    motion = load_motion(args.motion) if args.motion else None
+    renderer, size_px = _open_renderer(args)
+    if motion is not None:
+        _check_space(renderer, motion)
+    renderer.prepare(_load_source(args, size_px))
+    if motion is None:
+        motion = _driving_motion(args, renderer)
     if args.fps is not None or args.max_frames is not None:  # --fps overrides the file's own rate
         motion = MotionSequence(
             motion.space, motion.values[: args.max_frames], fps=args.fps or motion.fps, meta=motion.meta
         )
-    if args.source_motion:
-        motion = cross_identity_scale(motion, load_motion(args.source_motion).frame(0))
-        print(f"cross-identity scale: x{motion.meta['cross_identity_scale']:.3f} (authors' rule)")
-    info = read_checkpoint(args.checkpoint)
-    info.space.check_compatible(motion.space)
-    source = load_source_image(args.source, size_px=info.image_size_px)
-    renderer = load_renderer(info, device=args.device, precision=args.precision, mode=args.mode)
+    motion = _fit_motion(motion, renderer, args)
     _make_folder(out)
-    renderer.prepare(source)
     summary = render_to_video(renderer, motion, out, batch_size=args.batch, radius=args.radius)
     print(summary.describe())
     return 0
+
+
+def _check_space(renderer: Renderer, motion: MotionSequence) -> None:
+    if motion.space == renderer.space:
+        return
+    if renderer.space == OPEN_SPACE:
+        raise PirenderError(
+            f"motion of space {motion.space.name!r} needs PIRenderer (--checkpoint); the weight-free "
+            f"renderer reads {OPEN_SPACE.name!r} motion (make some with: pirender track video.mp4)"
+        )
+    renderer.space.check_compatible(motion.space)
 
 
 def _parse_expression(items: list[str]) -> dict[int, float]:
@@ -76,6 +144,22 @@ def _parse_expression(items: list[str]) -> dict[int, float]:
             changes[int(index)] = changes.get(int(index), 0.0) + float(value)
         except ValueError:
             raise PirenderError(f"--exp {item!r}: expected INDEX=VALUE, e.g. --exp 3=1.5") from None
+    return changes
+
+
+def _parse_controls(items: list[str]) -> dict[str, float]:
+    changes: dict[str, float] = {}
+    names = OPEN_SPACE.slot_names[OPEN_SPACE.group("expression")]
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in names:
+            raise PirenderError(
+                f"--set {item!r}: expected CONTROL=VALUE with CONTROL one of {', '.join(names)}"
+            )
+        try:
+            changes[name] = float(value)
+        except ValueError:
+            raise PirenderError(f"--set {item!r}: {value!r} is not a number") from None
     return changes
 
 
@@ -92,25 +176,31 @@ def run_edit(args: argparse.Namespace) -> int:
         roll_deg=args.roll,
         translation=(args.tx, args.ty, args.tz),
         expression=_parse_expression(args.exp),
+        controls=_parse_controls(args.set),
     )
-    if args.source_motion:
+    renderer, size_px = _open_renderer(args)
+    if renderer.space == OPEN_SPACE and (args.exp or args.preset or args.source_motion):
+        raise PirenderError("--exp, --preset and --source-motion are for PIRenderer (--checkpoint)")
+    if renderer.space == AUTHORS_SPACE and edit.controls:
+        raise PirenderError("--set names controls of the weight-free renderer; PIRenderer takes --exp")
+    prepared = renderer.prepare(_load_source(args, size_px))
+    if isinstance(renderer, MeshRenderer):
+        base = MotionFrame(OPEN_SPACE, renderer.rest_row(prepared))
+    elif args.source_motion:
         base = load_motion(args.source_motion).frame(0)
     else:
         print("note: no --source-motion given: edits start from a neutral pose with an estimated crop")
         base = MotionFrame(AUTHORS_SPACE, neutral_frame())
+    renderer.space.check_compatible(base.space)
     if args.preset:
         base = _with_preset(base, args.preset, args.presets)
-    info = read_checkpoint(args.checkpoint)
-    info.space.check_compatible(base.space)
-    source = load_source_image(args.source, size_px=info.image_size_px)
-    renderer = load_renderer(info, device=args.device, precision=args.precision, mode=args.mode)
     _make_folder(out)
-    renderer.prepare(source)
     if args.sweep:
-        summary = render_to_video(renderer, sweep(base.values, edit, frames=args.frames, fps=args.fps), out)
+        sequence = sweep(base, edit, frames=args.frames, fps=args.fps)
+        summary = render_to_video(renderer, sequence, out)
         print(summary.describe())
         return 0
-    window = build_windows(edit.apply(base.values)[None], 0, DEFAULT_RADIUS)  # one frame, held still
+    window = build_windows(edit.apply(base)[None], 0, DEFAULT_RADIUS)  # one frame, held still
     save_png(out, tensor_to_images(renderer.render(window).frame)[0])
     print(f"wrote {out}")
     return 0
@@ -161,23 +251,51 @@ def _demo_portrait(path: str | None) -> str | Path:
 def run_demo(args: argparse.Namespace) -> int:
     out = _check_out(args.out, SUPPORTED_EXTENSIONS)
     _positive("--frames", args.frames)
-    source = load_source_image(_demo_portrait(args.source))
     if args.checkpoint:
+        source = load_source_image(_demo_portrait(args.source))
         renderer = load_renderer(args.checkpoint, device=args.device, mode=args.mode)
+        renderer.prepare(source)
+        motion = demo_motion(neutral_frame(), frames=args.frames, fps=25.0)
     else:
-        print(
-            "NOTE: no trained checkpoint given, so this demo renders with RANDOMLY INITIALISED weights.\n"
-            "      The clip shows what an untrained PIRenderer computes (a distorted, false-colour\n"
-            "      picture), not a face animation. Pass --checkpoint with the authors' weights to see one."
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            random_weights = random_generator(seed=0)
-            path = save_checkpoint(Path(tmp) / "random.pt", random_weights, meta={"weights": "random"})
-            renderer = load_renderer(path, device=args.device, mode=args.mode)
+        renderer = load_renderer(mode=args.mode, image_size_px=args.size)
+        prepared = renderer.prepare(crop_to_face(_demo_portrait(args.source), size_px=args.size))
+        assert isinstance(renderer, MeshRenderer)
+        motion = retarget_open(demo_open_motion(frames=args.frames, fps=25.0), renderer.rest_row(prepared))
+        print("weight-free mesh renderer (no checkpoint needed); --checkpoint switches to PIRenderer")
     _make_folder(out)
-    renderer.prepare(source)
-    motion = demo_motion(neutral_frame(), frames=args.frames, fps=25.0)
     summary = render_to_video(renderer, motion, out)
     print(summary.describe())
     print(f"open it: {out.resolve()}")
+    return 0
+
+
+def run_track(args: argparse.Namespace) -> int:
+    out = _check_out(args.out, (".npz",))
+    _positive("--max-frames", args.max_frames)
+    if args.space == "authors" and not args.deep3d:
+        raise PirenderError("--space authors needs the Deep3DFaceRecon checkpoint: --deep3d epoch_20.pth")
+    regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=args.device) if args.deep3d else None
+    with open_frames(args.input, max_frames=args.max_frames) as frames:
+        clip = track_clip(frames, regressor=regressor)
+    print(clip.describe())
+    motion = clip.authors_motion if args.space == "authors" else clip.open_motion
+    assert motion is not None
+    _make_folder(out)
+    save_motion(out, motion)
+    print(f"wrote {len(motion)} frames of {motion.space.name} motion to {out}")
+    return 0
+
+
+def run_live(args: argparse.Namespace) -> int:
+    """Camera (or any frames) -> tracker -> mesh renderer -> file / window, frame by frame."""
+    out = _check_out(args.out, SUPPORTED_EXTENSIONS) if args.out else None
+    if out is None and not args.window:
+        raise PirenderError("give --out FILE, --window, or both")
+    renderer = load_renderer(image_size_px=args.size)
+    prepared = renderer.prepare(_load_source(args, args.size))
+    assert isinstance(renderer, MeshRenderer)
+    stats = run_live_loop(
+        renderer, prepared, args.input, out=out, window=args.window, max_frames=args.max_frames
+    )
+    print(stats.describe())
     return 0

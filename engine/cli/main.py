@@ -16,21 +16,25 @@ from ..errors import PirenderError
 from . import commands
 
 _EXAMPLES = {
-    "render": "pirender render --source portrait.jpg --motion coeffs.mat --checkpoint result/face "
-    "--out out.mp4",
-    "edit": "pirender edit --source portrait.jpg --checkpoint ckpt.pt --yaw 20 --pitch -5 --exp 3=1.5 "
-    "--out edited.png",
+    "render": "pirender render --source portrait.jpg --driving talking.mp4 --out out.mp4\n"
+    "  pirender render --source portrait.jpg --motion coeffs.mat --checkpoint result/face --out out.mp4",
+    "edit": "pirender edit --source portrait.jpg --yaw 20 --set jaw_open=0.6 --out edited.png\n"
+    "  pirender edit --source portrait.jpg --checkpoint ckpt.pt --yaw 20 --exp 3=1.5 --out edited.png",
     "info": "pirender info result/face/epoch_00190_iteration_000400000_checkpoint.pt",
     "demo": "pirender demo --out demo.mp4",
+    "track": "pirender track talking.mp4 --out motion.npz",
+    "live": "pirender live --source portrait.jpg --input camera:0 --window --out live.mp4",
 }
 
 
-def _add_renderer_options(parser: argparse.ArgumentParser, *, checkpoint_required: bool) -> None:
+def _add_renderer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
-        required=checkpoint_required,
-        help="the authors' checkpoint (.pt), their experiment folder with latest_checkpoint.txt, "
-        "or a pirender-live checkpoint",
+        help="PIRenderer: the authors' checkpoint (.pt), their experiment folder with "
+        "latest_checkpoint.txt, or a pirender-live checkpoint (default: the weight-free mesh renderer)",
+    )
+    parser.add_argument(
+        "--size", type=int, default=256, choices=[256, 512], help="mesh renderer output size (default 256)"
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     parser.add_argument(
@@ -60,13 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    render = command("render", "render a video of a portrait driven by a motion file")
+    render = command("render", "render a video of a portrait driven by a motion file or a driving video")
+    render.add_argument(
+        "--face-crop", action="store_true", help="frame the portrait around its face (like VoxCeleb crops)"
+    )
     render.add_argument("--source", required=True, help="source portrait (PNG/JPEG/WebP...)")
     render.add_argument(
-        "--motion", required=True, help="motion file: .npy/.npz (73, 260 or 262 wide), .mat, .txt"
+        "--motion",
+        help="motion file: open-space .npz (pirender track) for the mesh renderer; for PIRenderer "
+        ".npy/.npz (73, 260 or 262 wide), .mat, .txt",
+    )
+    render.add_argument(
+        "--driving", help="a video (or image folder) of a face whose motion the portrait imitates"
+    )
+    render.add_argument(
+        "--deep3d", help="Deep3DFaceRecon checkpoint (epoch_20.pth): --driving with PIRenderer needs it"
     )
     render.add_argument("--out", required=True, help="output video (.mp4)")
-    _add_renderer_options(render, checkpoint_required=True)
+    _add_renderer_options(render)
     render.add_argument("--batch", type=int, default=1, help="frames rendered at once (default 1)")
     render.add_argument("--fps", type=float, default=None, help="frame rate (default: the file's, else 25)")
     render.add_argument("--radius", type=int, default=13, help="window radius k: 2k+1 frames (default 13)")
@@ -79,9 +94,19 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(run=commands.run_render)
 
     edit = command("edit", "change a portrait's pose and expression (a still, or a sweep video)")
+    edit.add_argument(
+        "--face-crop", action="store_true", help="frame the portrait around its face (like VoxCeleb crops)"
+    )
     edit.add_argument("--source", required=True, help="source portrait")
     edit.add_argument("--out", required=True, help="output .png (still) or .mp4 (with --sweep)")
-    _add_renderer_options(edit, checkpoint_required=True)
+    _add_renderer_options(edit)
+    edit.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="CONTROL=V",
+        help="mesh renderer: add V to a named control (jaw_open, smile_left, blink_right, gaze_x, ...)",
+    )
     edit.add_argument(
         "--source-motion",
         help="the source's own coefficients (.txt/.mat/.npy/.npz; first frame used): edits are relative "
@@ -90,9 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--yaw", type=float, default=0.0, help="degrees, + turns to the image's left")
     edit.add_argument("--pitch", type=float, default=0.0, help="degrees")
     edit.add_argument("--roll", type=float, default=0.0, help="degrees")
-    edit.add_argument("--tx", type=float, default=0.0, help="translation change (3DMM units)")
-    edit.add_argument("--ty", type=float, default=0.0, help="translation change (3DMM units)")
-    edit.add_argument("--tz", type=float, default=0.0, help="translation change (3DMM units)")
+    edit.add_argument("--tx", type=float, default=0.0, help="translation change (3DMM units; mesh: IOD)")
+    edit.add_argument("--ty", type=float, default=0.0, help="translation change (3DMM units; mesh: IOD)")
+    edit.add_argument("--tz", type=float, default=0.0, help="translation change (3DMM units; PIRenderer)")
     edit.add_argument(
         "--exp", action="append", default=[], metavar="I=V", help="add V to expression coefficient I (0..63)"
     )
@@ -111,16 +136,43 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("checkpoint", help="checkpoint file or experiment folder")
     info.set_defaults(run=commands.run_info)
 
-    demo = command("demo", "render a short clip of the embedded default portrait turning its head")
+    demo = command("demo", "render a clip of the embedded default portrait turning, blinking, talking")
     demo.add_argument("--out", default="out/demo.mp4", help="output video (default out/demo.mp4)")
     demo.add_argument("--source", default=None, help="portrait (default: Grace Hopper from matplotlib)")
     demo.add_argument(
-        "--checkpoint", default=None, help="a trained checkpoint (default: a random one, said plainly)"
+        "--checkpoint", default=None, help="PIRenderer weights (default: the weight-free mesh renderer)"
     )
-    demo.add_argument("--frames", type=int, default=50, help="frames (default 50)")
+    demo.add_argument("--size", type=int, default=256, choices=[256, 512], help="mesh output size")
+    demo.add_argument("--frames", type=int, default=150, help="frames (default 150, 6 s)")
     demo.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
     demo.add_argument("--mode", default="full", choices=["full", "warp"], help="default full")
     demo.set_defaults(run=commands.run_demo)
+
+    track = command("track", "track a face in a video, image folder or camera into a motion file")
+    track.add_argument("input", help="video file, image folder/glob, or camera:N")
+    track.add_argument("--out", required=True, help="motion file (.npz)")
+    track.add_argument(
+        "--space",
+        default="open",
+        choices=["open", "authors"],
+        help="open: pose + named controls (default); authors: PIRenderer's 73 numbers (needs --deep3d)",
+    )
+    track.add_argument("--deep3d", help="Deep3DFaceRecon checkpoint (epoch_20.pth)")
+    track.add_argument("--device", default="cpu", help="device of the Deep3DFaceRecon net (default cpu)")
+    track.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    track.set_defaults(run=commands.run_track)
+
+    live = command("live", "drive a portrait live from a camera (or a video) into a window or a file")
+    live.add_argument(
+        "--face-crop", action="store_true", help="frame the portrait around its face (like VoxCeleb crops)"
+    )
+    live.add_argument("--source", required=True, help="source portrait")
+    live.add_argument("--input", default="camera:0", help="camera:N, a video or an image folder")
+    live.add_argument("--out", help="also record the avatar to this video")
+    live.add_argument("--window", action="store_true", help="show the avatar in a window (q quits)")
+    live.add_argument("--size", type=int, default=256, choices=[256, 512], help="output size")
+    live.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    live.set_defaults(run=commands.run_live)
     return parser
 
 

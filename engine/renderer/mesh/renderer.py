@@ -208,7 +208,8 @@ class MeshRenderer(Renderer):
         teeth = np.zeros_like(mask)
         upper = target[list(lm.UPPER_LIP_INNER_RING), :2]
         teeth_px = min(0.11 * neutral.frame.scale, 0.35 * gap_px)
-        band = np.concatenate([upper, [*upper[::-1], 0.0, teeth_px]])
+        lowered = upper[::-1] + np.array([0.0, teeth_px])  # the teeth's lower edge
+        band = np.concatenate([upper, lowered])
         cv2.fillPoly(teeth, [np.round(band * (1 << shift)).astype(np.int32)], 255, cv2.LINE_AA, shift)
         feather = max(1, round(size / 256)) * 2 + 1  # soft lip edges
         mask = cv2.GaussianBlur(mask, (feather, feather), 0)

@@ -37,12 +37,20 @@ def _gaussian(points: np.ndarray, center: np.ndarray, sigma: float) -> np.ndarra
 
 def _jaw(n: np.ndarray) -> np.ndarray:
     field = np.zeros_like(n)
-    corner_y = (n[lm.MOUTH_RIGHT, 1] + n[lm.MOUTH_LEFT, 1]) / 2
-    lip_y = n[lm.LOWER_LIP_INNER, 1]
+    seam_y = (n[lm.UPPER_LIP_INNER, 1] + n[lm.LOWER_LIP_INNER, 1]) / 2  # where the lips meet
     mid_x = (n[lm.MOUTH_RIGHT, 0] + n[lm.MOUTH_LEFT, 0]) / 2
-    vertical = np.clip((n[:, 1] - corner_y) / (lip_y - corner_y), 0.0, 1.0)
+    half_width = (n[lm.MOUTH_LEFT, 0] - n[lm.MOUTH_RIGHT, 0]) / 2
+    # the chin and jaw below the lips move fully 0.25 IOD below the seam, fading toward the ears
+    vertical = np.clip((n[:, 1] - seam_y) / 0.25, 0.0, 1.0)
     horizontal = np.clip(1.0 - np.maximum(np.abs(n[:, 0] - mid_x) - 0.45, 0.0) / 0.5, 0.0, 1.0)
-    field[:, 1] = JAW_UNIT * vertical * horizontal
+    weight = vertical * horizontal
+    # the lower lip swings as an arc: full in the middle, the corners stay
+    lower_lip = [
+        i for i in {*lm.LOWER_LIP_INNER_RING, *lm.LOWER_LIP_OUTER_RING} if i not in (61, 291, 78, 308)
+    ]
+    arc = np.sqrt(np.clip(1.0 - np.abs(n[lower_lip, 0] - mid_x) / half_width, 0.0, 1.0))
+    weight[lower_lip] = np.maximum(weight[lower_lip], arc)
+    field[:, 1] = JAW_UNIT * weight
     # the measured gap uses the lower inner lip's middle points: they move the full unit
     field[[14, 87, 317], 1] = JAW_UNIT
     return field

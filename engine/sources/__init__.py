@@ -1,0 +1,1 @@
+"""Frame sources for the face tracker: cameras, video files and image sequences."""
