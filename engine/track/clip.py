@@ -18,7 +18,8 @@ from .tracker import FaceTracker, TrackState
 
 @dataclass
 class TrackedClip:
-    """Motion of every frame of a clip. Frames before the calibration ends repeat the rest pose."""
+    """Motion of every frame of a clip (the calibration frames measured against the neutral they
+    built, unsmoothed; frames without a face hold the previous motion)."""
 
     open_motion: MotionSequence
     authors_motion: MotionSequence | None
@@ -50,6 +51,7 @@ def track_clip(
     owned = tracker is None
     tracker = tracker or FaceTracker()
     rows: list[np.ndarray | None] = []
+    calibration_landmarks: dict[int, np.ndarray] = {}
     authors_rows: list[np.ndarray | None] = []
     states: list[str] = []
     with_face = 0
@@ -60,6 +62,8 @@ def track_clip(
             result = tracker.process(frame.rgb, frame.time_s)
             states.append(result.state.value)
             with_face += result.landmarks is not None
+            if result.motion is None and result.landmarks is not None:
+                calibration_landmarks[len(rows)] = result.landmarks
             rows.append(None if result.motion is None else result.motion.values.copy())
             if regressor is not None:
                 authors_rows.append(
@@ -72,12 +76,16 @@ def track_clip(
             tracker.close()
     if not rows:
         raise PirenderError("the clip has no frames")
-    if tracker.neutral is None:
+    if not tracker.finish_calibration():
         raise PirenderError(
             f"no human face found in any of the {len(rows)} frames (the tracker follows human faces)"
         )
-    rest = tracker.neutral.rest_row()
-    values = np.stack([rest if row is None else row for row in rows])
+    neutral = tracker.neutral
+    assert neutral is not None
+    for index, landmarks in calibration_landmarks.items():
+        rows[index] = neutral.motion(landmarks).values
+    rest = neutral.rest_row()
+    values = np.stack(_fill_gaps([rest if rows[0] is None else rows[0], *rows[1:]]))
     meta = {"neutral_rest": [float(v) for v in rest], "states": _run_lengths(states)}
     open_motion = MotionSequence(OPEN_SPACE, values, fps=fps, meta=meta)
     authors_motion = None

@@ -23,7 +23,7 @@ from .open_space import NeutralFace
 
 
 class TrackState(StrEnum):
-    CALIBRATING = "calibrating"  # collecting neutral frames; motion is the rest pose
+    CALIBRATING = "calibrating"  # collecting neutral frames; no motion yet
     TRACKING = "tracking"
     HOLDING = "holding"  # face lost: last motion held
     EASING = "easing"  # face lost longer: easing back to the rest pose
@@ -42,7 +42,7 @@ class TrackerConfig:
 @dataclass(frozen=True)
 class TrackResult:
     state: TrackState
-    motion: MotionFrame | None  # None only before any face was seen
+    motion: MotionFrame | None  # None before the neutral is known (no face yet, or calibrating)
     landmarks: np.ndarray | None  # (478, 3) pixels of the followed face, None when not found
     faces: int  # faces seen in this frame
 
@@ -96,6 +96,14 @@ class FaceTracker:
         self.neutral = NeutralFace.from_landmarks(landmarks) if landmarks else None
         self._filter.reset()
 
+    def finish_calibration(self) -> bool:
+        """Build the neutral from the frames collected so far (a clip shorter than the calibration);
+        False when no face has been seen at all."""
+        if self.neutral is None and self._calibration:
+            self.neutral = NeutralFace.from_landmarks(self._calibration)
+            self._calibration = []
+        return self.neutral is not None
+
     def process(self, rgb: np.ndarray, time_s: float) -> TrackResult:
         faces = self.mesh.detect(rgb)
         dt_s = 0.0 if self._last_time_s is None else time_s - self._last_time_s
@@ -119,7 +127,8 @@ class FaceTracker:
     def _lost(self, time_s: float) -> TrackResult:
         self._last_box = None
         if self.neutral is None or self._last_row is None:
-            state = TrackState.NO_FACE if self.neutral is None else TrackState.CALIBRATING
+            calibrating = self.neutral is not None or bool(self._calibration)
+            state = TrackState.CALIBRATING if calibrating else TrackState.NO_FACE
             return TrackResult(state, None, None, 0)
         if self._lost_since_s is None:
             self._lost_since_s = time_s
