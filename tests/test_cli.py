@@ -1,5 +1,6 @@
 """The pirender command end to end, as a user runs it."""
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -212,3 +213,54 @@ def _decode(path: Path) -> list[np.ndarray]:
 
     with av.open(str(path)) as container:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+@pytest.mark.slow
+def test_a_portrait_imitates_a_driving_video_without_weights(tmp_path: Path) -> None:
+    pytest.importorskip("mediapipe")
+    driving = shared_data("driving", "d20.mp4")
+    portrait = shared_data("vox_demo", "id10010_Fi21gDronE4_001686_002204_00079.jpg")
+    out = tmp_path / "imitation.mp4"
+    assert main(["render", "--source", str(portrait), "--driving", str(driving), "--max-frames", "40",
+                 "--out", str(out)]) == 0  # fmt: skip
+    frames = _decode(out)
+    assert len(frames) == 40 and frames[0].shape == (256, 256, 3)
+    motion_energy = np.mean(
+        [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in itertools.pairwise(frames)]
+    )
+    assert motion_energy > 0.3  # the face moves with the driver
+
+
+def test_live_loop_from_a_video_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("mediapipe")
+    driving = shared_data("driving", "d11.mp4")
+    portrait = shared_data("vox_demo", "id10068_vqs1ZvoJ4XY_010464_010913_00138.jpg")
+    out = tmp_path / "live.mp4"
+    args = ["live", "--source", str(portrait), "--input", str(driving), "--max-frames", "20"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "20 frames (20 with a face)" in capsys.readouterr().out
+    assert read_video_info(out).frames == 20
+    assert main(["live", "--source", str(portrait), "--input", str(driving)]) == 2  # nowhere to show it
+
+
+@pytest.mark.slow
+def test_track_into_the_authors_space_with_a_deep3d_checkpoint(tmp_path: Path) -> None:
+    pytest.importorskip("mediapipe")
+    import torch
+
+    from pirender.engine.motion.io import load_motion
+    from pirender.engine.track.deep3d import Deep3DReconNet
+
+    net = Deep3DReconNet()
+    torch.save({"net_recon": net.state_dict()}, tmp_path / "epoch_20.pth")
+    out = tmp_path / "coeffs.npz"
+    clip = shared_data("driving", "d20.mp4")
+    assert main(["track", str(clip), "--space", "open", "--out", str(tmp_path / "open.npz"),
+                 "--max-frames", "3"]) == 0  # fmt: skip
+    assert main(["track", str(clip), "--space", "authors", "--out", str(out)]) == 2  # needs --deep3d
+    args = ["track", str(clip), "--space", "authors", "--deep3d", str(tmp_path / "epoch_20.pth")]
+    assert main([*args, "--out", str(out), "--max-frames", "3"]) == 0
+    motion = load_motion(out)
+    assert motion.space.name == "pirender-3dmm-73" and motion.values.shape == (3, 73)
+    crop = motion.values[:, 70:]
+    assert np.all(crop[:, 0] > 0) and np.all(crop[:, 1:] > 50)  # s > 0, t0/t1 in pixels of the frame

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from ..api import load_renderer
 from ..errors import PirenderError, exception_text
 from ..image import SourceImage, load_source_image, save_png, tensor_to_images
@@ -15,7 +17,7 @@ from ..motion.retarget import cross_identity_scale, retarget_open
 from ..motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionFrame, MotionSequence
 from ..motion.window import DEFAULT_RADIUS, build_windows
 from ..offline import render_to_video
-from ..renderer.base import Renderer
+from ..renderer.base import PreparedSource, Renderer
 from ..renderer.checkpoint import build_generator, read_checkpoint
 from ..renderer.mesh.renderer import MeshRenderer
 from ..sinks.video_file import SUPPORTED_EXTENSIONS
@@ -23,6 +25,7 @@ from ..sources.frames import open_frames
 from ..track.clip import track_clip
 from ..track.crop import crop_to_face
 from ..track.deep3d import Deep3DRegressor
+from ..track.landmarks import FaceMesh, five_points
 
 
 def _check_out(path: str, suffixes: tuple[str, ...]) -> Path:
@@ -66,7 +69,7 @@ def _open_renderer(args: argparse.Namespace) -> tuple[Renderer, int]:
     return renderer, renderer.image_size_px
 
 
-def _driving_motion(args: argparse.Namespace, renderer: Renderer) -> MotionSequence:
+def _driving_motion(args: argparse.Namespace, renderer: Renderer, prepared: PreparedSource) -> MotionSequence:
     """Track --driving; the authors' space (PIRenderer) needs the Deep3DFaceRecon regressor."""
     regressor = None
     if renderer.space == AUTHORS_SPACE:
@@ -79,9 +82,19 @@ def _driving_motion(args: argparse.Namespace, renderer: Renderer) -> MotionSeque
     with open_frames(args.driving, max_frames=args.max_frames) as frames:
         clip = track_clip(frames, regressor=regressor)
     print(clip.describe())
-    if clip.authors_motion is not None:
-        return clip.authors_motion
-    return clip.open_motion
+    if clip.authors_motion is None or regressor is None:
+        return clip.open_motion
+    if args.source_motion:
+        return clip.authors_motion  # _fit_motion applies the cross-identity rule with it
+    # the source portrait's own coefficients, for the authors' cross-identity scale rule
+    with FaceMesh(static_images=True) as mesh:
+        faces = mesh.detect(prepared.image.rgb)
+    if not faces:
+        raise PirenderError("no face found in the source portrait to measure its own coefficients")
+    own = regressor.predict(prepared.image.rgb, five_points(max(faces, key=lambda f: np.ptp(f[:, 0]))))
+    scaled = cross_identity_scale(clip.authors_motion, own)
+    print(f"cross-identity scale: x{scaled.meta['cross_identity_scale']:.3f} (authors' rule)")
+    return scaled
 
 
 def renderer_device(renderer: Renderer) -> str:
@@ -109,9 +122,9 @@ def run_render(args: argparse.Namespace) -> int:
     renderer, size_px = _open_renderer(args)
     if motion is not None:
         _check_space(renderer, motion)
-    renderer.prepare(_load_source(args, size_px))
+    prepared = renderer.prepare(_load_source(args, size_px))
     if motion is None:
-        motion = _driving_motion(args, renderer)
+        motion = _driving_motion(args, renderer, prepared)
     if args.fps is not None or args.max_frames is not None:  # --fps overrides the file's own rate
         motion = MotionSequence(
             motion.space, motion.values[: args.max_frames], fps=args.fps or motion.fps, meta=motion.meta
