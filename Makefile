@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_renderer.py
+	$(BIN)/python benchmarks/bench_tracking.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache
