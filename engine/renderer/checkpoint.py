@@ -139,22 +139,27 @@ def _as_state_dict(obj: Any, path: Path, key: str) -> dict[str, torch.Tensor]:
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
-_PICKLE_PROTOCOL_2_PLUS = b"\x80"  # the legacy torch.save format starts with a pickle
+_PICKLE_MAGIC = b"\x80"  # the legacy torch.save format starts with a pickle (protocol >= 2)
 
 
-def _torch_load(path: Path) -> Any:
-    with path.open("rb") as handle:
-        head = handle.read(4)
+def load_weights_file(path: Path, *, resave_hint: str = "the state_dict alone") -> Any:
+    """``torch.load`` (CPU, weights only: no code in the file runs) with one-line errors for files
+    that are not checkpoints. ``resave_hint`` says how to re-save a file the safe load refuses."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(_ZIP_MAGIC))
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not head:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
-    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL_2_PLUS)):
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
         raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: holds Python objects other than tensors, numbers and strings, which a safe "
-            "weights-only load refuses (re-save the generator's state_dict alone)"
+            f"weights-only load refuses (re-save {resave_hint})"
         ) from None
     except (EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({type(exc).__name__})") from None
@@ -167,7 +172,7 @@ def _torch_load(path: Path) -> Any:
 def read_checkpoint(path: str | Path) -> CheckpointInfo:
     """Open a checkpoint (file or experiment folder) and say what it is. Nothing is built yet."""
     file = resolve_checkpoint_path(path)
-    obj = _torch_load(file)
+    obj = load_weights_file(file, resave_hint="the generator's state_dict alone")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{file}: holds a {type(obj).__name__}, not a checkpoint dict")
 

@@ -18,8 +18,6 @@ the bottom row.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ from torch import nn
 from ..errors import CheckpointError, ImageError, LandmarkError, PirenderError, describe_value, exception_text
 from ..motion.io import TRANSFORM_PARAMS_CROP, coeffs_to_authors
 from ..motion.space import AUTHORS_SPACE, MotionFrame
-from ..renderer.checkpoint import compare_keys
+from ..renderer.checkpoint import compare_keys, load_weights_file
 
 __all__ = [
     "CANONICAL_SCALE_PX",
@@ -104,8 +102,6 @@ _BN_MOMENTUM = 0.1
 #: Entry of the released checkpoint that holds the network's state dict.
 _CHECKPOINT_ENTRY = "net_recon"
 _MODULE_PREFIX = "module."
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
-_PICKLE_MAGIC = b"\x80"  # the legacy torch.save format starts with a pickle (protocol >= 2)
 _MAX_LISTED = 8
 
 
@@ -229,7 +225,7 @@ def load_deep3d_checkpoint(path: str | Path) -> Deep3DReconNet:
         found = sorted(p.name for p in file.glob("*.pth"))
         hint = f" (found: {', '.join(found[:_MAX_LISTED])})" if found else " (no .pth files in it)"
         raise CheckpointError(f"{file} is a folder; pass the Deep3DFaceRecon checkpoint file{hint}")
-    obj = _torch_load(file)
+    obj = load_weights_file(file, resave_hint=f"it as {{'{_CHECKPOINT_ENTRY}': state_dict}}")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{file}: holds a {type(obj).__name__}, not a Deep3DFaceRecon checkpoint dict")
     if _CHECKPOINT_ENTRY in obj:
@@ -247,32 +243,6 @@ def load_deep3d_checkpoint(path: str | Path) -> Deep3DReconNet:
         raise CheckpointError(f"{file}: does not match the Deep3DFaceRecon network: {report.describe()}")
     net.load_state_dict(state, strict=True)
     return net.eval().requires_grad_(False)
-
-
-def _torch_load(file: Path) -> Any:
-    """``torch.load`` (CPU, weights only) with one-line errors for files that are not checkpoints."""
-    try:
-        with file.open("rb") as handle:
-            head = handle.read(len(_ZIP_MAGIC))
-    except OSError as exc:
-        raise CheckpointError(f"{file}: cannot read ({exc.strerror or exc})") from None
-    if not head:
-        raise CheckpointError(f"{file}: empty file, not a checkpoint")
-    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
-        raise CheckpointError(f"{file}: not a PyTorch checkpoint (neither a torch.save zip nor a pickle)")
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"{file}: holds Python objects other than tensors, numbers and strings, which a safe "
-            f"weights-only load refuses (re-save it as {{'{_CHECKPOINT_ENTRY}': state_dict}})"
-        ) from None
-    except (EOFError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{file}: not a PyTorch checkpoint ({type(exc).__name__})") from None
-    except OSError as exc:
-        raise CheckpointError(f"{file}: cannot read ({exc.strerror or exc})") from None
-    except Exception as exc:  # torch.load fails in many ways on foreign bytes (KeyError, RuntimeError...)
-        raise CheckpointError(f"{file}: not a readable PyTorch checkpoint ({exception_text(exc)})") from None
 
 
 def _as_state_dict(obj: Any, file: Path, entry: str) -> dict[str, torch.Tensor]:
