@@ -10,6 +10,7 @@ it is imported lazily so the rest of the engine works without it (``pip install 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +103,9 @@ class FaceMesh:
     def __init__(self, config: FaceMeshConfig | None = None, *, static_images: bool = False) -> None:
         self.config = config or FaceMeshConfig()
         try:
-            from mediapipe.python.solutions import face_mesh as mp_face_mesh
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from mediapipe.python.solutions import face_mesh as mp_face_mesh
         except ImportError:
             raise PirenderError(
                 "face tracking needs mediapipe 0.10.14: pip install 'pirender-live[track]'"
@@ -120,7 +123,9 @@ class FaceMesh:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise PirenderError(f"face mesh needs an (H, W, 3) uint8 RGB frame, got {rgb.dtype} {rgb.shape}")
         height, width = rgb.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(rgb))
+        with warnings.catch_warnings():  # protobuf deprecation noise from inside MediaPipe
+            warnings.filterwarnings("ignore", message=".*GetPrototype.*")
+            result = self._mesh.process(np.ascontiguousarray(rgb))
         faces = []
         for face in result.multi_face_landmarks or ():
             points = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)
