@@ -1,0 +1,1 @@
+"""The streaming server: HTTP + websocket signaling + WebRTC (aiortc)."""

@@ -1,0 +1,1 @@
+"""The live stream engine: motion sources -> window -> renderer (batched, off the event loop) -> sinks."""

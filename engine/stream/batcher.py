@@ -1,0 +1,94 @@
+"""One renderer shared by many streams: requests due now are rendered together, off the event loop.
+
+Streams submit (source, window) and await the frame. A collector waits at most ``max_wait_ms`` for
+more requests after the first, groups them by source portrait, and renders each group in one call on
+a single worker thread (the renderer is not re-entrant). One failing request fails only its stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..image import tensor_to_images
+from ..renderer.base import PreparedSource, Renderer
+
+
+@dataclass
+class _Request:
+    source: PreparedSource
+    window: np.ndarray  # (width, T)
+    done: asyncio.Future[np.ndarray]
+
+
+class RenderService:
+    def __init__(self, renderer: Renderer, *, max_wait_ms: float = 2.0, max_batch: int = 16) -> None:
+        self.renderer = renderer
+        self.max_wait_ms = max_wait_ms
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.frames = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._collect())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def render(self, source: PreparedSource, window: np.ndarray) -> np.ndarray:
+        """The frame (H, W, 3) uint8 of one window (width, T) of one stream."""
+        self.start()
+        done: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Request(source, window, done))
+        return await done
+
+    async def prepare(self, image) -> PreparedSource:  # type: ignore[no-untyped-def]
+        """Prepare a portrait on the render thread (face detection and precomputation)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.renderer.prepare, image)
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait_ms / 1000
+            while len(batch) < self.max_batch:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            groups: dict[int, list[_Request]] = {}
+            for request in batch:
+                groups.setdefault(id(request.source), []).append(request)
+            for requests in groups.values():
+                try:
+                    frames = await loop.run_in_executor(self._executor, self._render_group, requests)
+                except Exception as exc:  # one failing group fails its own streams only
+                    for request in requests:
+                        if not request.done.done():
+                            request.done.set_exception(exc)
+                    continue
+                for request, frame in zip(requests, frames, strict=True):
+                    if not request.done.done():
+                        request.done.set_result(frame)
+            self.batches += 1
+            self.frames += len(batch)
+
+    def _render_group(self, requests: list[_Request]) -> np.ndarray:
+        windows = np.stack([request.window for request in requests])  # (B, width, T)
+        frames = self.renderer.render(windows, source=requests[0].source).frame
+        return tensor_to_images(frames)

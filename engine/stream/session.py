@@ -1,0 +1,119 @@
+"""One live avatar stream: a motion source, the one window rule, the shared renderer, the frame clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..motion.space import OPEN_SPACE
+from ..motion.window import StreamWindow, WindowSpec
+from ..renderer.base import PreparedSource
+from .batcher import RenderService
+from .clock import FrameStamps, now_ms
+from .sources import CameraSource, IdleSource, SliderSource
+
+_HISTORY = 600  # frames of stamps kept for stats
+
+
+@dataclass
+class StreamStats:
+    stage_ms: dict[str, deque[float]] = field(default_factory=dict)
+    glass_to_glass_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_HISTORY))
+    frames: int = 0
+    started_ms: float = field(default_factory=now_ms)
+
+    def add(self, stamps: FrameStamps) -> None:
+        self.frames += 1
+        for stage, duration in stamps.durations_ms().items():
+            self.stage_ms.setdefault(stage, deque(maxlen=_HISTORY)).append(duration)
+
+    def summary(self) -> dict[str, object]:
+        elapsed_s = max((now_ms() - self.started_ms) / 1000, 1e-6)
+        g2g = list(self.glass_to_glass_ms)
+        return {
+            "fps": self.frames / elapsed_s,
+            "stage_ms": {k: float(np.median(v)) for k, v in self.stage_ms.items() if v},
+            "glass_to_glass_ms": None
+            if not g2g
+            else {f"p{q}": float(np.percentile(g2g, q)) for q in (50, 90, 99)},
+        }
+
+
+class AvatarStream:
+    """Frames of one portrait at ``fps``, driven by the chosen motion source."""
+
+    def __init__(
+        self, service: RenderService, source: PreparedSource, rest: np.ndarray, *, fps: float = 25.0
+    ) -> None:
+        self.service = service
+        self.source = source
+        self.fps = fps
+        self.rest = rest
+        self.idle = IdleSource(rest, fps=fps)
+        self.sliders = SliderSource(rest)
+        self.camera: CameraSource | None = None
+        self.mode = "idle"
+        self.window = StreamWindow(OPEN_SPACE, WindowSpec(radius=0, lookahead_frames=0))
+        self.stats = StreamStats()
+        self.capture_ms_by_pts: dict[int, float] = {}
+        self._pts_order: deque[int] = deque(maxlen=_HISTORY)
+        self._start_ms: float | None = None
+        self._index = 0
+
+    def set_mode(self, mode: str) -> None:
+        if mode == "camera" and self.camera is None:
+            self.camera = CameraSource(self.rest)
+        self.mode = mode
+
+    def set_source(self, source: PreparedSource, rest: np.ndarray) -> None:
+        """A new portrait (upload): motion sources restart relative to its rest pose."""
+        self.source, self.rest = source, rest
+        self.idle, self.sliders = IdleSource(rest, fps=self.fps), SliderSource(rest)
+        if self.camera is not None:
+            self.camera.close()
+            self.camera = CameraSource(rest)
+
+    def _motion(self, time_s: float) -> np.ndarray:
+        if self.mode == "sliders":
+            return self.sliders.row(time_s)
+        if self.mode == "camera" and self.camera is not None:
+            return self.camera.row(time_s)
+        return self.idle.row(time_s)
+
+    async def next_frame(self) -> tuple[np.ndarray, FrameStamps, int]:
+        """Wait for the next frame slot, then render it: (rgb (H, W, 3) uint8, stamps, pts at 90 kHz)."""
+        if self._start_ms is None:
+            self._start_ms = now_ms()
+        due_ms = self._start_ms + 1000 * self._index / self.fps
+        wait_ms = due_ms - now_ms()
+        if wait_ms > 0:
+            await asyncio.sleep(wait_ms / 1000)
+        elif wait_ms < -1000 / self.fps:  # fell behind: skip slots instead of building a backlog
+            self._index = int((now_ms() - self._start_ms) * self.fps / 1000)
+        stamps = FrameStamps(index=self._index, capture_ms=now_ms())
+        row = self._motion(self._index / self.fps)
+        window = self.window.push(row)
+        assert window is not None
+        stamps.mark("motion")
+        frame = await self.service.render(self.source, window.copy())
+        stamps.mark("render")
+        pts = round(self._index * 90_000 / self.fps)
+        if len(self._pts_order) == self._pts_order.maxlen:  # forget the oldest frame's capture time
+            self.capture_ms_by_pts.pop(self._pts_order[0], None)
+        self._pts_order.append(pts)
+        self.capture_ms_by_pts[pts] = stamps.capture_ms
+        self._index += 1
+        return frame, stamps, pts
+
+    def presented(self, pts: int, presented_ms: float) -> None:
+        """A client reports when it showed frame ``pts`` (on the server clock)."""
+        capture_ms = self.capture_ms_by_pts.get(pts)
+        if capture_ms is not None and presented_ms >= capture_ms:
+            self.stats.glass_to_glass_ms.append(presented_ms - capture_ms)
+
+    def close(self) -> None:
+        if self.camera is not None:
+            self.camera.close()

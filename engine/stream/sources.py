@@ -1,0 +1,117 @@
+"""Motion sources of a live stream. Each gives, at any time, one open-space row for the portrait
+(already moved onto it: relative to the portrait's own rest pose)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..motion.edit import demo_open_motion
+from ..motion.retarget import OpenRetargeter, frontal_rest_row
+from ..motion.space import OPEN_SPACE
+from ..track.tracker import FaceTracker
+
+#: Slider ranges (open-space units; pose in radians added to the portrait's own pose) and defaults.
+SLIDER_RANGES: dict[str, tuple[float, float, float, str]] = {
+    "pitch": (-0.6, 0.6, 0.0, "rad"),
+    "yaw": (-0.6, 0.6, 0.0, "rad"),
+    "roll": (-0.6, 0.6, 0.0, "rad"),
+    "tx": (-1.0, 1.0, 0.0, "IOD"),
+    "ty": (-1.0, 1.0, 0.0, "IOD"),
+    "scale": (0.7, 1.4, 1.0, "x"),
+    "jaw_open": (0.0, 1.2, 0.0, ""),
+    "smile_right": (-0.5, 1.5, 0.0, ""),
+    "smile_left": (-0.5, 1.5, 0.0, ""),
+    "lip_pucker": (-1.0, 1.0, 0.0, ""),
+    "blink_right": (0.0, 1.0, 0.0, ""),
+    "blink_left": (0.0, 1.0, 0.0, ""),
+    "brow_raise_right": (-0.7, 1.5, 0.0, ""),
+    "brow_raise_left": (-0.7, 1.5, 0.0, ""),
+    "brow_frown": (-1.0, 1.5, 0.0, ""),
+    "gaze_x": (-0.3, 0.3, 0.0, "eye widths"),
+    "gaze_y": (-0.3, 0.3, 0.0, "eye widths"),
+}
+_IDLE_LOOP_S = 12.0
+
+
+class IdleSource:
+    """A scripted idle loop (head sway, blinks, talking, smiles) on the portrait."""
+
+    def __init__(self, rest: np.ndarray, *, fps: float = 25.0) -> None:
+        retarget = OpenRetargeter(frontal_rest_row(), rest)
+        script = demo_open_motion(frames=round(_IDLE_LOOP_S * fps), fps=fps)
+        self._rows = np.stack([retarget(row) for row in script.values])
+        self._fps = fps
+
+    def row(self, time_s: float) -> np.ndarray:
+        return self._rows[round(time_s * self._fps) % len(self._rows)]
+
+
+class SliderSource:
+    """Slider values from the client, on top of the portrait's rest pose."""
+
+    def __init__(self, rest: np.ndarray) -> None:
+        self._rest = rest.astype(np.float32)
+        self._values = {name: default for name, (_, _, default, _) in SLIDER_RANGES.items()}
+        self._lock = threading.Lock()
+
+    def set(self, slots: dict[str, float]) -> None:
+        """Clamped to ``SLIDER_RANGES``; unknown names are refused (ValueError)."""
+        unknown = sorted(set(slots) - set(SLIDER_RANGES))
+        if unknown:
+            raise ValueError(f"unknown slider(s): {', '.join(unknown)}")
+        with self._lock:
+            for name, value in slots.items():
+                low, high, _, _ = SLIDER_RANGES[name]
+                self._values[name] = float(np.clip(float(value), low, high))
+
+    def reset(self) -> None:
+        self.set({name: default for name, (_, _, default, _) in SLIDER_RANGES.items()})
+
+    def row(self, time_s: float) -> np.ndarray:
+        del time_s
+        row = self._rest.copy()
+        with self._lock:
+            for name, value in self._values.items():
+                index = OPEN_SPACE.index(name)
+                if name in ("pitch", "yaw", "roll"):
+                    row[index] += value
+                elif name == "scale":
+                    row[index] *= value
+                else:
+                    row[index] = value
+        return row
+
+
+class CameraSource:
+    """The face tracker on frames pushed from a camera track (``feed`` runs off the event loop)."""
+
+    def __init__(self, rest: np.ndarray) -> None:
+        self._rest = rest.astype(np.float32)
+        self._tracker = FaceTracker()
+        self._retarget: OpenRetargeter | None = None
+        self._latest = self._rest.copy()
+        self._lock = threading.Lock()
+        self.frames_seen = 0
+        self.frames_with_face = 0
+
+    def feed(self, rgb: np.ndarray, time_s: float) -> None:
+        result = self._tracker.process(rgb, time_s)
+        self.frames_seen += 1
+        self.frames_with_face += result.landmarks is not None
+        if result.motion is None or self._tracker.neutral is None:
+            return
+        if self._retarget is None:
+            self._retarget = OpenRetargeter(self._tracker.neutral.rest_row(), self._rest)
+        moved = self._retarget(result.motion.values)
+        with self._lock:
+            self._latest = moved
+
+    def row(self, time_s: float) -> np.ndarray:
+        del time_s
+        with self._lock:
+            return self._latest.copy()
+
+    def close(self) -> None:
+        self._tracker.close()
