@@ -20,6 +20,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/pirender demo --out out/demo.mp4
+	$(BIN)/pirender serve
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -312,3 +312,53 @@ def run_live(args: argparse.Namespace) -> int:
     )
     print(stats.describe())
     return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ..server.app import ServerConfig, serve_forever
+
+    _positive("--fps", args.fps)
+    _positive("--max-streams", args.max_streams)
+    if not 0 <= args.port <= 65535:
+        raise PirenderError(f"--port must be in 0..65535, got {args.port}")
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        portrait=args.source,
+        size_px=args.size,
+        fps=args.fps,
+        max_streams=args.max_streams,
+        stun_urls=list(args.stun),
+    )
+    try:
+        asyncio.run(serve_forever(config))
+    except OSError as exc:
+        raise PirenderError(
+            f"cannot serve on {args.host}:{args.port} ({exception_text(exc, with_type=False)})"
+        ) from None
+    return 0
+
+
+def run_webcam(args: argparse.Namespace) -> int:
+    from ..live import run_webcam as webcam_loop
+
+    preview = _check_out(args.preview, SUPPORTED_EXTENSIONS) if args.preview else None
+    _positive("--max-frames", args.max_frames)
+    if preview is not None:
+        _make_folder(preview)
+    stats = webcam_loop(
+        args.source,
+        camera=args.input,
+        size_px=args.size,
+        preview=preview,
+        virtual=not args.no_virtual,
+        max_frames=args.max_frames,
+        face_crop=args.face_crop,
+        virtual_backend=args.backend,
+        virtual_device=args.video_device,
+        announce=print,
+    )
+    print(stats.describe())
+    return 0

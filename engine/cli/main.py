@@ -24,6 +24,8 @@ _EXAMPLES = {
     "demo": "pirender demo --out demo.mp4",
     "track": "pirender track talking.mp4 --out motion.npz",
     "live": "pirender live --source portrait.jpg --input camera:0 --window --out live.mp4",
+    "serve": "pirender serve --port 8080   (then open http://127.0.0.1:8080/)",
+    "webcam": "pirender webcam --source portrait.jpg --face-crop --input camera:0 --preview preview.mp4",
 }
 
 
@@ -173,6 +175,35 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--size", type=int, default=256, choices=[256, 512], help="output size")
     live.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     live.set_defaults(run=commands.run_live)
+
+    webcam = command("webcam", "turn your camera into an avatar webcam for video calls (virtual camera)")
+    webcam.add_argument("--source", required=True, help="source portrait")
+    webcam.add_argument(
+        "--face-crop", action="store_true", help="frame the portrait around its face (like VoxCeleb crops)"
+    )
+    webcam.add_argument("--input", default="camera:0", help="camera:N, or a video file to test with")
+    webcam.add_argument("--preview", help="also write what the virtual camera shows to this video")
+    webcam.add_argument("--no-virtual", action="store_true", help="no virtual camera (use with --preview)")
+    webcam.add_argument("--backend", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
+    webcam.add_argument("--video-device", help="virtual camera device, e.g. /dev/video2")
+    webcam.add_argument("--size", type=int, default=256, choices=[256, 512], help="avatar size")
+    webcam.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    webcam.set_defaults(run=commands.run_webcam)
+
+    serve = command("serve", "serve the live avatar to browsers over WebRTC (page + signaling on one port)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
+    )
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    serve.add_argument("--source", default=None, help="portrait (default: Grace Hopper from matplotlib)")
+    serve.add_argument("--size", type=int, default=256, choices=[256, 512], help="avatar size (default 256)")
+    serve.add_argument("--fps", type=float, default=25.0, help="frames per second per stream (default 25)")
+    serve.add_argument("--max-streams", type=int, default=8, help="concurrent streams (default 8)")
+    serve.add_argument(
+        "--stun", action="append", default=[], metavar="URL",
+        help="STUN server for clients behind NAT, e.g. stun:stun.example.org:3478 (default: none)",
+    )  # fmt: skip
+    serve.set_defaults(run=commands.run_serve)
     return parser
 
 
