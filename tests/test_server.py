@@ -177,3 +177,76 @@ def test_bad_messages_get_errors_and_the_server_keeps_serving() -> None:
             await server.close()
 
     asyncio.run(run())
+
+
+def test_uploads_are_checked_and_a_good_one_changes_the_portrait() -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from conftest import shared_data
+
+    async def run() -> None:
+        server = await _start_server()
+        client = Client(server.port)
+        try:
+            await client.start("idle")
+            before = (await client.receive(2))[-1]
+
+            async def upload(data_url: str) -> dict | None:
+                await client.ws.send(json.dumps({"type": "upload", "image": data_url}))
+                try:
+                    return await client.next_message("error", timeout_s=3)
+                except TimeoutError:
+                    return None
+
+            text = base64.b64encode(b"hello").decode()
+            assert "not a readable image" in (await upload(f"data:image/png;base64,{text}"))["message"]
+            assert "data URL" in (await upload("http://example.org/x.png"))["message"]
+            huge = "A" * (int(8.5 * 1024 * 1024) * 4 // 3)  # over the upload limit, under the message limit
+            assert "upload limit" in (await upload(f"data:image/png;base64,{huge}"))["message"]
+            gif = io.BytesIO()
+            Image.new("RGB", (64, 64)).save(gif, format="GIF")
+            gif_url = "data:image/gif;base64," + base64.b64encode(gif.getvalue()).decode()
+            assert "PNG, JPEG or WebP" in (await upload(gif_url))["message"]
+            face = shared_data("vox_demo", "id10593_cY3-UkuZhJM_007714_007874_00186.jpg").read_bytes()
+            assert await upload("data:image/jpeg;base64," + base64.b64encode(face).decode()) is None
+            after = (await client.receive(4))[-1]
+            assert np.abs(after.astype(int) - before.astype(int)).mean() > 10  # another person
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(run())
+
+
+def test_soak_several_streams_memory_and_queues_stay_bounded() -> None:
+    import resource
+
+    async def run() -> None:
+        server = await _start_server()
+        clients = [Client(server.port) for _ in range(3)]
+        try:
+            for client in clients:
+                await client.start("idle")
+            await asyncio.gather(*(c.receive(10) for c in clients))  # warm
+            rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            deadline = asyncio.get_running_loop().time() + 4.0
+            queue_sizes = []
+            while asyncio.get_running_loop().time() < deadline:
+                await asyncio.gather(*(c.receive(5) for c in clients))
+                queue_sizes.append(server.service._queue.qsize())
+            rss_after_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            assert max(queue_sizes) <= len(clients)  # one pending request per stream at most
+            assert rss_after_kb - rss_before_kb < 80_000  # no growth beyond 80 MB over the soak
+            for peer in server.peers:
+                assert len(peer.stream.capture_ms_by_pts) <= 600  # bounded history
+        finally:
+            for client in clients:
+                await client.close()
+            await server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert not [t for t in tasks if "Peer" in repr(t.get_coro())]  # no peer task left behind
+
+    asyncio.run(run())
