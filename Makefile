@@ -22,7 +22,8 @@ demo: $(STAMP)
 	$(BIN)/pirender demo --out out/demo.mp4
 	$(BIN)/pirender serve
 
-test: $(STAMP)
+# the browser test needs Debian's chromium and playwright-core (npm); it skips, saying why, without them
+test: $(STAMP) browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -33,6 +34,14 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_renderer.py
 	$(BIN)/python benchmarks/bench_tracking.py
+
+# The real-browser test (tests/test_browser.py): Debian's chromium and playwright-core from the lock
+# file (no browser download). Safe to repeat; without them the browser test skips.
+.PHONY: browser-deps
+browser-deps:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) \
+		|| echo "chromium not installed: the browser test will skip"
+	npm ci --prefix tests/browser --no-audit --no-fund || echo "playwright-core not installed: the browser test will skip"
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -250,3 +250,48 @@ def test_soak_several_streams_memory_and_queues_stay_bounded() -> None:
         assert not [t for t in tasks if "Peer" in repr(t.get_coro())]  # no peer task left behind
 
     asyncio.run(run())
+
+
+def test_file_mode_microphone_stream_limit_and_oversized_messages(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from aiortc.mediastreams import AudioStreamTrack
+
+    from pirender.engine.motion.edit import demo_open_motion
+    from pirender.engine.motion.io import save_motion
+
+    save_motion(tmp_path / "motion.npz", demo_open_motion(frames=50))
+
+    async def run() -> None:
+        server = AvatarServer(ServerConfig(port=0, max_streams=1, motion_file=str(tmp_path / "motion.npz")))
+        await server.start()
+        first = Client(server.port)
+        first.pc.addTrack(AudioStreamTrack())  # a microphone (silence) sent to the server
+        try:
+            hello = await first.start("file")
+            assert "file" in hello["modes"]
+            frames = await first.receive(10)
+            assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 0.5  # the file plays
+            peer = next(iter(server.peers))
+            for _ in range(40):
+                if peer.stream.microphone.samples_received > 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert peer.stream.microphone.samples_received > 0
+            assert peer.stream.microphone.latest(0.1).shape[0] > 0
+            # a second stream is over this server's limit: an error, the first stream goes on
+            async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+                await ws.recv()
+                await ws.send(json.dumps({"type": "offer", "sdp": first.pc.localDescription.sdp}))
+                reply = json.loads(await ws.recv())
+                assert reply["type"] == "error" and "full" in reply["message"]
+            # an oversized message closes only its own socket
+            async with connect(f"ws://127.0.0.1:{server.port}/ws", max_size=None) as ws:
+                await ws.recv()
+                await ws.send("x" * (13 * 1024 * 1024))
+                with pytest.raises(Exception, match="1009"):
+                    await ws.recv()
+            assert len(await first.receive(5)) == 5
+        finally:
+            await first.close()
+            await server.close()
+
+    asyncio.run(run())

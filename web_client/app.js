@@ -160,6 +160,8 @@
     S.hello = msg;
     S.limits = msg.limits || {};
     buildSliders(Array.isArray(msg.slots) ? msg.slots : []);
+    const modes = Array.isArray(msg.modes) ? msg.modes : ['idle', 'sliders', 'camera'];
+    for (const option of els.mode.options) option.hidden = !modes.includes(option.value);
     const max = S.limits.max_upload_bytes || DEFAULT_MAX_UPLOAD;
     els.uploadNote.textContent = `At most ${fmtBytes(max)}.`;
     S.helloWaiters.splice(0).forEach((resolve) => resolve());
@@ -372,10 +374,15 @@
       dc.onopen = dc.onclose = updateStatus;
 
       if (mode === 'camera') {
-        const cam = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
+        const withMic = document.getElementById('send-mic').checked;
+        const cam = await navigator.mediaDevices.getUserMedia({
+          video: { width: 640, height: 480 }, audio: withMic,
+        });
         if (stale()) { cam.getTracks().forEach((t) => t.stop()); return; }
         S.camera = cam;
         pc.addTransceiver(cam.getVideoTracks()[0], { direction: 'sendrecv', streams: [cam] });
+        // the microphone goes to the server's audio source (for audio-driven motion)
+        for (const track of cam.getAudioTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [cam] });
       } else {
         pc.addTransceiver('video', { direction: 'recvonly' });
       }
@@ -419,6 +426,11 @@
     S.camera = null;
     S.running = false;
     S.starting = false;
+    // nothing of the ended stream may reach the server afterwards
+    S.presentedBatch = [];
+    S.pendingSlots = {};
+    if (S.controlTimer !== null) clearTimeout(S.controlTimer);
+    S.controlTimer = null;
     els.video.srcObject = null;
     updateStatus();
   }
@@ -529,9 +541,10 @@
 
   /** Every second: the presented frames on the server clock, for the server's own g2g figures. */
   function sendPresentedBatch() {
-    if (!S.presentedBatch.length || S.clockOffset === null) return;
+    // only for a running stream, once the RTP offset is known (the server matches frames by pts)
+    if (!S.pc || !S.presentedBatch.length || S.clockOffset === null || S.rtpOffset === null) return;
     const frames = S.presentedBatch.map((f) => ({
-      rtp_timestamp: f.rtp, presented_ms: f.shown + S.clockOffset,
+      rtp_timestamp: f.rtp, pts: mod32(f.rtp - S.rtpOffset), presented_ms: f.shown + S.clockOffset,
     }));
     if (send({ type: 'presented', frames })) S.presentedBatch = [];
   }

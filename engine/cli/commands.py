@@ -331,6 +331,7 @@ def run_serve(args: argparse.Namespace) -> int:
         fps=args.fps,
         max_streams=args.max_streams,
         stun_urls=list(args.stun),
+        motion_file=args.motion,
     )
     try:
         asyncio.run(serve_forever(config))

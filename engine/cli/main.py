@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--size", type=int, default=256, choices=[256, 512], help="avatar size (default 256)")
     serve.add_argument("--fps", type=float, default=25.0, help="frames per second per stream (default 25)")
     serve.add_argument("--max-streams", type=int, default=8, help="concurrent streams (default 8)")
+    serve.add_argument("--motion", help="an open-space motion file for the page's 'file' mode")
     serve.add_argument(
         "--stun", action="append", default=[], metavar="URL",
         help="STUN server for clients behind NAT, e.g. stun:stun.example.org:3478 (default: none)",

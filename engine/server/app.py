@@ -31,6 +31,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..errors import PirenderError
+from ..motion.io import load_motion
+from ..motion.space import OPEN_SPACE, MotionSequence
 from ..renderer.base import PreparedSource
 from ..renderer.mesh.renderer import MeshRenderer
 from ..stream.batcher import RenderService
@@ -55,6 +57,7 @@ class ServerConfig:
     fps: float = 25.0
     max_streams: int = MAX_STREAMS
     stun_urls: list[str] = field(default_factory=list)  # empty: no STUN (loopback and LANs)
+    motion_file: str | None = None  # an open-space motion file for the "file" mode
     web_root: Path = WEB_ROOT
 
 
@@ -146,6 +149,8 @@ class Peer:
     async def offer(self, sdp: str, mode: str) -> dict[str, Any]:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if mode == "file" and self.server.motion_file is None:
+            raise ValueError("no motion file on this server (pirender serve --motion FILE)")
         if self.pc is not None:
             await self.close()
         if self.server.active_streams() >= self.server.config.max_streams:
@@ -153,7 +158,11 @@ class Peer:
         ice_servers = [RTCIceServer(urls=url) for url in self.server.config.stun_urls]
         self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
         self.stream = stream = AvatarStream(
-            self.server.service, self.server.source, self.server.rest, fps=self.server.config.fps
+            self.server.service,
+            self.server.source,
+            self.server.rest,
+            fps=self.server.config.fps,
+            motion_file=self.server.motion_file,
         )
         stream.set_mode(mode)
 
@@ -169,12 +178,16 @@ class Peer:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "video":
                 self.spawn(self._camera(track))
+            elif track.kind == "audio":
+                self.spawn(self._microphone(track, stream))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
                 await self.close()
 
+        if is_loopback(self.server.config.host):
+            sdp = _without_mdns_candidates(sdp)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except Exception as exc:
@@ -210,6 +223,12 @@ class Peer:
             pass
         finally:
             worker.cancel()
+
+    async def _microphone(self, track: MediaStreamTrack, stream: AvatarStream) -> None:
+        """Browser microphone -> the stream's audio source (bounded ring, newest seconds kept)."""
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                stream.microphone.feed(await track.recv())
 
     async def _stats(self) -> None:
         while self.stream is not None:
@@ -247,6 +266,7 @@ class AvatarServer:
         self.peers: set[Peer] = set()
         self.source: PreparedSource
         self.rest: np.ndarray
+        self.motion_file: MotionSequence | None = None
         self._server: Server | None = None
 
     def active_streams(self) -> int:
@@ -259,6 +279,10 @@ class AvatarServer:
             restrict_host_candidates(["127.0.0.1"])
         self.tracking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="track")
         self.service.start()
+        if self.config.motion_file:
+            self.motion_file = load_motion(self.config.motion_file)
+            if self.motion_file.space != OPEN_SPACE:
+                raise PirenderError(f"{self.config.motion_file}: the live server plays open-space motion")
         portrait = self.config.portrait or _default_portrait()
         self.source = await self.service.prepare(crop_to_face(portrait, size_px=self.config.size_px))
         self.rest = self.renderer.rest_row(self.source)
@@ -327,7 +351,8 @@ class AvatarServer:
             for name, (low, high, default, unit) in SLIDER_RANGES.items()
         ]
         limits = {"max_upload_bytes": MAX_UPLOAD_BYTES, "max_message_bytes": MAX_MESSAGE_BYTES}
-        return {"type": "hello", "slots": slots, "limits": limits, "fps": self.config.fps}
+        modes = [m for m in MODES if m != "file" or self.motion_file is not None]
+        return {"type": "hello", "slots": slots, "limits": limits, "modes": modes, "fps": self.config.fps}
 
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         """Serve ``web_client/`` for plain HTTP requests; let ``/ws`` upgrade to a websocket."""
@@ -344,6 +369,14 @@ class AvatarServer:
         headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
                            ("Cache-Control", "no-store")])  # fmt: skip
         return Response(200, "OK", headers, body)
+
+
+def _without_mdns_candidates(sdp: str) -> str:
+    """Drop ``*.local`` (mDNS) candidates: resolving them would send multicast onto the LAN, which a
+    server bound to loopback must never do; the loopback candidates connect without them."""
+    lines = sdp.splitlines()
+    kept = [line for line in lines if not (line.startswith("a=candidate:") and ".local " in line)]
+    return "\r\n".join(kept) + "\r\n"
 
 
 def _default_portrait() -> str:

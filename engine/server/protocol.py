@@ -6,8 +6,10 @@ Every message is a JSON object with a ``"type"``; unknown types, bad JSON and ov
 ``{"type": "error", "message": ...}`` and never close other streams.
 
 Client -> server
-- ``{"type": "offer", "sdp": str, "mode": "idle" | "sliders" | "camera"}``: start a stream. For
-  ``camera`` the offer carries the browser camera's video track (it drives the face tracker).
+- ``{"type": "offer", "sdp": str, "mode": "idle" | "sliders" | "camera" | "file"}``: start a
+  stream. For ``camera`` the offer carries the browser camera's video track (it drives the face
+  tracker); an audio track (the microphone) is received into the stream's audio source. ``file``
+  plays the server's ``--motion`` file (``hello.modes`` lists what this server offers).
 - ``{"type": "mode", "mode": "idle" | "sliders" | "camera"}``: switch the motion source.
 - ``{"type": "control", "slots": {name: value}}``: slider values in the open motion space, applied
   on top of the portrait's rest pose: ``pitch``/``yaw``/``roll`` in radians added to its own pose,
@@ -16,20 +18,23 @@ Client -> server
 - ``{"type": "upload", "image": "data:image/jpeg;base64,..."}``: a new source portrait (PNG, JPEG or
   WebP, at most ``MAX_UPLOAD_BYTES`` decoded).
 - ``{"type": "ping", "client_ms": float}``: clock-offset probe (see ``pong``).
-- ``{"type": "presented", "frames": [{"rtp_timestamp": int, "presented_ms": float}, ...]}``: the
-  browser's presentation times (``requestVideoFrameCallback``), for glass-to-glass latency.
+- ``{"type": "presented", "frames": [{"rtp_timestamp": int, "pts": int, "presented_ms": float}, ...]}``:
+  the browser's presentation times (``requestVideoFrameCallback``) on the server clock, for the
+  server's glass-to-glass figures; ``pts`` is the frame's pts (the page learns the stream's RTP
+  offset from the ``frame`` messages; aiortc adds a random one).
 - ``{"type": "stop"}``: end the stream (closing the socket does the same).
 
 Server -> client
-- ``{"type": "hello", "slots": [{"name", "min", "max", "default", "unit"}], "limits": {...}}``
-  on connect.
+- ``{"type": "hello", "slots": [{"name", "min", "max", "default", "unit"}], "limits": {...},
+  "modes": [...], "fps": float}`` on connect.
 - ``{"type": "answer", "sdp": str}``.
 - ``{"type": "pong", "client_ms": float, "server_ms": float}``: ``server_ms`` on the server's frame
   clock (milliseconds, monotonic).
 - ``{"type": "frame", "pts": int, "capture_ms": float}`` (data channel, every frame): the frame's
   RTP presentation time stamp (90 kHz) and its capture time on the server's frame clock.
-- ``{"type": "stats", "fps": float, "stage_ms": {stage: p50}, "glass_to_glass_ms": {"p50", "p90",
-  "p99"} | null, "dropped": int}`` once a second.
+- ``{"type": "stats", "mode": str, "fps": float, "stage_ms": {stage: p50}, "glass_to_glass_ms":
+  {"p50", "p90", "p99"} | null, "dropped": int}`` once a second (``dropped``: frame slots skipped
+  because rendering fell behind).
 - ``{"type": "error", "message": str}``.
 """
 
@@ -43,4 +48,4 @@ MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_STREAMS = 8
 #: WebRTC video clock (RTP timestamps of video run at 90 kHz).
 VIDEO_CLOCK_HZ = 90_000
-MODES = ("idle", "sliders", "camera")
+MODES = ("idle", "sliders", "camera", "file")

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..motion.space import OPEN_SPACE
+from ..motion.space import OPEN_SPACE, MotionSequence
 from ..motion.window import StreamWindow, WindowSpec
 from ..renderer.base import PreparedSource
 from .batcher import RenderService
 from .clock import FrameStamps, now_ms
-from .sources import CameraSource, IdleSource, SliderSource
+from .sources import CameraSource, FileSource, IdleSource, MicrophoneSource, SliderSource
 
 _HISTORY = 600  # frames of stamps kept for stats
 
@@ -23,6 +23,7 @@ class StreamStats:
     stage_ms: dict[str, deque[float]] = field(default_factory=dict)
     glass_to_glass_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_HISTORY))
     frames: int = 0
+    dropped: int = 0  # frame slots skipped because rendering fell behind
     started_ms: float = field(default_factory=now_ms)
 
     def add(self, stamps: FrameStamps) -> None:
@@ -35,6 +36,7 @@ class StreamStats:
         g2g = list(self.glass_to_glass_ms)
         return {
             "fps": self.frames / elapsed_s,
+            "dropped": self.dropped,
             "stage_ms": {k: float(np.median(v)) for k, v in self.stage_ms.items() if v},
             "glass_to_glass_ms": None
             if not g2g
@@ -46,7 +48,13 @@ class AvatarStream:
     """Frames of one portrait at ``fps``, driven by the chosen motion source."""
 
     def __init__(
-        self, service: RenderService, source: PreparedSource, rest: np.ndarray, *, fps: float = 25.0
+        self,
+        service: RenderService,
+        source: PreparedSource,
+        rest: np.ndarray,
+        *,
+        fps: float = 25.0,
+        motion_file: MotionSequence | None = None,
     ) -> None:
         self.service = service
         self.source = source
@@ -55,6 +63,9 @@ class AvatarStream:
         self.idle = IdleSource(rest, fps=fps)
         self.sliders = SliderSource(rest)
         self.camera: CameraSource | None = None
+        self.motion_file = motion_file
+        self.file = FileSource(motion_file, rest) if motion_file is not None else None
+        self.microphone = MicrophoneSource()  # the client's microphone, for audio-driven motion
         self.mode = "idle"
         self.window = StreamWindow(OPEN_SPACE, WindowSpec(radius=0, lookahead_frames=0))
         self.stats = StreamStats()
@@ -64,6 +75,8 @@ class AvatarStream:
         self._index = 0
 
     def set_mode(self, mode: str) -> None:
+        if mode == "file" and self.file is None:
+            raise ValueError("no motion file on this server (pirender serve --motion FILE)")
         if mode == "camera" and self.camera is None:
             self.camera = CameraSource(self.rest)
         self.mode = mode
@@ -72,6 +85,8 @@ class AvatarStream:
         """A new portrait (upload): motion sources restart relative to its rest pose."""
         self.source, self.rest = source, rest
         self.idle, self.sliders = IdleSource(rest, fps=self.fps), SliderSource(rest)
+        if self.motion_file is not None:
+            self.file = FileSource(self.motion_file, rest)
         if self.camera is not None:
             self.camera.close()
             self.camera = CameraSource(rest)
@@ -81,6 +96,8 @@ class AvatarStream:
             return self.sliders.row(time_s)
         if self.mode == "camera" and self.camera is not None:
             return self.camera.row(time_s)
+        if self.mode == "file" and self.file is not None:
+            return self.file.row(time_s)
         return self.idle.row(time_s)
 
     async def next_frame(self) -> tuple[np.ndarray, FrameStamps, int]:
@@ -92,7 +109,9 @@ class AvatarStream:
         if wait_ms > 0:
             await asyncio.sleep(wait_ms / 1000)
         elif wait_ms < -1000 / self.fps:  # fell behind: skip slots instead of building a backlog
-            self._index = int((now_ms() - self._start_ms) * self.fps / 1000)
+            caught_up = int((now_ms() - self._start_ms) * self.fps / 1000)
+            self.stats.dropped += caught_up - self._index
+            self._index = caught_up
         stamps = FrameStamps(index=self._index, capture_ms=now_ms())
         row = self._motion(self._index / self.fps)
         window = self.window.push(row)

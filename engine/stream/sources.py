@@ -8,8 +8,8 @@ import threading
 import numpy as np
 
 from ..motion.edit import demo_open_motion
-from ..motion.retarget import OpenRetargeter, frontal_rest_row
-from ..motion.space import OPEN_SPACE
+from ..motion.retarget import OpenRetargeter, frontal_rest_row, retarget_open
+from ..motion.space import OPEN_SPACE, MotionSequence
 from ..track.tracker import FaceTracker
 
 #: Slider ranges (open-space units; pose in radians added to the portrait's own pose) and defaults.
@@ -115,3 +115,56 @@ class CameraSource:
 
     def close(self) -> None:
         self._tracker.close()
+
+
+class FileSource:
+    """A motion file (open space) played on the portrait, looped or once (then held at its end)."""
+
+    def __init__(self, motion: MotionSequence, rest: np.ndarray, *, loop: bool = True) -> None:
+        self._rows = retarget_open(motion, rest).values
+        self._fps = motion.fps
+        self._loop = loop
+
+    def row(self, time_s: float) -> np.ndarray:
+        index = round(time_s * self._fps)
+        index = index % len(self._rows) if self._loop else min(index, len(self._rows) - 1)
+        return self._rows[index]
+
+
+class MicrophoneSource:
+    """The client's microphone as mono 16 kHz float32 samples in a bounded ring (the newest
+    ``capacity_s`` seconds), for audio-driven motion; ``feed`` takes aiortc/PyAV audio frames."""
+
+    sample_rate_hz = 16_000
+
+    def __init__(self, capacity_s: float = 5.0) -> None:
+        import av
+
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate_hz)
+        self._ring = np.zeros(round(capacity_s * self.sample_rate_hz), dtype=np.float32)
+        self._written = 0
+        self._lock = threading.Lock()
+
+    def feed(self, frame: object) -> None:
+        for chunk in self._resampler.resample(frame):  # type: ignore[arg-type]
+            samples = chunk.to_ndarray().reshape(-1).astype(np.float32)
+            with self._lock:
+                for start in range(0, len(samples), len(self._ring)):
+                    part = samples[start : start + len(self._ring)]
+                    position = self._written % len(self._ring)
+                    first = min(len(part), len(self._ring) - position)
+                    self._ring[position : position + first] = part[:first]
+                    self._ring[: len(part) - first] = part[first:]
+                    self._written += len(part)
+
+    @property
+    def samples_received(self) -> int:
+        return self._written
+
+    def latest(self, duration_s: float) -> np.ndarray:
+        """The newest ``duration_s`` seconds (fewer at the start), oldest first."""
+        with self._lock:
+            count = min(round(duration_s * self.sample_rate_hz), self._written, len(self._ring))
+            end = self._written % len(self._ring)
+            indices = (np.arange(end - count, end)) % len(self._ring)
+            return self._ring[indices].copy()
