@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import mimetypes
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -262,7 +263,7 @@ class AvatarServer:
         self.config = config
         self.renderer = MeshRenderer(image_size_px=config.size_px)
         self.service = RenderService(self.renderer)
-        self.tracking = None  # executor for face tracking, created at start
+        self.tracking: ThreadPoolExecutor | None = None  # face tracking's own thread, made at start
         self.peers: set[Peer] = set()
         self.source: PreparedSource
         self.rest: np.ndarray
@@ -273,8 +274,6 @@ class AvatarServer:
         return sum(peer.stream is not None for peer in self.peers)
 
     async def start(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         if is_loopback(self.config.host):
             restrict_host_candidates(["127.0.0.1"])
         self.tracking = ThreadPoolExecutor(max_workers=1, thread_name_prefix="track")
