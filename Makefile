@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/pirender serve
 
 # the browser test needs Debian's chromium and playwright-core (npm); it skips, saying why, without them
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -37,6 +37,12 @@ bench: $(STAMP)
 
 # The real-browser test (tests/test_browser.py): Debian's chromium and playwright-core from the lock
 # file (no browser download). Safe to repeat; without them the browser test skips.
+# speech synthesis for the audio tests (espeak-ng) and PortAudio for the microphone; tests skip without
+.PHONY: system-deps
+system-deps:
+	command -v espeak-ng >/dev/null || (apt-get update && apt-get install -y espeak-ng libportaudio2) \
+		|| echo "espeak-ng not installed: speech tests fall back to a synthetic voice"
+
 .PHONY: browser-deps
 browser-deps:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) \
