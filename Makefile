@@ -31,6 +31,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# reproduces engine/audioflow/default_flow.pt: 160 synthetic espeak-ng pairs (seed 1), 2500 steps (~3 min)
+train-audio: $(STAMP) system-deps
+	$(BIN)/pirender train-audio --out engine/audioflow/default_flow.pt --synthetic 160 --seed 1 --steps 2500
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_renderer.py
 	$(BIN)/python benchmarks/bench_tracking.py

@@ -326,3 +326,9 @@ def video_frame_features(
     silence = np.full((1, cfg.n_mels), np.log(cfg.log_floor), dtype=features.dtype)
     padded = np.concatenate([features, silence])
     return padded[np.minimum(rows, features.shape[0])]
+
+
+def video_frame_log_mel(samples: np.ndarray, frames: int, fps: float) -> np.ndarray:
+    """(frames, n_mels) float32: the mean log-mel of each video frame's audio (the flow's input)."""
+    per_frame = video_frame_features(log_mel(samples), fps, video_frames=frames)  # (frames, k, n_mels)
+    return per_frame.mean(axis=1).astype(np.float32)

@@ -363,3 +363,59 @@ def run_webcam(args: argparse.Namespace) -> int:
     )
     print(stats.describe())
     return 0
+
+
+def run_talk(args: argparse.Namespace) -> int:
+    import tempfile as _tempfile
+
+    from ..audio.sources import SAMPLE_RATE_HZ, load_audio
+    from ..sinks.mux import mux_audio
+    from ..talk import TalkConfig, added_latency_ms, load_talk_model, motion_for_speech
+
+    out = _check_out(args.out, (".mp4", ".mov", ".mkv"))
+    if args.temperature < 0:
+        raise PirenderError(f"--temperature must be >= 0, got {args.temperature}")
+    samples = load_audio(args.audio)
+    model = load_talk_model(args.model)
+    renderer = load_renderer(image_size_px=args.size)
+    prepared = renderer.prepare(_load_source(args, args.size))
+    assert isinstance(renderer, MeshRenderer)
+    config = TalkConfig(temperature=args.temperature, seed=args.seed)
+    motion = motion_for_speech(samples, model, renderer.rest_row(prepared), config)
+    _make_folder(out)
+    with _tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        silent = Path(tmp) / "video.mp4"
+        summary = render_to_video(renderer, motion, silent)
+        mux_audio(silent, samples, sample_rate_hz=SAMPLE_RATE_HZ, out_path=out)
+    latency = ", ".join(f"{k} {v:.0f}" for k, v in added_latency_ms(model).items())
+    print(f"{summary.describe().replace(str(silent), str(out))}; speech muxed in")
+    print(f"live latency this model would add: {latency}")
+    return 0
+
+
+def run_prepare_audio(args: argparse.Namespace) -> int:
+    from ...training.audio_pairs import prepare_pairs
+
+    print(prepare_pairs(Path(args.videos), Path(args.out)).describe())
+    return 0
+
+
+def run_train_audio(args: argparse.Namespace) -> int:
+    from ...training.audio_data import write_pairs
+    from ...training.audio_trainer import TrainConfig, train
+
+    out = _check_out(args.out, (".pt",))
+    _positive("--steps", args.steps)
+    folders = [Path(p) for p in args.pairs]
+    if not folders:
+        folder = out.parent / f"{out.stem}_synthetic_pairs"
+        print(f"making {args.synthetic} synthetic espeak-ng pairs in {folder} (seed {args.seed})")
+        write_pairs(folder, args.synthetic, seed=args.seed)
+        folders = [folder]
+    _make_folder(out)
+    validation = [Path(args.validation)] if args.validation else None
+    result = train(
+        folders, out, config=TrainConfig(steps=args.steps, seed=args.seed), validation_folders=validation
+    )
+    print(f"wrote {out}: validation NLL {result['val_nll']:.3f} nats/dim, {result['seconds']:.0f} s")
+    return 0

@@ -25,6 +25,9 @@ _EXAMPLES = {
     "track": "pirender track talking.mp4 --out motion.npz",
     "live": "pirender live --source portrait.jpg --input camera:0 --window --out live.mp4",
     "serve": "pirender serve --port 8080   (then open http://127.0.0.1:8080/)",
+    "talk": "pirender talk --source portrait.jpg --face-crop --audio speech.wav --out talking.mp4",
+    "train-audio": "pirender train-audio data/pairs --out my_flow.pt --steps 2500",
+    "prepare-audio": "pirender prepare-audio videos/ --out data/pairs",
     "webcam": "pirender webcam --source portrait.jpg --face-crop --input camera:0 --preview preview.mp4",
 }
 
@@ -175,6 +178,37 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--size", type=int, default=256, choices=[256, 512], help="output size")
     live.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     live.set_defaults(run=commands.run_live)
+
+    talk = command("talk", "a talking avatar from speech (an audio file; offline video with the sound)")
+    talk.add_argument("--source", required=True, help="source portrait")
+    talk.add_argument(
+        "--face-crop", action="store_true", help="frame the portrait around its face (like VoxCeleb crops)"
+    )
+    talk.add_argument("--audio", required=True, help="speech: WAV, MP3 or any file FFmpeg decodes")
+    talk.add_argument("--out", required=True, help="output video (.mp4) with the speech muxed in")
+    talk.add_argument("--model", help="audio-to-motion flow checkpoint (default: the shipped model)")
+    talk.add_argument("--temperature", type=float, default=0.6, help="motion variety (0 = calmest)")
+    talk.add_argument("--seed", type=int, default=0, help="random seed (same seed, same motion)")
+    talk.add_argument("--size", type=int, default=256, choices=[256, 512], help="avatar size")
+    talk.set_defaults(run=commands.run_talk)
+
+    prepare_audio = command("prepare-audio", "make (audio, motion) training pairs from talking-head videos")
+    prepare_audio.add_argument("videos", help="a folder of videos (or one video)")
+    prepare_audio.add_argument("--out", required=True, help="folder for the pairs (resumable)")
+    prepare_audio.set_defaults(run=commands.run_prepare_audio)
+
+    train_audio = command("train-audio", "train the audio-to-motion flow on (audio, motion) pairs")
+    train_audio.add_argument(
+        "pairs", nargs="*", help="pair folders (default: make synthetic espeak-ng pairs)"
+    )
+    train_audio.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    train_audio.add_argument(
+        "--synthetic", type=int, default=160, help="synthetic pairs when no folder is given"
+    )
+    train_audio.add_argument("--steps", type=int, default=2500, help="Adam steps (default 2500)")
+    train_audio.add_argument("--seed", type=int, default=1, help="seed of the data recipe and training")
+    train_audio.add_argument("--validation", help="a folder of held-out pairs (e.g. from real videos)")
+    train_audio.set_defaults(run=commands.run_train_audio)
 
     webcam = command("webcam", "turn your camera into an avatar webcam for video calls (virtual camera)")
     webcam.add_argument("--source", required=True, help="source portrait")

@@ -1,0 +1,53 @@
+"""Audio-to-motion: a conditional normalizing flow (MoGlow-style) generating motion from audio."""
+
+from .checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    FlowCheckpointInfo,
+    build_flow,
+    check_flow_checkpoint,
+    load_flow,
+    read_flow_checkpoint,
+    save_flow_checkpoint,
+)
+from .flow import (
+    ActNorm,
+    AffineCoupling,
+    AudioMotionFlow,
+    ConditionalFlow,
+    FlowConfig,
+    FlowError,
+    FlowStates,
+    FlowStep,
+    InvertibleLinear,
+    LSTMState,
+    StreamState,
+    audio_windows,
+    build_conditions,
+    motion_history,
+)
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ActNorm",
+    "AffineCoupling",
+    "AudioMotionFlow",
+    "ConditionalFlow",
+    "FlowCheckpointInfo",
+    "FlowConfig",
+    "FlowError",
+    "FlowStates",
+    "FlowStep",
+    "InvertibleLinear",
+    "LSTMState",
+    "StreamState",
+    "audio_windows",
+    "build_conditions",
+    "build_flow",
+    "check_flow_checkpoint",
+    "load_flow",
+    "motion_history",
+    "read_flow_checkpoint",
+    "save_flow_checkpoint",
+]

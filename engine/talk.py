@@ -1,0 +1,90 @@
+"""The talking avatar: speech -> audio features -> the audio-to-motion flow -> the renderer.
+
+Offline (``pirender talk --audio speech.wav --out out.mp4``): the whole file's features, motion
+generated frame by frame by the flow (the same steps a live stream runs), voice activity gating the
+mouth (silence closes it), rendered and muxed with the speech.
+
+Latency a live stream adds: the flow looks ``audio_lookahead_frames`` video frames ahead (80 ms at
+25 fps with the default model), the features need one 25 ms window (their 10 ms hop is inside a video
+frame), and the VAD decides on 30 ms frames; see ``added_latency_ms``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio.features import video_frame_log_mel
+from .audio.sources import SAMPLE_RATE_HZ
+from .audio.vad import VadConfig, VoiceActivity
+from .audioflow.checkpoint import load_flow
+from .audioflow.flow import AudioMotionFlow
+from .errors import PirenderError
+from .motion.retarget import retarget_open
+from .motion.space import OPEN_SPACE, MotionSequence
+
+#: The shipped default model (trained by ``make train-audio`` on synthetic espeak-ng speech).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "audioflow" / "default_flow.pt"
+_MOUTH = [OPEN_SPACE.index(name) for name in ("jaw_open", "lip_pucker")]
+
+
+@dataclass(frozen=True)
+class TalkConfig:
+    fps: float = 25.0
+    temperature: float = 0.6
+    seed: int = 0
+    vad: VadConfig = field(default_factory=VadConfig)
+
+
+def load_talk_model(path: str | Path | None = None) -> AudioMotionFlow:
+    """The flow of ``path``, or the shipped default model."""
+    chosen = Path(path) if path else DEFAULT_MODEL
+    if not chosen.exists():
+        raise PirenderError(f"audio-to-motion model {chosen} not found (train one: pirender train-audio)")
+    model, _ = load_flow(chosen, space=OPEN_SPACE, sample_rate_hz=SAMPLE_RATE_HZ)
+    return model
+
+
+def added_latency_ms(model: AudioMotionFlow, fps: float = 25.0) -> dict[str, float]:
+    """What a live stream waits for, in ms: the flow's audio lookahead, the feature window, the VAD frame."""
+    return {
+        "lookahead_ms": 1000.0 * model.config.audio_lookahead_frames / fps,
+        "features_ms": 25.0,
+        "vad_ms": 30.0,
+    }
+
+
+def speech_mask(samples: np.ndarray, frames: int, fps: float, config: VadConfig) -> np.ndarray:
+    """(frames,) float in [0, 1]: how much each video frame is speech (VAD, smoothed over ~120 ms)."""
+    voiced = VoiceActivity(config).process(samples).astype(np.float32)  # per VAD frame
+    times_s = (np.arange(len(voiced)) + 0.5) * config.frame_ms / 1000.0
+    frame_times_s = (np.arange(frames) + 0.5) / fps
+    mask = np.interp(frame_times_s, times_s, voiced, left=0.0, right=0.0) if len(voiced) else np.zeros(frames)
+    kernel = np.ones(3) / 3
+    return np.clip(np.convolve(mask, kernel, mode="same"), 0.0, 1.0)
+
+
+def motion_for_speech(
+    samples: np.ndarray, model: AudioMotionFlow, rest: np.ndarray, config: TalkConfig | None = None
+) -> MotionSequence:
+    """Open-space motion (frames at ``config.fps``) of the speech, moved onto a portrait's rest pose.
+
+    The flow generates frame by frame (``sample_sequence`` is a loop of the streaming ``step``);
+    where the VAD hears no speech the mouth closes smoothly.
+    """
+    cfg = config or TalkConfig()
+    frames = max(1, int(np.ceil(len(samples) / SAMPLE_RATE_HZ * cfg.fps)))
+    audio = torch.from_numpy(video_frame_log_mel(samples, frames, cfg.fps))  # (frames, 40)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():
+        rows = model.sample_sequence(audio, temperature=cfg.temperature, generator=generator).numpy()
+    rows = rows.astype(np.float32)
+    speaking = speech_mask(samples, frames, cfg.fps, cfg.vad)
+    rows[:, _MOUTH] *= speaking[:, None]
+    rows[:, _MOUTH] = np.maximum(rows[:, _MOUTH], 0.0)
+    rows[:, OPEN_SPACE.index("scale")] = 1.0
+    driving = MotionSequence(OPEN_SPACE, rows, fps=cfg.fps, meta={"source": "audio-flow"})
+    return retarget_open(driving, rest)
