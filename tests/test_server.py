@@ -7,6 +7,7 @@ client gets no ICE servers either, and a test asserts every candidate of a sessi
 import asyncio
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -292,6 +293,40 @@ def test_file_mode_microphone_stream_limit_and_oversized_messages(tmp_path) -> N
             assert len(await first.receive(5)) == 5
         finally:
             await first.close()
+            await server.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (apt-get install espeak-ng)")
+def test_talk_mode_moves_the_mouth_with_the_microphone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from aiortc.contrib.media import MediaPlayer
+
+    from pirender.engine.motion.space import OPEN_SPACE
+
+    wav = tmp_path / "speech.wav"
+    text = "hello, the avatar listens to this voice and opens its mouth when it speaks"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), text], check=True)
+
+    async def run() -> None:
+        server = await _start_server()
+        client = Client(server.port)
+        player = MediaPlayer(str(wav))
+        client.pc.addTrack(player.audio)  # the "microphone"
+        jaw = []
+        try:
+            await client.start("talk")
+            peer = next(iter(server.peers))
+            for _ in range(12):
+                await client.receive(5)
+                jaw.append(float(peer.stream.talk.row(0.0)[OPEN_SPACE.index("jaw_open")]))
+            assert peer.stream.microphone.samples_received > 16_000  # a second of voice arrived
+            assert max(jaw) > 0.2, jaw  # the voice opened the mouth
+            assert peer.stream.talk.latency_ms == pytest.approx(105.0)  # 80 ms lookahead + 25 ms window
+        finally:
+            await client.close()
             await server.close()
 
     asyncio.run(run())

@@ -383,6 +383,13 @@
         pc.addTransceiver(cam.getVideoTracks()[0], { direction: 'sendrecv', streams: [cam] });
         // the microphone goes to the server's audio source (for audio-driven motion)
         for (const track of cam.getAudioTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [cam] });
+      } else if (mode === 'talk') {
+        // the voice drives the avatar through the server's audio-to-motion flow
+        const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+        if (stale()) { mic.getTracks().forEach((t) => t.stop()); return; }
+        S.camera = mic;
+        pc.addTransceiver('video', { direction: 'recvonly' });
+        pc.addTransceiver(mic.getAudioTracks()[0], { direction: 'sendonly', streams: [mic] });
       } else {
         pc.addTransceiver('video', { direction: 'recvonly' });
       }
@@ -435,12 +442,13 @@
     updateStatus();
   }
 
-  /** Mode selector: idle <-> sliders switch in place; camera needs a new offer (its track). */
+  /** Mode selector: idle <-> sliders switch in place; camera and talk need a new offer (their track). */
   function changeMode(mode) {
     const old = S.mode;
     S.mode = mode;
     if (!S.pc && !S.starting) return;
-    if (mode === 'camera' || old === 'camera') {
+    const needsTrack = (m) => m === 'camera' || m === 'talk';
+    if (needsTrack(mode) || needsTrack(old)) {
       start(mode).catch(() => {});
     } else {
       send({ type: 'mode', mode });

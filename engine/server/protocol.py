@@ -9,7 +9,8 @@ Client -> server
 - ``{"type": "offer", "sdp": str, "mode": "idle" | "sliders" | "camera" | "file"}``: start a
   stream. For ``camera`` the offer carries the browser camera's video track (it drives the face
   tracker); an audio track (the microphone) is received into the stream's audio source. ``file``
-  plays the server's ``--motion`` file (``hello.modes`` lists what this server offers).
+  plays the server's ``--motion`` file (``hello.modes`` lists what this server offers). ``talk``
+  drives the avatar from the offer's microphone track through the audio-to-motion flow.
 - ``{"type": "mode", "mode": "idle" | "sliders" | "camera"}``: switch the motion source.
 - ``{"type": "control", "slots": {name: value}}``: slider values in the open motion space, applied
   on top of the portrait's rest pose: ``pitch``/``yaw``/``roll`` in radians added to its own pose,
@@ -48,4 +49,4 @@ MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 MAX_STREAMS = 8
 #: WebRTC video clock (RTP timestamps of video run at 90 kHz).
 VIDEO_CLOCK_HZ = 90_000
-MODES = ("idle", "sliders", "camera", "file")
+MODES = ("idle", "sliders", "camera", "file", "talk")

@@ -13,7 +13,7 @@ from ..motion.window import StreamWindow, WindowSpec
 from ..renderer.base import PreparedSource
 from .batcher import RenderService
 from .clock import FrameStamps, now_ms
-from .sources import CameraSource, FileSource, IdleSource, MicrophoneSource, SliderSource
+from .sources import CameraSource, FileSource, IdleSource, MicrophoneSource, SliderSource, TalkSource
 
 _HISTORY = 600  # frames of stamps kept for stats
 
@@ -66,6 +66,7 @@ class AvatarStream:
         self.motion_file = motion_file
         self.file = FileSource(motion_file, rest) if motion_file is not None else None
         self.microphone = MicrophoneSource()  # the client's microphone, for audio-driven motion
+        self.talk: TalkSource | None = None
         self.mode = "idle"
         self.window = StreamWindow(OPEN_SPACE, WindowSpec(radius=0, lookahead_frames=0))
         self.stats = StreamStats()
@@ -77,6 +78,8 @@ class AvatarStream:
     def set_mode(self, mode: str) -> None:
         if mode == "file" and self.file is None:
             raise ValueError("no motion file on this server (pirender serve --motion FILE)")
+        if mode == "talk" and self.talk is None:
+            self.talk = TalkSource(self.microphone, self.rest, fps=self.fps)
         if mode == "camera" and self.camera is None:
             self.camera = CameraSource(self.rest)
         self.mode = mode
@@ -87,6 +90,8 @@ class AvatarStream:
         self.idle, self.sliders = IdleSource(rest, fps=self.fps), SliderSource(rest)
         if self.motion_file is not None:
             self.file = FileSource(self.motion_file, rest)
+        if self.talk is not None:
+            self.talk = TalkSource(self.microphone, rest, fps=self.fps)
         if self.camera is not None:
             self.camera.close()
             self.camera = CameraSource(rest)
@@ -98,6 +103,8 @@ class AvatarStream:
             return self.camera.row(time_s)
         if self.mode == "file" and self.file is not None:
             return self.file.row(time_s)
+        if self.mode == "talk" and self.talk is not None:
+            return self.talk.row(time_s)
         return self.idle.row(time_s)
 
     async def next_frame(self) -> tuple[np.ndarray, FrameStamps, int]:

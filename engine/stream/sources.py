@@ -168,3 +168,87 @@ class MicrophoneSource:
             end = self._written % len(self._ring)
             indices = (np.arange(end - count, end)) % len(self._ring)
             return self._ring[indices].copy()
+
+
+class TalkSource:
+    """Motion from the client's microphone through the audio-to-motion flow, frame by frame.
+
+    Audio arrives in ``microphone`` (16 kHz). Every video frame's features are the mean of its four
+    10 ms log-mel frames (computed incrementally, equal to the offline features). Motion frame ``n``
+    needs the features of frames up to ``n + tau`` (the model's lookahead), so the motion shown lags
+    the voice by ``tau`` frames plus the feature window: ``latency_ms``. Silence (energy gate) closes
+    the mouth.
+    """
+
+    def __init__(
+        self,
+        microphone: MicrophoneSource,
+        rest: np.ndarray,
+        *,
+        model: object | None = None,
+        fps: float = 25.0,
+        temperature: float = 0.6,
+        seed: int = 0,
+    ) -> None:
+        import torch
+
+        from ..audio.features import StreamingLogMel
+        from ..talk import load_talk_model
+
+        self._torch = torch
+        self.model = model or load_talk_model()
+        self._mic = microphone
+        self._fps = fps
+        self._retarget = OpenRetargeter(frontal_rest_row(), rest)
+        self._features = StreamingLogMel()
+        self._mel_per_video_frame = round(100 / fps)  # 10 ms hop
+        self._pending_mel: list[np.ndarray] = []
+        self._video_features: list[np.ndarray] = []  # per video frame (40,)
+        self._energy_dbfs: list[float] = []
+        self._consumed = 0
+        self._state = self.model.reset()  # type: ignore[attr-defined]
+        self._generator = torch.Generator().manual_seed(seed)
+        self._temperature = temperature
+        self._produced = 0
+        self._latest = rest.astype(np.float32).copy()
+        cfg = self.model.config  # type: ignore[attr-defined]
+        self._history, self._lookahead = cfg.history_frames, cfg.audio_lookahead_frames
+        self.latency_ms = 1000.0 * self._lookahead / fps + 25.0
+
+    def _take_audio(self) -> None:
+        received = self._mic.samples_received
+        new = received - self._consumed
+        if new <= 0:
+            return
+        samples = self._mic.latest(new / self._mic.sample_rate_hz)
+        self._consumed = received
+        for frame in self._features.push(samples):
+            self._pending_mel.append(frame)
+            if len(self._pending_mel) == self._mel_per_video_frame:
+                block = np.stack(self._pending_mel)
+                self._video_features.append(block.mean(axis=0).astype(np.float32))
+                self._pending_mel = []
+        if len(samples):
+            level = 10 * np.log10(float((samples**2).mean()) + 1e-12)
+            self._energy_dbfs.extend([level] * max(0, len(self._video_features) - len(self._energy_dbfs)))
+
+    def row(self, time_s: float) -> np.ndarray:
+        del time_s
+        self._take_audio()
+        features = self._video_features
+        while self._produced + self._lookahead < len(features):
+            n = self._produced
+            indices = np.clip(np.arange(n - self._history, n + self._lookahead + 1), 0, len(features) - 1)
+            window = self._torch.from_numpy(np.stack([features[i] for i in indices]))
+            with self._torch.no_grad():
+                motion, self._state = self.model.step(  # type: ignore[attr-defined]
+                    window, self._state, temperature=self._temperature, generator=self._generator
+                )
+            row = motion.numpy().astype(np.float32)
+            if self._energy_dbfs[min(n, len(self._energy_dbfs) - 1)] < -50.0:  # silence: mouth closed
+                row[OPEN_SPACE.index("jaw_open")] = 0.0
+                row[OPEN_SPACE.index("lip_pucker")] = 0.0
+            row[OPEN_SPACE.index("scale")] = 1.0
+            self._latest = self._retarget(row)
+            self._produced += 1
+        return self._latest.copy()
