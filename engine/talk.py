@@ -88,3 +88,66 @@ def motion_for_speech(
     rows[:, OPEN_SPACE.index("scale")] = 1.0
     driving = MotionSequence(OPEN_SPACE, rows, fps=cfg.fps, meta={"source": "audio-flow"})
     return retarget_open(driving, rest)
+
+
+def run_talk_live(
+    source_path: str,
+    *,
+    out: Path | None,
+    window: bool,
+    size_px: int = 256,
+    face_crop: bool = False,
+    model_path: str | Path | None = None,
+    max_seconds: float | None = None,
+    fps: float = 25.0,
+) -> dict[str, float]:
+    """The local microphone drives the portrait live (window and/or file), paced by the frame clock.
+
+    Opens the microphone first, so a machine without one fails at once with a clear message.
+    """
+    import time
+
+    from .audio.sources import MicrophoneStream
+    from .image import load_source_image, tensor_to_images
+    from .renderer.mesh.renderer import MeshRenderer
+    from .sinks.video_file import VideoFileWriter
+    from .stream.sources import MicrophoneSource, TalkSource
+    from .track.crop import crop_to_face
+
+    with MicrophoneStream() as microphone:
+        renderer = MeshRenderer(image_size_px=size_px)
+        image = (
+            crop_to_face(source_path, size_px=size_px)
+            if face_crop
+            else load_source_image(source_path, size_px=size_px)
+        )
+        prepared = renderer.prepare(image)
+        audio_in = MicrophoneSource()
+        talk = TalkSource(audio_in, renderer.rest_row(prepared), model=load_talk_model(model_path), fps=fps)
+        writer = VideoFileWriter(out, fps=fps, size_px=(size_px, size_px)) if out else None
+        cv2 = None
+        if window:
+            import cv2
+        frames, started = 0, time.monotonic()
+        try:
+            while max_seconds is None or time.monotonic() - started < max_seconds:
+                block = microphone.read(timeout_s=1.0 / fps)
+                if block is not None and len(block):
+                    audio_in.feed_samples(block)
+                row = talk.row(0.0)
+                rgb = tensor_to_images(renderer.render(row[:, None], source=prepared).frame)[0]
+                if writer is not None:
+                    writer.write(rgb)
+                if cv2 is not None:
+                    cv2.imshow("pirender talk", rgb[:, :, ::-1])
+                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                        break
+                frames += 1
+                due_s = started + frames / fps
+                time.sleep(max(0.0, due_s - time.monotonic()))
+        finally:
+            if writer is not None:
+                writer.close()
+            if cv2 is not None:
+                cv2.destroyAllWindows()
+    return {"frames": float(frames), "seconds": time.monotonic() - started, "latency_ms": talk.latency_ms}

@@ -127,3 +127,36 @@ def test_missing_model_and_bad_audio_are_clear(tmp_path: Path, capsys: pytest.Ca
     write_wav(speech, np.zeros(1600, dtype=np.float32))
     assert main(["talk", "--source", str(portrait), "--audio", str(speech), *args]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_talk_from_the_microphone_without_one_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sounddevice = pytest.importorskip("sounddevice")
+    try:
+        has_input = any(d.get("max_input_channels", 0) > 0 for d in sounddevice.query_devices())
+    except Exception:
+        has_input = False
+    if has_input:
+        pytest.skip("this machine has a microphone: the no-device message cannot be shown")
+    portrait = tmp_path / "p.png"
+    assert main(["talk", "--source", str(portrait), "--mic", "--out", str(tmp_path / "o.mp4")]) == 2
+    assert "no microphone found" in capsys.readouterr().err
+
+
+@needs_espeak
+def test_the_streaming_talk_source_follows_the_voice(tmp_path: Path) -> None:
+    from pirender.engine.stream.sources import MicrophoneSource, TalkSource
+
+    speech = _speak(tmp_path, "one two three, the mouth follows the voice", "en-gb")
+    microphone = MicrophoneSource()
+    talk = TalkSource(microphone, frontal_rest_row(), fps=25.0)
+    jaw = []
+    block = SAMPLE_RATE_HZ // 25
+    silence = np.zeros(SAMPLE_RATE_HZ // 2, dtype=np.float32)
+    for start in range(0, len(speech) + len(silence), block):  # 40 ms blocks, like a live stream
+        samples = np.concatenate([speech, silence])[start : start + block]
+        microphone.feed_samples(samples)
+        jaw.append(float(talk.row(0.0)[JAW]))
+    assert max(jaw) > 0.2  # speech opens the mouth
+    assert jaw[-1] < 0.05  # and the trailing silence closes it

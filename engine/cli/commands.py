@@ -372,9 +372,28 @@ def run_talk(args: argparse.Namespace) -> int:
     from ..sinks.mux import mux_audio
     from ..talk import TalkConfig, added_latency_ms, load_talk_model, motion_for_speech
 
-    out = _check_out(args.out, (".mp4", ".mov", ".mkv"))
+    if bool(args.audio) == bool(args.mic):
+        raise PirenderError("give exactly one of --audio FILE or --mic")
     if args.temperature < 0:
         raise PirenderError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.mic:
+        from ..talk import run_talk_live
+
+        live_out = _check_out(args.out, SUPPORTED_EXTENSIONS) if args.out else None
+        if live_out is None and not args.window:
+            raise PirenderError("with --mic give --out FILE, --window, or both")
+        if live_out is not None:
+            _make_folder(live_out)
+        stats = run_talk_live(
+            args.source, out=live_out, window=args.window, size_px=args.size, face_crop=args.face_crop,
+            model_path=args.model, max_seconds=args.seconds,
+        )  # fmt: skip
+        print(f"{stats['frames']:.0f} frames in {stats['seconds']:.1f} s; motion lags the voice by "
+              f"{stats['latency_ms']:.0f} ms (model lookahead + feature window)")  # fmt: skip
+        return 0
+    if not args.out:
+        raise PirenderError("--audio needs --out FILE")
+    out = _check_out(args.out, (".mp4", ".mov", ".mkv"))
     samples = load_audio(args.audio)
     model = load_talk_model(args.model)
     renderer = load_renderer(image_size_px=args.size)

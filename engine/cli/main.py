@@ -184,8 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument(
         "--face-crop", action="store_true", help="frame the portrait around its face (like VoxCeleb crops)"
     )
-    talk.add_argument("--audio", required=True, help="speech: WAV, MP3 or any file FFmpeg decodes")
-    talk.add_argument("--out", required=True, help="output video (.mp4) with the speech muxed in")
+    talk.add_argument("--audio", help="speech: WAV, MP3 or any file FFmpeg decodes")
+    talk.add_argument("--mic", action="store_true", help="live from this machine's microphone instead")
+    talk.add_argument("--window", action="store_true", help="with --mic: show the avatar in a window")
+    talk.add_argument("--seconds", type=float, default=None, help="with --mic: stop after this long")
+    talk.add_argument("--out", help="output video (.mp4; with --audio the speech is muxed in)")
     talk.add_argument("--model", help="audio-to-motion flow checkpoint (default: the shipped model)")
     talk.add_argument("--temperature", type=float, default=0.6, help="motion variety (0 = calmest)")
     talk.add_argument("--seed", type=int, default=0, help="random seed (same seed, same motion)")

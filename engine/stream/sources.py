@@ -147,15 +147,19 @@ class MicrophoneSource:
 
     def feed(self, frame: object) -> None:
         for chunk in self._resampler.resample(frame):  # type: ignore[arg-type]
-            samples = chunk.to_ndarray().reshape(-1).astype(np.float32)
-            with self._lock:
-                for start in range(0, len(samples), len(self._ring)):
-                    part = samples[start : start + len(self._ring)]
-                    position = self._written % len(self._ring)
-                    first = min(len(part), len(self._ring) - position)
-                    self._ring[position : position + first] = part[:first]
-                    self._ring[: len(part) - first] = part[first:]
-                    self._written += len(part)
+            self.feed_samples(chunk.to_ndarray())
+
+    def feed_samples(self, samples: np.ndarray) -> None:
+        """Mono float32 samples already at 16 kHz (e.g. a local microphone block)."""
+        block = np.asarray(samples, dtype=np.float32).reshape(-1)
+        with self._lock:
+            for start in range(0, len(block), len(self._ring)):
+                part = block[start : start + len(self._ring)]
+                position = self._written % len(self._ring)
+                first = min(len(part), len(self._ring) - position)
+                self._ring[position : position + first] = part[:first]
+                self._ring[: len(part) - first] = part[first:]
+                self._written += len(part)
 
     @property
     def samples_received(self) -> int:
