@@ -29,7 +29,7 @@ import torch
 from ..errors import CheckpointError, MotionError, exception_text
 from ..fileio import write_atomically
 from ..motion.space import MotionSpace
-from ..renderer.checkpoint import compare_keys, load_weights_file
+from ..renderer.checkpoint import load_strictly, load_weights_file
 from .flow import AudioMotionFlow, FlowConfig, FlowError
 
 FORMAT_NAME = "pirender-live-audioflow"
@@ -198,11 +198,7 @@ def check_flow_checkpoint(
 def build_flow(info: FlowCheckpointInfo) -> AudioMotionFlow:
     """The model of ``info`` with its weights loaded strictly, in eval mode without gradients."""
     model = AudioMotionFlow(config=info.config)
-    report = compare_keys(info.state_dict, model)
-    if not report.ok:
-        raise CheckpointError(f"{info.path}: does not match the flow of its config: {report.describe()}")
-    model.load_state_dict(info.state_dict, strict=True)
-    return model.eval().requires_grad_(False)
+    return load_strictly(model, info.state_dict, where=info.path, what="the flow of its config")
 
 
 def load_flow(

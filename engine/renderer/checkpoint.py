@@ -19,7 +19,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -101,6 +101,19 @@ def compare_keys(state_dict: dict[str, torch.Tensor], model: nn.Module) -> KeyRe
         if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
     )
     return KeyReport(missing, unexpected, mismatched)
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def load_strictly(model: ModuleT, state_dict: dict[str, torch.Tensor], *, where: Path, what: str) -> ModuleT:
+    """Load ``state_dict`` into ``model`` with every mismatch named; returns it in eval mode without
+    gradients. ``what`` names the network in the error (e.g. "the PIRenderer generator")."""
+    report = compare_keys(state_dict, model)
+    if not report.ok:
+        raise CheckpointError(f"{where}: does not match {what}: {report.describe()}")
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval().requires_grad_(False)
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -243,12 +256,9 @@ def build_generator(info: CheckpointInfo) -> FaceGenerator:
             f"{info.path}: the generator reads {info.config.coeff_nc} numbers per frame but the motion "
             f"space {info.space.name!r} has {info.space.width}"
         )
-    model = FaceGenerator(info.config)
-    report = compare_keys(info.state_dict, model)
-    if not report.ok:
-        raise CheckpointError(f"{info.path}: does not match the PIRenderer generator: {report.describe()}")
-    model.load_state_dict(info.state_dict, strict=True)
-    return model.eval().requires_grad_(False)
+    return load_strictly(
+        FaceGenerator(info.config), info.state_dict, where=info.path, what="the PIRenderer generator"
+    )
 
 
 def save_checkpoint(

@@ -31,7 +31,7 @@ from torch import nn
 from ..errors import CheckpointError, ImageError, LandmarkError, PirenderError, describe_value, exception_text
 from ..motion.io import TRANSFORM_PARAMS_CROP, coeffs_to_authors
 from ..motion.space import AUTHORS_SPACE, MotionFrame
-from ..renderer.checkpoint import compare_keys, load_weights_file
+from ..renderer.checkpoint import load_strictly, load_weights_file
 
 __all__ = [
     "CANONICAL_SCALE_PX",
@@ -237,12 +237,7 @@ def load_deep3d_checkpoint(path: str | Path) -> Deep3DReconNet:
         raise CheckpointError(
             f"{file}: no {_CHECKPOINT_ENTRY!r} entry (the Deep3DFaceRecon network weights); keys: {names}"
         )
-    net = Deep3DReconNet()
-    report = compare_keys(state, net)
-    if not report.ok:
-        raise CheckpointError(f"{file}: does not match the Deep3DFaceRecon network: {report.describe()}")
-    net.load_state_dict(state, strict=True)
-    return net.eval().requires_grad_(False)
+    return load_strictly(Deep3DReconNet(), state, where=file, what="the Deep3DFaceRecon network")
 
 
 def _as_state_dict(obj: Any, file: Path, entry: str) -> dict[str, torch.Tensor]:
