@@ -115,9 +115,20 @@ class FrameSource(ABC):
     size_px: tuple[int, int] | None
     label: str
 
-    @abstractmethod
     def __iter__(self) -> Iterator[Frame]:
         """Yield the frames in order; raises ``PirenderError`` once the source is closed."""
+        if self.closed:
+            raise PirenderError(f"{self.label}: the frame source is closed")
+        return self._frames()
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool:
+        """True once :meth:`close` has run."""
+
+    @abstractmethod
+    def _frames(self) -> Iterator[Frame]:
+        """The frames of an open source, in order."""
 
     @abstractmethod
     def close(self) -> None:
@@ -194,10 +205,9 @@ class VideoFileFrames(FrameSource):
         self._open_containers: list[av.container.InputContainer] = []
         self._closed = False
 
-    def __iter__(self) -> Iterator[Frame]:
-        if self._closed:
-            raise PirenderError(f"{self.label}: the frame source is closed")
-        return self._frames()
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         self._closed = True
@@ -350,10 +360,9 @@ class ImageSequenceFrames(FrameSource):
         self.size_px: tuple[int, int] | None = self._first_size_px
         self._closed = False
 
-    def __iter__(self) -> Iterator[Frame]:
-        if self._closed:
-            raise PirenderError(f"{self.label}: the frame source is closed")
-        return self._frames()
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         self._closed = True
@@ -481,10 +490,9 @@ class CameraFrames(FrameSource):
         self._opened_at_s = time.monotonic()
         self._next_index = 0
 
-    def __iter__(self) -> Iterator[Frame]:
-        if self._capture is None:
-            raise PirenderError(f"{self.label}: the frame source is closed")
-        return self._frames()
+    @property
+    def closed(self) -> bool:
+        return self._capture is None
 
     def close(self) -> None:
         if self._capture is not None:
