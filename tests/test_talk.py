@@ -160,3 +160,38 @@ def test_the_streaming_talk_source_follows_the_voice(tmp_path: Path) -> None:
         jaw.append(float(talk.row(0.0)[JAW]))
     assert max(jaw) > 0.2  # speech opens the mouth
     assert jaw[-1] < 0.05  # and the trailing silence closes it
+
+
+def test_microphone_reads_by_absolute_sample_number() -> None:
+    from pirender.engine.stream.sources import MicrophoneSource
+
+    microphone = MicrophoneSource(capacity_s=0.01)  # a 160-sample ring
+    ramp = np.arange(1000, dtype=np.float32)
+    microphone.feed_samples(ramp[:700])
+    microphone.feed_samples(ramp[700:])
+    out = np.empty(100, dtype=np.float32)
+    for start in (0, 830, 839, 850, 900, 950, 1000):
+        numbers = np.arange(start, start + 100)
+        kept = (numbers >= 840) & (numbers < 1000)  # the newest 160 samples; later ones not received
+        np.testing.assert_array_equal(microphone.read(start, out), np.where(kept, numbers, 0))
+
+
+def test_returned_audio_is_the_sound_that_drove_each_frame() -> None:
+    """The audio sent with stream time t starts at the microphone sample of the frame shown at t."""
+    from pirender.engine.stream.audio_return import ReturnAudio
+    from pirender.engine.stream.sources import MicrophoneSource
+
+    microphone = MicrophoneSource()
+    microphone.feed_samples(np.arange(20_000, dtype=np.float32) / 32768)  # sample k has the value k
+    returned = ReturnAudio(microphone, fps=25.0)
+    pcm, position = returned.frame(0)
+    assert position is None and not pcm.any()  # no talk motion yet: silence
+    returned.mark_video(0, 3000)  # frame 0's motion is the sound from sample 3000
+    returned.mark_video(1, 3640)
+    returned.mark_video(2, 5000)  # the talk source fell behind: a jump in the voice
+    for index, first in ((0, 3000), (1, 3320), (2, 3640), (3, 3960), (4, 5000), (5, 5320), (6, 5640)):
+        pcm, position = returned.frame(index)  # 20 ms frames: two per 40 ms video frame
+        assert position == first
+        np.testing.assert_allclose(pcm[0], np.arange(first, first + 320), atol=1)
+    returned.mark_video(3, None)  # the stream left talk mode
+    assert returned.frame(7)[1] is None

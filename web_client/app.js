@@ -4,7 +4,7 @@
 'use strict';
 
 (() => {
-  const MODES = ['idle', 'sliders', 'camera'];
+  const MODES = ['idle', 'sliders', 'camera', 'talk', 'file'];  // the server's hello says which it offers
   const ANGLE_SLOTS = new Set(['pitch', 'yaw', 'roll']);
   const ACCEPTED_IMAGES = ['image/png', 'image/jpeg', 'image/webp'];
   const DEFAULT_MAX_UPLOAD = 8 * 1024 * 1024;  // used until the server's hello says otherwise
@@ -22,6 +22,7 @@
     video: $('avatar'), overlay: $('overlay'), status: $('status'), error: $('error'),
     mode: $('mode'), start: $('start'), stop: $('stop'), showStats: $('show-stats'),
     upload: $('upload'), uploadNote: $('upload-note'), sliders: $('sliders'), reset: $('reset'),
+    hearAvatar: $('hear-avatar'),
   };
 
   // All mutable page state in one place.
@@ -33,6 +34,7 @@
     lastError: null,
     pendingSlots: {}, controlTimer: null, lastControlSent: -Infinity,
     pings: [], clockOffset: null, clockRtt: null,
+    mouthLog: [],                           // talk: {shown, mouth} of presented frames
     frameMsgs: new Map(), frameOrder: [],   // pts mod 2^32 -> {captureMs, arrival}
     presented: [],                          // frames shown, awaiting pairing: {rtp, recv, shown}
     pairDiffs: [], rtpOffset: null,
@@ -323,6 +325,7 @@
 
   function resetFrameState() {
     S.frameMsgs.clear();
+    S.mouthLog = [];
     S.frameOrder = [];
     S.presented = [];
     S.pairDiffs = [];
@@ -338,6 +341,9 @@
   /** Starts a stream in `mode` (restarting a running one). Resolves once the answer is applied. */
   async function start(mode = els.mode.value) {
     if (!MODES.includes(mode)) throw new Error(`unknown mode ${mode}`);
+    if (S.hello && Array.isArray(S.hello.modes) && !S.hello.modes.includes(mode)) {
+      throw new Error(`this server does not offer the ${mode} mode`);
+    }
     if (S.pc || S.starting) stop();
     const gen = ++S.gen;
     const stale = () => gen !== S.gen;
@@ -389,7 +395,8 @@
         if (stale()) { mic.getTracks().forEach((t) => t.stop()); return; }
         S.camera = mic;
         pc.addTransceiver('video', { direction: 'recvonly' });
-        pc.addTransceiver(mic.getAudioTracks()[0], { direction: 'sendonly', streams: [mic] });
+        // sendrecv: the server sends the voice back, delayed to match the avatar's lips
+        pc.addTransceiver(mic.getAudioTracks()[0], { direction: 'sendrecv', streams: [mic] });
       } else {
         pc.addTransceiver('video', { direction: 'recvonly' });
       }
@@ -478,7 +485,7 @@
   function onFrameMessage(msg) {
     const key = mod32(msg.pts);
     if (!S.frameMsgs.has(key)) S.frameOrder.push(key);
-    S.frameMsgs.set(key, { captureMs: msg.capture_ms, arrival: performance.now() });
+    S.frameMsgs.set(key, { captureMs: msg.capture_ms, arrival: performance.now(), mouth: msg.mouth });
     while (S.frameOrder.length > FRAME_HISTORY) S.frameMsgs.delete(S.frameOrder.shift());
   }
 
@@ -519,6 +526,10 @@
       if (S.rtpOffset === null || S.clockOffset === null) continue;
       const m = S.frameMsgs.get(mod32(f.rtp - S.rtpOffset));
       if (!m) continue;
+      if (typeof m.mouth === 'number') {  // talk mode: how open the shown frame's mouth is
+        S.mouthLog.push({ shown: f.shown, mouth: m.mouth });
+        if (S.mouthLog.length > FRAME_HISTORY) S.mouthLog.shift();
+      }
       S.lastLatencyMs = f.shown + S.clockOffset - m.captureMs;
       S.latencies.push(S.lastLatencyMs);
       if (S.latencies.length > FRAME_HISTORY) S.latencies.shift();
@@ -614,6 +625,8 @@
   function init() {
     els.start.addEventListener('click', () => start(els.mode.value).catch(() => {}));
     els.stop.addEventListener('click', () => stop());
+    // The avatar's audio (talk mode) plays only on request: hearing your own voice late is distracting.
+    els.hearAvatar.addEventListener('change', () => { els.video.muted = !els.hearAvatar.checked; });
     els.mode.addEventListener('change', () => changeMode(els.mode.value));
     els.reset.addEventListener('click', resetSliders);
     els.upload.addEventListener('change', () => {
@@ -653,6 +666,7 @@
     }),
     setSlider,
     start: (mode) => start(mode),
+    mouthLog: () => S.mouthLog.slice(),
     stop: () => stop(),
   };
 

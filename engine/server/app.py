@@ -78,8 +78,30 @@ class AvatarTrack(MediaStreamTrack):
         frame.pts = pts
         frame.time_base = Fraction(1, VIDEO_CLOCK_HZ)
         stamps.mark("send")
+        self.stream.frame_sent(stamps.index, stamps.stages["send"])
         self.stream.stats.add(stamps)
-        self.peer.send_channel({"type": "frame", "pts": pts, "capture_ms": stamps.capture_ms})
+        message: dict[str, Any] = {"type": "frame", "pts": pts, "capture_ms": stamps.capture_ms}
+        if self.stream.mode == "talk":  # how open the frame's mouth is (the page measures A/V sync)
+            message["mouth"] = self.stream.last_mouth_open
+        self.peer.send_channel(message)
+        return frame
+
+
+class AvatarAudioTrack(MediaStreamTrack):
+    """The driving audio back to the client (talk mode; silence otherwise), on the video's clock."""
+
+    kind = "audio"
+
+    def __init__(self, stream: AvatarStream) -> None:
+        super().__init__()
+        self.stream = stream
+
+    async def recv(self) -> av.AudioFrame:
+        pcm, pts = await self.stream.next_audio_frame()
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = self.stream.return_audio.sample_rate_hz
+        frame.pts = pts
+        frame.time_base = Fraction(1, frame.sample_rate)
         return frame
 
 
@@ -195,6 +217,8 @@ class Peer:
             await self.close()
             raise ValueError(f"invalid SDP offer ({exc})") from None
         pc.addTrack(AvatarTrack(stream, self))
+        if any(t.kind == "audio" for t in pc.getTransceivers()):  # the client offered audio: send it back
+            pc.addTrack(AvatarAudioTrack(stream))
         await pc.setLocalDescription(await pc.createAnswer())
         self.spawn(self._stats())
         return {"type": "answer", "sdp": pc.localDescription.sdp}

@@ -11,17 +11,20 @@ import numpy as np
 from ..motion.space import OPEN_SPACE, MotionSequence
 from ..motion.window import StreamWindow, WindowSpec
 from ..renderer.base import PreparedSource
+from .audio_return import RETURN_FRAME_MS, ReturnAudio
 from .batcher import RenderService
 from .clock import FrameStamps, now_ms
 from .sources import CameraSource, FileSource, IdleSource, MicrophoneSource, SliderSource, TalkSource
 
 _HISTORY = 600  # frames of stamps kept for stats
+_JAW = OPEN_SPACE.index("jaw_open")
 
 
 @dataclass
 class StreamStats:
     stage_ms: dict[str, deque[float]] = field(default_factory=dict)
     glass_to_glass_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_HISTORY))
+    av_offset_ms: deque[float] = field(default_factory=lambda: deque(maxlen=_HISTORY))  # audio - video send
     frames: int = 0
     dropped: int = 0  # frame slots skipped because rendering fell behind
     started_ms: float = field(default_factory=now_ms)
@@ -34,6 +37,7 @@ class StreamStats:
     def summary(self) -> dict[str, object]:
         elapsed_s = max((now_ms() - self.started_ms) / 1000, 1e-6)
         g2g = list(self.glass_to_glass_ms)
+        av = list(self.av_offset_ms)
         return {
             "fps": self.frames / elapsed_s,
             "dropped": self.dropped,
@@ -41,6 +45,7 @@ class StreamStats:
             "glass_to_glass_ms": None
             if not g2g
             else {f"p{q}": float(np.percentile(g2g, q)) for q in (50, 90, 99)},
+            "av_offset_ms": None if not av else {f"p{q}": float(np.percentile(av, q)) for q in (10, 50, 90)},
         }
 
 
@@ -66,6 +71,7 @@ class AvatarStream:
         self.motion_file = motion_file
         self.file = FileSource(motion_file, rest) if motion_file is not None else None
         self.microphone = MicrophoneSource()  # the client's microphone, for audio-driven motion
+        self.return_audio = ReturnAudio(self.microphone, fps=fps)  # that voice, back in sync
         self.talk: TalkSource | None = None
         self.mode = "idle"
         self.window = StreamWindow(OPEN_SPACE, WindowSpec(radius=0, lookahead_frames=0))
@@ -74,6 +80,11 @@ class AvatarStream:
         self._pts_order: deque[int] = deque(maxlen=_HISTORY)
         self._start_ms: float | None = None
         self._index = 0
+        self._clock_started = asyncio.Event()  # the audio clock starts with the first video slot
+        self._send_lag_ms = 0.0  # how long after its slot a video frame leaves (smoothed render time)
+        self._video_sent_ms: dict[int, float] = {}  # video frame index -> send time, for the A/V offset
+        self._audio_index = 0
+        self.last_mouth_open = 0.0  # jaw_open of the latest frame above the portrait's rest
 
     def set_mode(self, mode: str) -> None:
         if mode == "file" and self.file is None:
@@ -111,6 +122,7 @@ class AvatarStream:
         """Wait for the next frame slot, then render it: (rgb (H, W, 3) uint8, stamps, pts at 90 kHz)."""
         if self._start_ms is None:
             self._start_ms = now_ms()
+            self._clock_started.set()
         due_ms = self._start_ms + 1000 * self._index / self.fps
         wait_ms = due_ms - now_ms()
         if wait_ms > 0:
@@ -122,10 +134,15 @@ class AvatarStream:
         stamps = FrameStamps(index=self._index, capture_ms=now_ms())
         row = self._motion(self._index / self.fps)
         window = self.window.push(row)
+        self.last_mouth_open = float(row[_JAW] - self.rest[_JAW])
         assert window is not None
+        talking = self.mode == "talk" and self.talk is not None
+        self.return_audio.mark_video(self._index, self.talk.audio_position if talking else None)  # type: ignore[union-attr]
         stamps.mark("motion")
         frame = await self.service.render(self.source, window.copy())
         stamps.mark("render")
+        lag_ms = max(0.0, now_ms() - (self._start_ms + 1000 * self._index / self.fps))
+        self._send_lag_ms += 0.1 * (lag_ms - self._send_lag_ms)
         pts = round(self._index * 90_000 / self.fps)
         if len(self._pts_order) == self._pts_order.maxlen:  # forget the oldest frame's capture time
             self.capture_ms_by_pts.pop(self._pts_order[0], None)
@@ -133,6 +150,35 @@ class AvatarStream:
         self.capture_ms_by_pts[pts] = stamps.capture_ms
         self._index += 1
         return frame, stamps, pts
+
+    def frame_sent(self, index: int, send_ms: float) -> None:
+        """Video frame ``index`` left the server at ``send_ms`` (for the A/V offset)."""
+        self._video_sent_ms[index] = send_ms
+        self._video_sent_ms.pop(index - _HISTORY, None)
+
+    async def next_audio_frame(self) -> tuple[np.ndarray, int]:
+        """The next 20 ms of returned audio on the video's clock: ((1, 320) int16, pts at 16 kHz).
+
+        Audio frame ``m`` covers stream time ``m * 20 ms`` and leaves at its slot plus the video's
+        smoothed send lag, so both tracks leave the same time after their content's slot and the RTCP
+        sender reports (send time <-> RTP time) let the browser line them up.
+        """
+        await self._clock_started.wait()
+        assert self._start_ms is not None
+        due_ms = self._start_ms + RETURN_FRAME_MS * self._audio_index + self._send_lag_ms
+        wait_ms = due_ms - now_ms()
+        if wait_ms > 0:
+            await asyncio.sleep(wait_ms / 1000)
+        elif wait_ms < -5 * RETURN_FRAME_MS:  # the loop stalled: skip ahead instead of bursting
+            self._audio_index = int((now_ms() - self._start_ms - self._send_lag_ms) / RETURN_FRAME_MS)
+        index = self._audio_index
+        self._audio_index += 1
+        pcm, _ = self.return_audio.frame(index)
+        time_ms = index * RETURN_FRAME_MS
+        video_index = time_ms * self.fps / 1000
+        if video_index == int(video_index) and int(video_index) in self._video_sent_ms:
+            self.stats.av_offset_ms.append(now_ms() - self._video_sent_ms[int(video_index)])
+        return pcm, index * self.return_audio.samples_per_frame
 
     def presented(self, pts: int, presented_ms: float) -> None:
         """A client reports when it showed frame ``pts`` (on the server clock)."""

@@ -165,6 +165,21 @@ class MicrophoneSource:
     def samples_received(self) -> int:
         return self._written
 
+    def read(self, start: int, out: np.ndarray) -> np.ndarray:
+        """Samples ``start .. start + len(out)`` (absolute sample numbers since the first sample) into
+        ``out``; samples not received yet, or already overwritten in the ring, read as silence."""
+        out[:] = 0.0
+        with self._lock:
+            size = len(self._ring)
+            first = max(start, self._written - size, 0)
+            count = min(start + len(out), self._written) - first
+            if count > 0:  # at most two slices of the ring
+                at, offset = first % size, first - start
+                head = min(count, size - at)
+                out[offset : offset + head] = self._ring[at : at + head]
+                out[offset + head : offset + count] = self._ring[: count - head]
+        return out
+
     def latest(self, duration_s: float) -> np.ndarray:
         """The newest ``duration_s`` seconds (fewer at the start), oldest first."""
         with self._lock:
@@ -209,7 +224,9 @@ class TalkSource:
         self._pending_mel: list[np.ndarray] = []
         self._video_features: list[np.ndarray] = []  # per video frame (40,)
         self._energy_dbfs: list[float] = []
-        self._consumed = 0
+        self.origin_sample = microphone.samples_received  # the voice from now on drives the avatar
+        self._consumed = self.origin_sample
+        self._samples_per_frame = round(microphone.sample_rate_hz / fps)
         self._state = self.model.reset()  # type: ignore[attr-defined]
         self._generator = torch.Generator().manual_seed(seed)
         self._temperature = temperature
@@ -224,7 +241,7 @@ class TalkSource:
         new = received - self._consumed
         if new <= 0:
             return
-        samples = self._mic.latest(new / self._mic.sample_rate_hz)
+        samples = self._mic.read(self._consumed, np.empty(new, dtype=np.float32))
         self._consumed = received
         for frame in self._features.push(samples):
             self._pending_mel.append(frame)
@@ -235,6 +252,14 @@ class TalkSource:
         if len(samples):
             level = 10 * np.log10(float((samples**2).mean()) + 1e-12)
             self._energy_dbfs.extend([level] * max(0, len(self._video_features) - len(self._energy_dbfs)))
+
+    @property
+    def audio_position(self) -> int | None:
+        """The microphone sample (absolute number) where the audio of the latest motion row begins;
+        None before the first row. The sound a frame shows starts here."""
+        if self._produced == 0:
+            return None
+        return self.origin_sample + (self._produced - 1) * self._samples_per_frame
 
     def row(self, time_s: float) -> np.ndarray:
         del time_s

@@ -12,12 +12,14 @@ import { join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const CHROMIUM = process.env.PIRENDER_CHROMIUM || '/usr/bin/chromium';
-const OVERALL_TIMEOUT_MS = Number(process.env.PIRENDER_PAGE_TIMEOUT_MS) || 90_000;
+const OVERALL_TIMEOUT_MS = Number(process.env.PIRENDER_PAGE_TIMEOUT_MS) || 120_000;
 const SIGNATURE_PX = 64;
 
-const [url, outArg, fakeY4m] = process.argv.slice(2);
+const [url, outArg, fakeY4mArg, fakeWavArg] = process.argv.slice(2);
+const fakeY4m = fakeY4mArg || null;  // fake camera ('' for none)
+const fakeWav = fakeWavArg || null;  // fake microphone: a WAV of speech bursts, for talk mode
 if (!url || !outArg) {
-  console.error('usage: node page_test.mjs URL OUT_DIR [FAKE_Y4M]');
+  console.error('usage: node page_test.mjs URL OUT_DIR [FAKE_Y4M|""] [FAKE_WAV]');
   process.exit(64);
 }
 const outDir = resolve(outArg);
@@ -26,9 +28,13 @@ if (fakeY4m && !existsSync(fakeY4m)) {
   console.error(`fake camera file ${fakeY4m} does not exist`);
   process.exit(64);
 }
+if (fakeWav && !existsSync(fakeWav)) {
+  console.error(`fake microphone file ${fakeWav} does not exist`);
+  process.exit(64);
+}
 
 const result = {
-  url, chromium: CHROMIUM, fake_camera: fakeY4m || null, ok: false, error: null, steps: [],
+  url, chromium: CHROMIUM, fake_camera: fakeY4m, fake_microphone: fakeWav, ok: false, error: null, steps: [],
   console_errors: [], console_warnings: [], page_errors: [], server_stats: [], server_errors: [],
   offer_candidates: [], answer_candidates: [],
 };
@@ -158,6 +164,20 @@ async function startMode(mode) {
   return timing;
 }
 
+/** Times where `v` rises above `fraction` of its maximum after at least `quietMs` below it. */
+function onsets(series, fraction, quietMs) {
+  const threshold = fraction * Math.max(0, ...series.map((p) => p.v));
+  const found = [];
+  let lastAbove = -Infinity;
+  for (const p of series) {
+    if (p.v > threshold) {
+      if (p.t - lastAbove > quietMs) found.push(p.t);
+      lastAbove = p.t;
+    }
+  }
+  return found;
+}
+
 const lastServerStats = (mode) => {
   const all = mode ? result.server_stats.filter((s) => s.mode === mode) : result.server_stats;
   return all.length ? all[all.length - 1] : null;
@@ -174,6 +194,7 @@ async function main() {
     '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
   ];
   if (fakeY4m) args.push(`--use-file-for-fake-video-capture=${resolve(fakeY4m)}`);
+  if (fakeWav) args.push(`--use-file-for-fake-audio-capture=${resolve(fakeWav)}`, '--autoplay-policy=no-user-gesture-required');
   // Playwright refuses --user-data-dir in args: a persistent context on a fresh mkdtemp folder is
   // the same thing (and the folder is removed at the end).
   profileDir = mkdtempSync(join(tmpdir(), 'pirender-chromium-'));
@@ -308,6 +329,60 @@ async function main() {
     };
     log(`camera: diffs 1 s apart ${diffs.map((d) => d?.toFixed(2)).join(' ')}, ` +
         `server mode ${result.camera.server_stats_mode}`);
+  }
+
+  // ---- talk (the fake microphone plays FAKE_WAV, speech bursts between silences, in a loop)
+  if (fakeWav) {
+    const talkBase = (await state()).framesPresented;
+    const talkStart = await startMode('talk');
+    await waitFor('frames of the talk stream', (s) => s.connected && s.mode === 'talk' &&
+      s.framesPresented > talkBase + 25, 20_000);
+    const tracks = await page.evaluate(async () => {
+      // The avatar's returned audio as the page plays it: RMS of the newest 256 samples every 5 ms.
+      const stream = document.getElementById('avatar').srcObject;
+      const ctx = new AudioContext();
+      await ctx.resume();
+      const analyser = ctx.createAnalyser();
+      analyser.fftSize = 256;
+      ctx.createMediaStreamSource(stream).connect(analyser);
+      const buf = new Float32Array(analyser.fftSize);
+      window.__audioLog = [];
+      window.__audioTimer = setInterval(() => {
+        analyser.getFloatTimeDomainData(buf);
+        let energy = 0;
+        for (const v of buf) energy += v * v;
+        window.__audioLog.push({ t: performance.now(), level: Math.sqrt(energy / buf.length) });
+      }, 5);
+      window.__audioCtx = ctx;
+      return { audio: stream.getAudioTracks().length, video: stream.getVideoTracks().length };
+    });
+    await sleep(9000);
+    const logs = await page.evaluate(() => {
+      clearInterval(window.__audioTimer);
+      window.__audioCtx.close();
+      return { audio: window.__audioLog, mouth: pirender.mouthLog() };
+    });
+    const audioOnsets = onsets(logs.audio.map((p) => ({ t: p.t, v: p.level })), 0.15, 400);
+    const mouthOnsets = onsets(logs.mouth.map((p) => ({ t: p.shown, v: p.mouth })), 0.3, 400);
+    const offsets = [];
+    for (const a of audioOnsets) {
+      const near = mouthOnsets.filter((m) => Math.abs(m - a) < 500).sort((x, y) => Math.abs(x - a) - Math.abs(y - a));
+      if (near.length) offsets.push(near[0] - a);
+    }
+    const sorted = [...offsets].sort((x, y) => x - y);
+    result.talk = {
+      timing: talkStart,
+      remote_tracks: tracks,
+      max_audio_level: Math.max(0, ...logs.audio.map((p) => p.level)),
+      max_mouth: Math.max(0, ...logs.mouth.map((p) => p.mouth)),
+      mouth_frames: logs.mouth.length,
+      audio_onsets: audioOnsets.length,
+      mouth_onsets: mouthOnsets.length,
+      av_offsets_ms: offsets,  // mouth opens (shown) - voice starts (played); > 0: the picture is late
+      av_offset_median_ms: sorted.length ? sorted[Math.floor(sorted.length / 2)] : null,
+      server_stats: lastServerStats('talk'),
+    };
+    log(`talk: ${offsets.length} voice onsets paired, A/V offsets ${offsets.map((o) => o.toFixed(0)).join(' ')} ms`);
   }
 
   await page.screenshot({ path: join(outDir, 'page.png') });
