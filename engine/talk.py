@@ -24,7 +24,7 @@ from .audioflow.checkpoint import load_flow
 from .audioflow.flow import AudioMotionFlow
 from .errors import PirenderError
 from .motion.retarget import retarget_open
-from .motion.space import OPEN_SPACE, MotionSequence
+from .motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence, MotionSpace
 
 #: The shipped default model (trained by ``make train-audio`` on synthetic espeak-ng speech).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "audioflow" / "default_flow.pt"
@@ -39,12 +39,20 @@ class TalkConfig:
     vad: VadConfig = field(default_factory=VadConfig)
 
 
-def load_talk_model(path: str | Path | None = None) -> AudioMotionFlow:
-    """The flow of ``path``, or the shipped default model."""
+def load_talk_model(path: str | Path | None = None, *, space: MotionSpace = OPEN_SPACE) -> AudioMotionFlow:
+    """The flow of ``path`` (default: the shipped open-space model), checked to make ``space`` motion:
+    the weight-free renderer reads the open space, PIRenderer the authors' 73-wide space."""
+    if path is None and space == AUTHORS_SPACE:
+        raise PirenderError(
+            "PIRenderer needs an audio model of its own 73-wide motion space; the shipped model makes "
+            "open-space motion for the weight-free renderer. Make one from talking-head videos: "
+            "pirender prepare-audio videos/ --deep3d epoch_20.pth --out pairs; pirender train-audio "
+            "pairs --out flow73.pt; then pirender talk --checkpoint ... --model flow73.pt"
+        )
     chosen = Path(path) if path else DEFAULT_MODEL
     if not chosen.exists():
         raise PirenderError(f"audio-to-motion model {chosen} not found (train one: pirender train-audio)")
-    model, _ = load_flow(chosen, space=OPEN_SPACE, sample_rate_hz=SAMPLE_RATE_HZ)
+    model, _ = load_flow(chosen, space=space, sample_rate_hz=SAMPLE_RATE_HZ)
     return model
 
 
@@ -70,11 +78,15 @@ def speech_mask(samples: np.ndarray, frames: int, fps: float, config: VadConfig)
 def motion_for_speech(
     samples: np.ndarray, model: AudioMotionFlow, rest: np.ndarray, config: TalkConfig | None = None
 ) -> MotionSequence:
-    """Open-space motion (frames at ``config.fps``) of the speech, moved onto a portrait's rest pose.
+    """Motion (frames at ``config.fps``) of the speech for one portrait, in the model's space.
 
     The flow generates frame by frame (``sample_sequence`` is a loop of the streaming ``step``);
-    where the VAD hears no speech the mouth closes smoothly.
+    where the VAD hears no speech the mouth closes smoothly. Open space: ``rest`` is the portrait's
+    rest row and the motion is moved onto it. Authors' space (PIRenderer): ``rest`` is a 73-wide row
+    whose expression the silent frames take (the portrait's own coefficients, or the model's mean).
     """
+    if model.config.space_name == AUTHORS_SPACE.name:
+        return _authors_motion_for_speech(samples, model, rest, config or TalkConfig())
     cfg = config or TalkConfig()
     frames = max(1, int(np.ceil(len(samples) / SAMPLE_RATE_HZ * cfg.fps)))
     audio = torch.from_numpy(video_frame_log_mel(samples, frames, cfg.fps))  # (frames, 40)
@@ -88,6 +100,28 @@ def motion_for_speech(
     rows[:, OPEN_SPACE.index("scale")] = 1.0
     driving = MotionSequence(OPEN_SPACE, rows, fps=cfg.fps, meta={"source": "audio-flow"})
     return retarget_open(driving, rest)
+
+
+def _authors_motion_for_speech(
+    samples: np.ndarray, model: AudioMotionFlow, rest: np.ndarray, cfg: TalkConfig
+) -> MotionSequence:
+    if rest.shape != (AUTHORS_SPACE.width,):
+        raise PirenderError(f"a {AUTHORS_SPACE.width}-wide rest row is needed, got {rest.shape}")
+    frames = max(1, int(np.ceil(len(samples) / SAMPLE_RATE_HZ * cfg.fps)))
+    audio = torch.from_numpy(video_frame_log_mel(samples, frames, cfg.fps))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():
+        rows = model.sample_sequence(audio, temperature=cfg.temperature, generator=generator).numpy()
+    rows = rows.astype(np.float32)
+    expression = AUTHORS_SPACE.group("expression")  # silence: the rest expression (mouth as at rest)
+    speaking = speech_mask(samples, frames, cfg.fps, cfg.vad)[:, None]
+    rows[:, expression] = rest[expression] + speaking * (rows[:, expression] - rest[expression])
+    return MotionSequence(AUTHORS_SPACE, rows, fps=cfg.fps, meta={"source": "audio-flow"})
+
+
+def authors_rest_row(model: AudioMotionFlow) -> np.ndarray:
+    """The model's mean motion (73,): the rest row when the portrait's own coefficients are unknown."""
+    return model.motion_mean.detach().numpy().astype(np.float32).copy()
 
 
 def run_talk_live(

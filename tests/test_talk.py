@@ -195,3 +195,58 @@ def test_returned_audio_is_the_sound_that_drove_each_frame() -> None:
         np.testing.assert_allclose(pcm[0], np.arange(first, first + 320), atol=1)
     returned.mark_video(3, None)  # the stream left talk mode
     assert returned.frame(7)[1] is None
+
+
+@needs_espeak
+def test_talk_drives_pirenderer_with_an_authors_space_flow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Either motion space: 73-wide pairs -> train-audio -> talk --checkpoint renders PIRenderer."""
+    from pirender.engine.motion.io import save_motion
+    from pirender.engine.motion.space import AUTHORS_SPACE, MotionSequence
+    from pirender.engine.renderer.checkpoint import random_generator, save_checkpoint
+    from pirender.engine.renderer.pirender.config import TINY_CONFIG
+    from pirender.training.audio_pairs import write_wav
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    rng = np.random.default_rng(0)
+    for i, text in enumerate(["one two three four", "the quick brown fox", "rivers run to the sea"]):
+        speech = _speak(tmp_path, text, "en-us")
+        frames = int(np.ceil(len(speech) / SAMPLE_RATE_HZ * 25))
+        rows = 0.05 * rng.standard_normal((frames, AUTHORS_SPACE.width)).astype(np.float32)
+        rows[:, 0] = 5 * _envelope(speech, frames)  # one expression coefficient follows the voice
+        rows[:, 70:] = (1.0, 128.0, 128.0)  # the crop slots
+        write_wav(pairs / f"clip{i}.wav", speech)
+        save_motion(pairs / f"clip{i}.npz", MotionSequence(AUTHORS_SPACE, rows, fps=25.0))
+    flow = tmp_path / "flow73.pt"
+    assert main(["train-audio", str(pairs), "--out", str(flow), "--steps", "100"]) == 0
+    checkpoint = tmp_path / "tiny.pt"
+    save_checkpoint(checkpoint, random_generator(TINY_CONFIG, seed=2), image_size_px=64)
+    speech = _speak(tmp_path, "it speaks.", "en-gb")
+    portrait = shared_data("vox_demo", "id10010_Fi21gDronE4_001686_002204_00079.jpg")
+    common = ["talk", "--source", str(portrait), "--audio", str(tmp_path / "speech.wav")]
+    out = tmp_path / "talk.mp4"
+    capsys.readouterr()
+    # the shipped open-space model cannot drive PIRenderer: said, not crashed
+    assert main([*common, "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert "73-wide motion space" in capsys.readouterr().err
+    assert main([*common, "--model", str(flow), "--out", str(out)]) == 2  # and the 73-wide one not the mesh
+    assert "motion space is" in capsys.readouterr().err
+    assert main([*common, "--checkpoint", str(checkpoint), "--model", str(flow), "--out", str(out)]) == 0
+    with av.open(str(out)) as container:
+        kinds = sorted(s.type for s in container.streams)
+        video = container.streams.video[0]
+        assert (video.codec_context.width, video.codec_context.height) == (64, 64)
+        video_s = float(video.duration * video.time_base)
+    assert kinds == ["audio", "video"]
+    assert abs(video_s - len(speech) / SAMPLE_RATE_HZ) < 0.1
+    # silence keeps the rest expression; speech moves it
+    from pirender.engine.talk import authors_rest_row
+
+    model = load_talk_model(flow, space=AUTHORS_SPACE)
+    rest = authors_rest_row(model)
+    motion = motion_for_speech(np.concatenate([speech, np.zeros(SAMPLE_RATE_HZ, np.float32)]), model, rest)
+    speech_frames = int(len(speech) / SAMPLE_RATE_HZ * 25)
+    np.testing.assert_allclose(motion.values[-10:, :64], np.tile(rest[:64], (10, 1)), atol=1e-5)
+    assert np.abs(motion.values[:speech_frames, :64] - rest[:64]).max() > 0.01

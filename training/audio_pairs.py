@@ -1,7 +1,8 @@
 """(audio, motion) training pairs from real talking-head videos: the audio track and the tracked face.
 
 ``prepare_pairs(videos, out)`` writes ``<video stem>.wav`` (16 kHz mono) and ``<video stem>.npz``
-(open-space motion at the video's frame rate) per video; resumable (finished pairs are skipped),
+(open-space motion at the video's frame rate; with the Deep3DFaceRecon regressor, PIRenderer's 73-wide
+authors' space instead) per video; resumable (finished pairs are skipped),
 with a progress bar; a video without a face or without audio is reported and skipped.
 """
 
@@ -19,6 +20,7 @@ from pirender.engine.errors import PirenderError
 from pirender.engine.motion.io import save_motion
 from pirender.engine.sources.frames import open_frames
 from pirender.engine.track.clip import track_clip
+from pirender.engine.track.deep3d import Deep3DRegressor
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
@@ -50,8 +52,11 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate_hz: int = SAMPLE_RATE
             container.mux(packet)
 
 
-def prepare_pairs(videos: Path, out: Path, *, progress: bool = True) -> PrepareReport:
-    """Track every video of a folder (or one video file) into pairs in ``out``."""
+def prepare_pairs(
+    videos: Path, out: Path, *, regressor: Deep3DRegressor | None = None, progress: bool = True
+) -> PrepareReport:
+    """Track every video of a folder (or one video file) into pairs in ``out``: open-space motion, or
+    the authors' space with a Deep3DFaceRecon ``regressor`` (a flow for the neural renderer)."""
     files = (
         [videos]
         if videos.is_file()
@@ -69,12 +74,14 @@ def prepare_pairs(videos: Path, out: Path, *, progress: bool = True) -> PrepareR
         try:
             samples = load_audio(video)
             with open_frames(str(video)) as frames:
-                clip = track_clip(frames, progress=False)
+                clip = track_clip(frames, regressor=regressor, progress=False)
         except PirenderError as exc:
             report.skipped[video.name] = str(exc)
             continue
-        clip.open_motion.meta["video"] = video.name
-        save_motion(npz, clip.open_motion)
+        motion = clip.authors_motion if regressor is not None else clip.open_motion
+        assert motion is not None
+        motion.meta["video"] = video.name
+        save_motion(npz, motion)
         write_wav(wav, samples)
         report.written.append(video.name)
     return report

@@ -370,7 +370,7 @@ def run_talk(args: argparse.Namespace) -> int:
 
     from ..audio.sources import SAMPLE_RATE_HZ, load_audio
     from ..sinks.mux import mux_audio
-    from ..talk import TalkConfig, added_latency_ms, load_talk_model, motion_for_speech
+    from ..talk import TalkConfig, added_latency_ms, authors_rest_row, load_talk_model, motion_for_speech
 
     if bool(args.audio) == bool(args.mic):
         raise PirenderError("give exactly one of --audio FILE or --mic")
@@ -378,6 +378,12 @@ def run_talk(args: argparse.Namespace) -> int:
         raise PirenderError(f"--temperature must be >= 0, got {args.temperature}")
     if args.mic:
         from ..talk import run_talk_live
+
+        if args.checkpoint:
+            raise PirenderError(
+                "live talk (--mic) drives the weight-free renderer; with a PIRenderer --checkpoint render "
+                "offline: --audio speech.wav --out talking.mp4"
+            )
 
         live_out = _check_out(args.out, SUPPORTED_EXTENSIONS) if args.out else None
         if live_out is None and not args.window:
@@ -395,12 +401,19 @@ def run_talk(args: argparse.Namespace) -> int:
         raise PirenderError("--audio needs --out FILE")
     out = _check_out(args.out, (".mp4", ".mov", ".mkv"))
     samples = load_audio(args.audio)
-    model = load_talk_model(args.model)
-    renderer = load_renderer(image_size_px=args.size)
-    prepared = renderer.prepare(_load_source(args, args.size))
-    assert isinstance(renderer, MeshRenderer)
+    renderer, size_px = _open_renderer(args)
+    model = load_talk_model(args.model, space=renderer.space)
+    prepared = renderer.prepare(_load_source(args, size_px))
+    if isinstance(renderer, MeshRenderer):
+        rest = renderer.rest_row(prepared)
+    elif args.source_motion:
+        own = load_motion(args.source_motion)
+        renderer.space.check_compatible(own.space)
+        rest = own.values[0].astype(np.float32)
+    else:
+        rest = authors_rest_row(model)
     config = TalkConfig(temperature=args.temperature, seed=args.seed)
-    motion = motion_for_speech(samples, model, renderer.rest_row(prepared), config)
+    motion = motion_for_speech(samples, model, rest, config)
     _make_folder(out)
     with _tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         silent = Path(tmp) / "video.mp4"
@@ -415,7 +428,8 @@ def run_talk(args: argparse.Namespace) -> int:
 def run_prepare_audio(args: argparse.Namespace) -> int:
     from ...training.audio_pairs import prepare_pairs
 
-    print(prepare_pairs(Path(args.videos), Path(args.out)).describe())
+    regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=args.device) if args.deep3d else None
+    print(prepare_pairs(Path(args.videos), Path(args.out), regressor=regressor).describe())
     return 0
 
 

@@ -192,12 +192,23 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument("--model", help="audio-to-motion flow checkpoint (default: the shipped model)")
     talk.add_argument("--temperature", type=float, default=0.6, help="motion variety (0 = calmest)")
     talk.add_argument("--seed", type=int, default=0, help="random seed (same seed, same motion)")
-    talk.add_argument("--size", type=int, default=256, choices=[256, 512], help="avatar size")
+    _add_renderer_options(talk)
+    talk.add_argument(
+        "--source-motion",
+        help="with --checkpoint: the portrait's own coefficients (73-wide file); silent frames keep its "
+        "expression (default: the audio model's mean expression)",
+    )
     talk.set_defaults(run=commands.run_talk)
 
     prepare_audio = command("prepare-audio", "make (audio, motion) training pairs from talking-head videos")
     prepare_audio.add_argument("videos", help="a folder of videos (or one video)")
     prepare_audio.add_argument("--out", required=True, help="folder for the pairs (resumable)")
+    prepare_audio.add_argument(
+        "--deep3d",
+        help="Deep3DFaceRecon checkpoint (epoch_20.pth): pairs in PIRenderer's 73-wide space "
+        "(default: the open space)",
+    )
+    prepare_audio.add_argument("--device", default="cpu", help="device of the regressor (cpu, cuda)")
     prepare_audio.set_defaults(run=commands.run_prepare_audio)
 
     train_audio = command("train-audio", "train the audio-to-motion flow on (audio, motion) pairs")
