@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,30 +135,55 @@ def run_talk_live(
     model_path: str | Path | None = None,
     max_seconds: float | None = None,
     fps: float = 25.0,
+    checkpoint: str | None = None,
+    device: str = "auto",
+    source_motion: str | None = None,
+    window_radius: int = 13,
+    microphone_stream: Any = None,
 ) -> dict[str, float]:
     """The local microphone drives the portrait live (window and/or file), paced by the frame clock.
 
-    Opens the microphone first, so a machine without one fails at once with a clear message.
+    The weight-free renderer by default; with a PIRenderer ``checkpoint`` (and a 73-wide audio model)
+    the neural one, fed causal windows (the newest frame and ``2 * window_radius`` before it, so no
+    added latency). Opens the microphone first, so a machine without one fails at once with a clear
+    message. ``microphone_stream`` replaces the local microphone (anything with ``read(timeout_s)`` and
+    a context manager, e.g. a file played in real time in tests).
     """
     import time
 
+    from .api import load_renderer
     from .audio.sources import MicrophoneStream
     from .image import load_source_image, tensor_to_images
+    from .motion.io import load_motion
+    from .motion.window import StreamWindow, WindowSpec
+    from .renderer.checkpoint import read_checkpoint
     from .renderer.mesh.renderer import MeshRenderer
     from .sinks.video_file import VideoFileWriter
     from .stream.sources import MicrophoneSource, TalkSource
     from .track.crop import crop_to_face
 
-    with MicrophoneStream() as microphone:
-        renderer = MeshRenderer(image_size_px=size_px)
+    with microphone_stream or MicrophoneStream() as microphone:
+        if checkpoint:
+            info = read_checkpoint(checkpoint)
+            renderer = load_renderer(info, device=device)
+            size_px = info.image_size_px
+        else:
+            renderer = MeshRenderer(image_size_px=size_px)
+        model = load_talk_model(model_path, space=renderer.space)
         image = (
             crop_to_face(source_path, size_px=size_px)
             if face_crop
             else load_source_image(source_path, size_px=size_px)
         )
         prepared = renderer.prepare(image)
+        if isinstance(renderer, MeshRenderer):
+            rest = renderer.rest_row(prepared)
+        else:
+            rest = load_motion(source_motion).values[0] if source_motion else authors_rest_row(model)
         audio_in = MicrophoneSource()
-        talk = TalkSource(audio_in, renderer.rest_row(prepared), model=load_talk_model(model_path), fps=fps)
+        talk = TalkSource(audio_in, rest, model=model, fps=fps)
+        radius = 0 if isinstance(renderer, MeshRenderer) else window_radius
+        windows = StreamWindow(renderer.space, WindowSpec(radius=radius, lookahead_frames=0))
         writer = VideoFileWriter(out, fps=fps, size_px=(size_px, size_px)) if out else None
         cv2 = None
         if window:
@@ -168,8 +194,9 @@ def run_talk_live(
                 block = microphone.read(timeout_s=1.0 / fps)
                 if block is not None and len(block):
                     audio_in.feed_samples(block)
-                row = talk.row(0.0)
-                rgb = tensor_to_images(renderer.render(row[:, None], source=prepared).frame)[0]
+                window = windows.push(talk.row(0.0))
+                assert window is not None  # causal windows: one per pushed frame
+                rgb = tensor_to_images(renderer.render(window, source=prepared).frame)[0]
                 if writer is not None:
                     writer.write(rgb)
                 if cv2 is not None:

@@ -250,3 +250,28 @@ def test_talk_drives_pirenderer_with_an_authors_space_flow(
     speech_frames = int(len(speech) / SAMPLE_RATE_HZ * 25)
     np.testing.assert_allclose(motion.values[-10:, :64], np.tile(rest[:64], (10, 1)), atol=1e-5)
     assert np.abs(motion.values[:speech_frames, :64] - rest[:64]).max() > 0.01
+
+    # live: the same models from a microphone (a fake one playing the speech in 40 ms blocks)
+    from pirender.engine.talk import run_talk_live
+
+    class FileMicrophone:
+        def __init__(self, samples: np.ndarray) -> None:
+            self.blocks = iter(np.array_split(samples, max(1, len(samples) // 640)))
+
+        def __enter__(self) -> "FileMicrophone":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def read(self, timeout_s: float) -> np.ndarray | None:
+            return next(self.blocks, None)
+
+    live = tmp_path / "live.mp4"
+    stats = run_talk_live(
+        str(portrait), out=live, window=False, model_path=flow, max_seconds=1.0,
+        checkpoint=str(checkpoint), device="cpu", microphone_stream=FileMicrophone(speech),
+    )  # fmt: skip
+    assert stats["frames"] >= 10 and stats["latency_ms"] == pytest.approx(105.0)
+    with av.open(str(live)) as container:
+        assert container.streams.video[0].frames == stats["frames"]

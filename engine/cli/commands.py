@@ -379,12 +379,6 @@ def run_talk(args: argparse.Namespace) -> int:
     if args.mic:
         from ..talk import run_talk_live
 
-        if args.checkpoint:
-            raise PirenderError(
-                "live talk (--mic) drives the weight-free renderer; with a PIRenderer --checkpoint render "
-                "offline: --audio speech.wav --out talking.mp4"
-            )
-
         live_out = _check_out(args.out, SUPPORTED_EXTENSIONS) if args.out else None
         if live_out is None and not args.window:
             raise PirenderError("with --mic give --out FILE, --window, or both")
@@ -392,7 +386,8 @@ def run_talk(args: argparse.Namespace) -> int:
             _make_folder(live_out)
         stats = run_talk_live(
             args.source, out=live_out, window=args.window, size_px=args.size, face_crop=args.face_crop,
-            model_path=args.model, max_seconds=args.seconds,
+            model_path=args.model, max_seconds=args.seconds, checkpoint=args.checkpoint, device=args.device,
+            source_motion=args.source_motion,
         )  # fmt: skip
         print(f"{stats['frames']:.0f} frames in {stats['seconds']:.1f} s; motion lags the voice by "
               f"{stats['latency_ms']:.0f} ms (model lookahead + feature window)")  # fmt: skip

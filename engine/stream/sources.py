@@ -9,7 +9,7 @@ import numpy as np
 
 from ..motion.edit import demo_open_motion
 from ..motion.retarget import OpenRetargeter, frontal_rest_row, retarget_open
-from ..motion.space import OPEN_SPACE, MotionSequence
+from ..motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence
 from ..track.tracker import FaceTracker
 
 #: Slider ranges (open-space units; pose in radians added to the portrait's own pose) and defaults.
@@ -33,6 +33,7 @@ SLIDER_RANGES: dict[str, tuple[float, float, float, str]] = {
     "gaze_y": (-0.3, 0.3, 0.0, "eye widths"),
 }
 _IDLE_LOOP_S = 12.0
+_EXPRESSION = AUTHORS_SPACE.group("expression")
 
 
 class IdleSource:
@@ -196,7 +197,8 @@ class TalkSource:
     10 ms log-mel frames (computed incrementally, equal to the offline features). Motion frame ``n``
     needs the features of frames up to ``n + tau`` (the model's lookahead), so the motion shown lags
     the voice by ``tau`` frames plus the feature window: ``latency_ms``. Silence (energy gate) closes
-    the mouth.
+    the mouth. Open-space models move onto the portrait's ``rest`` row; an authors'-space model (for
+    PIRenderer) gives absolute 73-wide rows whose expression is ``rest``'s during silence.
     """
 
     def __init__(
@@ -218,7 +220,9 @@ class TalkSource:
         self.model = model or load_talk_model()
         self._mic = microphone
         self._fps = fps
-        self._retarget = OpenRetargeter(frontal_rest_row(), rest)
+        self._authors = self.model.config.space_name == AUTHORS_SPACE.name  # type: ignore[attr-defined]
+        self._rest = rest.astype(np.float32).copy()
+        self._retarget = None if self._authors else OpenRetargeter(frontal_rest_row(), rest)
         self._features = StreamingLogMel()
         self._mel_per_video_frame = round(100 / fps)  # 10 ms hop
         self._pending_mel: list[np.ndarray] = []
@@ -274,10 +278,16 @@ class TalkSource:
                     window, self._state, temperature=self._temperature, generator=self._generator
                 )
             row = motion.numpy().astype(np.float32)
-            if self._energy_dbfs[min(n, len(self._energy_dbfs) - 1)] < -50.0:  # silence: mouth closed
-                row[OPEN_SPACE.index("jaw_open")] = 0.0
-                row[OPEN_SPACE.index("lip_pucker")] = 0.0
-            row[OPEN_SPACE.index("scale")] = 1.0
-            self._latest = self._retarget(row)
+            silent = self._energy_dbfs[min(n, len(self._energy_dbfs) - 1)] < -50.0
+            if self._retarget is None:  # authors' space: silence keeps the rest expression
+                if silent:
+                    row[_EXPRESSION] = self._rest[_EXPRESSION]
+                self._latest = row
+            else:
+                if silent:  # mouth closed
+                    row[OPEN_SPACE.index("jaw_open")] = 0.0
+                    row[OPEN_SPACE.index("lip_pucker")] = 0.0
+                row[OPEN_SPACE.index("scale")] = 1.0
+                self._latest = self._retarget(row)
             self._produced += 1
         return self._latest.copy()
