@@ -88,11 +88,19 @@ def zero_flow_source_position(index: torch.Tensor | float, image_px: int, flow_p
     return cell * image_px / (flow_px - 1) - 0.5
 
 
-WARP_NAMES = ("torch",)
+WARP_NAMES = ("torch", "cupy")
 
 
 def get_warp(name: str = "torch") -> WarpFn:
-    """The warp implementation called ``name``: ``"torch"`` (the reference; GPU kernels join later)."""
+    """The warp implementation called ``name``: ``"torch"`` (the reference, any device) or ``"cupy"``
+    (the fused CUDA kernel of ``pirender.kernels``; same results within float rounding)."""
     if name == "torch":
         return torch_warp
+    if name == "cupy":
+        from pirender.kernels.cupy_warp import available, cupy_warp
+
+        missing = available()
+        if missing is not None:
+            raise PirenderError(f"the cupy warp cannot run here: {missing}")
+        return cupy_warp
     raise PirenderError(f"unknown warp {name!r} (available: {', '.join(WARP_NAMES)})")
