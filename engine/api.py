@@ -26,7 +26,7 @@ from .renderer.torch_backend import TorchRenderer
 
 #: Renderer backends by name: ``mesh`` (weight-free, the default without a checkpoint) and ``torch``
 #: (PIRenderer from a checkpoint). ``onnx`` and ``tensorrt`` join in later releases.
-BACKENDS = ("mesh", "torch")
+BACKENDS = ("mesh", "torch", "onnx", "tensorrt")
 
 
 def load_renderer(
@@ -57,11 +57,26 @@ def load_renderer(
             raise PirenderError("the mesh renderer is weight-free: it takes no checkpoint")
         return MeshRenderer(image_size_px=image_size_px or 256, mode=chosen_mode, warp=warp)
     if checkpoint is None:
-        raise PirenderError("the torch (PIRenderer) backend needs a checkpoint")
+        raise PirenderError(f"the {chosen} (PIRenderer) backend needs a checkpoint")
     info = checkpoint if isinstance(checkpoint, CheckpointInfo) else read_checkpoint(checkpoint)
     if image_size_px is not None and image_size_px != info.image_size_px:
         raise PirenderError(
             f"{info.path}: this checkpoint renders {info.image_size_px} px, not {image_size_px}"
+        )
+    if chosen == "onnx":
+        from .renderer.onnx_backend import OnnxRenderer
+
+        if chosen_precision is not Precision.FP32:
+            raise PirenderError("the onnx backend runs fp32 (reduced precision: torch bf16, or tensorrt)")
+        return OnnxRenderer(
+            build_generator(info), space=info.space, image_size_px=info.image_size_px, mode=chosen_mode,
+            device=str(device),
+        )  # fmt: skip
+    if chosen == "tensorrt":
+        from .renderer.tensorrt_backend import TensorRTRenderer
+
+        return TensorRTRenderer(
+            build_generator(info), space=info.space, image_size_px=info.image_size_px, mode=chosen_mode
         )
     return TorchRenderer(
         build_generator(info),
