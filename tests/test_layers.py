@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pirender.engine.errors import MotionError
 from pirender.engine.renderer.pirender.layers import AdaIN, LayerNorm2d
@@ -78,3 +79,24 @@ def test_layer_norm_cuda_path_matches_cpu() -> None:
         norm.bias.copy_(torch.randn(64, 1, 1))
     x = torch.randn(2, 64, 128, 128) * 3 + 1
     torch.testing.assert_close(norm.cuda()(x.cuda()).cpu(), norm.cpu()(x), atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7, 9), (3, 16, 8, 8), (2, 4, 1, 6)])
+def test_subpixel_up_convolution_equals_upsample_then_conv(shape: tuple[int, int, int, int]) -> None:
+    """The up blocks' fast form: four 2x2 phase convolutions on the small input."""
+    from pirender.engine.renderer.pirender.editing import UpBlock2d, subpixel_weights, upsample_conv
+
+    generator = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(*shape, generator=generator)
+    weight = torch.randn(6, shape[1], 3, 3, generator=generator)
+    bias = torch.randn(6, generator=generator)
+    direct = F.conv2d(F.interpolate(x, scale_factor=2), weight, bias, padding=1)
+    torch.testing.assert_close(upsample_conv(x, subpixel_weights(weight), bias), direct, atol=1e-5, rtol=1e-5)
+    block = UpBlock2d(shape[1], 6)
+    with torch.no_grad():
+        fast = block(x)
+        block.model[0].weight.add_(1.0)  # new weights: the cached phase weights must follow
+        changed = block(x)
+        block.subpixel = False
+        torch.testing.assert_close(changed, block(x), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(fast, changed)

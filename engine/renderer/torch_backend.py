@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,6 +71,7 @@ class TorchRenderer(Renderer):
         precision: Precision | str = Precision.FP32,
         mode: RenderMode | str = RenderMode.FULL,
         warp: str = "torch",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.space = space
@@ -85,6 +87,16 @@ class TorchRenderer(Renderer):
         self.model.mapping_net.float()
         flow_px = image_size_px // generator.config.flow_downsample
         self._flow_grid = base_grid(flow_px, flow_px, device=self.device)  # (h, w, 2), reused per frame
+        #: torch.compile of the per-frame path (static shapes: one graph per batch size; on CUDA with
+        #: CUDA graphs, "reduce-overhead"; on CPU with frozen weights for oneDNN's fused convolutions)
+        self.compiled = compile
+        self._compiled_frames: dict[RenderMode, Any] = {}
+        if compile:
+            options = {"mode": "reduce-overhead"} if self.device.type == "cuda" else {}
+            for each in RenderMode:
+                self._compiled_frames[each] = torch.compile(
+                    _FramePath(self, each), dynamic=False, fullgraph=False, **options
+                )
 
     def _prepare(self, image: SourceImage) -> PreparedSource:
         with _cudnn_tf32(self.precision is Precision.TF32), torch.inference_mode():
@@ -93,8 +105,36 @@ class TorchRenderer(Renderer):
     def _render(
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
-        with _cudnn_tf32(self.precision is Precision.TF32), torch.inference_mode():
-            return self._render_frames(windows, source, mode, extras)
+        window = torch.as_tensor(windows).to(device=self.device, dtype=torch.float32)  # (B, width, T)
+        batch, cache = window.shape[0], source.cache
+        inputs = [cache[name].expand(batch, -1, -1, -1) for name in ("stem", "source32", "source")]
+        with _cudnn_tf32(self.precision is Precision.TF32):
+            if self.compiled:
+                with torch.no_grad(), _inductor_freezing():
+                    frame, warped, flow = self._compiled_frames[mode](window, *inputs)
+                if self.device.type == "cuda":  # a CUDA graph's outputs are overwritten by its next replay
+                    frame, warped, flow = frame.clone(), warped.clone(), flow.clone()
+            else:
+                with torch.inference_mode():
+                    frame, warped, flow = self.frame_path(window, *inputs, mode)
+        return RenderOutput(frame=frame, warped=warped if extras else None, flow=flow if extras else None)
+
+    def frame_path(
+        self,
+        window: torch.Tensor,
+        stem: torch.Tensor,
+        source32: torch.Tensor,
+        source: torch.Tensor,
+        mode: RenderMode,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The per-frame path on batched inputs: (frame, warped, flow); what ``compile`` compiles."""
+        z = self.model.mapping_net(window).to(self.dtype)  # (B, 256, 1)
+        flow = self.model.warpping_net.flow(stem, z)  # (B, 2, H/4, W/4)
+        warped = self.warp(source32, flow, grid=self._flow_grid)  # (B, 3, H, W), float32
+        if mode is RenderMode.WARP:
+            return warped, warped, flow
+        frame = self.model.editing_net(source, warped.to(self.dtype), z).float()  # (B, 3, H, W)
+        return frame, warped, flow
 
     def _prepare_source(self, image: SourceImage) -> PreparedSource:
         source32 = image_to_tensor(image.rgb, device=self.device)  # (1, 3, H, W) in [-1, 1]
@@ -102,21 +142,27 @@ class TorchRenderer(Renderer):
         stem = self.model.warpping_net.stem(source)  # (1, base, H, W)
         return PreparedSource(image=image, cache={"source32": source32, "source": source, "stem": stem})
 
-    def _render_frames(
-        self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
-    ) -> RenderOutput:
-        window = torch.as_tensor(windows).to(device=self.device, dtype=torch.float32)  # (B, width, T)
-        batch = window.shape[0]
-        z = self.model.mapping_net(window).to(self.dtype)  # (B, 256, 1)
-        stem = source.cache["stem"].expand(batch, -1, -1, -1)
-        flow = self.model.warpping_net.flow(stem, z)  # (B, 2, H/4, W/4)
-        source32 = source.cache["source32"].expand(batch, -1, -1, -1)
-        warped = self.warp(source32, flow, grid=self._flow_grid)  # (B, 3, H, W), float32
-        if mode is RenderMode.WARP:
-            return RenderOutput(
-                frame=warped, warped=warped if extras else None, flow=flow if extras else None
-            )
-        frame = self.model.editing_net(
-            source.cache["source"].expand(batch, -1, -1, -1), warped.to(self.dtype), z
-        ).float()  # (B, 3, H, W)
-        return RenderOutput(frame=frame, warped=warped if extras else None, flow=flow if extras else None)
+
+class _FramePath(torch.nn.Module):
+    """``TorchRenderer.frame_path`` for one mode as a module (what torch.compile wraps)."""
+
+    def __init__(self, renderer: TorchRenderer, mode: RenderMode) -> None:
+        super().__init__()
+        self.model = renderer.model  # registered: compile sees the weights as module parameters
+        self._renderer = [renderer]  # not a submodule
+        self.mode = mode
+
+    def forward(
+        self, window: torch.Tensor, stem: torch.Tensor, source32: torch.Tensor, source: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._renderer[0].frame_path(window, stem, source32, source, self.mode)
+
+
+@contextmanager
+def _inductor_freezing() -> Iterator[None]:
+    """Compile with frozen weights (constant-folded, prepacked for oneDNN); the setting is read when
+    a graph is compiled, i.e. on the first call of each shape."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(freezing=True):
+        yield

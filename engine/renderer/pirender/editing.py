@@ -45,15 +45,68 @@ class DownBlock2d(nn.Module):
         return self.model(x)
 
 
+def subpixel_weights(weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 conv after nearest x2 upsampling as four 2x2 convs on the small input, one per output
+    phase (row parity, column parity): (O, I, 3, 3) -> (4 * O, I, 2, 2), phases 00, 01, 10, 11.
+
+    Output row 2i reads upsampled rows 2i-1, 2i, 2i+1 = small rows i-1, i, i (taps k0 | k1 + k2);
+    row 2i+1 reads small rows i, i, i+1 (taps k0 + k1 | k2); columns likewise.
+    """
+    even_rows = torch.stack([weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]], dim=2)  # (O, I, 2, 3)
+    odd_rows = torch.stack([weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]], dim=2)
+
+    def columns(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        even = torch.stack([rows[..., 0], rows[..., 1] + rows[..., 2]], dim=-1)
+        odd = torch.stack([rows[..., 0] + rows[..., 1], rows[..., 2]], dim=-1)
+        return even, odd
+
+    return torch.cat([*columns(even_rows), *columns(odd_rows)], dim=0)
+
+
+def upsample_conv(x: torch.Tensor, phase_weights: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """conv3x3(nearest_upsample_x2(x), weight, bias, padding 1) with 4/9 of the multiplies, given
+    ``phase_weights = subpixel_weights(weight)`` (4O, I, 2, 2).
+
+    x (B, I, h, w) -> (B, O, 2h, 2w); equal to the direct form up to float rounding (~1e-6).
+    """
+    out_nc, (h, w) = phase_weights.shape[0] // 4, x.shape[2:]
+    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_weights, bias.repeat(4))  # (B, 4O, h+1, w+1)
+    p00, p01 = phases[:, :out_nc, :h, :w], phases[:, out_nc : 2 * out_nc, :h, 1:]
+    p10, p11 = phases[:, 2 * out_nc : 3 * out_nc, 1:, :w], phases[:, 3 * out_nc :, 1:, 1:]
+    rows = torch.stack([torch.stack([p00, p01], dim=-1), torch.stack([p10, p11], dim=-1)], dim=3)
+    return rows.reshape(x.shape[0], out_nc, 2 * h, 2 * w)  # (B, O, h, 2, w, 2) -> interleaved
+
+
 class UpBlock2d(nn.Module):
-    """nearest x2 upsample -> conv 3/1/1 -> LN2d -> LReLU (doubles H, W)."""
+    """nearest x2 upsample -> conv 3/1/1 -> LN2d -> LReLU (doubles H, W).
+
+    ``subpixel`` (default) computes upsample + conv as four 2x2 convs on the small input (2.25x fewer
+    multiplies, within ~1e-6); False runs the authors' upsample-then-conv.
+    """
 
     def __init__(self, in_nc: int, out_nc: int) -> None:
         super().__init__()
         self.model = nn.Sequential(*_conv_norm_act(in_nc, out_nc, 3))
+        self.subpixel = True
+        self._phases: tuple[tuple[object, ...], torch.Tensor] | None = None  # (weights key, phase weights)
+
+    def _phase_weights(self) -> torch.Tensor:
+        """The 2x2 phase weights, cached while the conv's weights stay the same (inference)."""
+        weight = self.model[0].weight
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and weight.requires_grad):
+            return subpixel_weights(weight)  # traced or trained: part of the graph
+        version = -1 if weight.is_inference() else weight._version  # inference tensors have none
+        key = (weight.data_ptr(), version, weight.dtype, weight.device)
+        if self._phases is None or self._phases[0] != key:
+            with torch.no_grad():
+                self._phases = (key, subpixel_weights(weight))
+        return self._phases[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(F.interpolate(x, scale_factor=2))
+        if not self.subpixel:
+            return self.model(F.interpolate(x, scale_factor=2))
+        conv = self.model[0]
+        return self.model[2](self.model[1](upsample_conv(x, self._phase_weights(), conv.bias)))
 
 
 class Jump(nn.Module):
