@@ -180,7 +180,7 @@ def test_the_compiled_per_frame_path_matches_eager() -> None:
     )
     eager.prepare(source)
     compiled.prepare(source)
-    for batch in (1, 2, 1):  # a static graph per batch size; new inputs each call
+    for batch in (1, 3, 1):  # static graphs per power-of-two bucket (3 runs padded to 4); new inputs
         windows = _windows(batch, seed=batch)
         torch.testing.assert_close(
             compiled.render(windows, extras=True).frame, eager.render(windows).frame, atol=1e-4, rtol=0

@@ -447,3 +447,18 @@ def run_train_audio(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out}: validation NLL {result['val_nll']:.3f} nats/dim, {result['seconds']:.0f} s")
     return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from ..bench import main as bench_main
+
+    return bench_main(args.options)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    del args
+    from ..doctor import run_checks
+
+    for check in run_checks():
+        print(check.line())
+    return 0

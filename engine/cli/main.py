@@ -25,6 +25,8 @@ _EXAMPLES = {
     "track": "pirender track talking.mp4 --out motion.npz",
     "live": "pirender live --source portrait.jpg --input camera:0 --window --out live.mp4",
     "serve": "pirender serve --port 8080   (then open http://127.0.0.1:8080/)",
+    "bench": "pirender bench --backend all --json bench.json --plot bench.png",
+    "doctor": "pirender doctor",
     "talk": "pirender talk --source portrait.jpg --face-crop --audio speech.wav --out talking.mp4",
     "train-audio": "pirender train-audio data/pairs --out my_flow.pt --steps 2500",
     "prepare-audio": "pirender prepare-audio videos/ --out data/pairs",
@@ -224,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     train_audio.add_argument("--validation", help="a folder of held-out pairs (e.g. from real videos)")
     train_audio.set_defaults(run=commands.run_train_audio)
 
+    bench = command("bench", "time every renderer backend against the authors' eager fp32 model")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender bench --help")
+    bench.set_defaults(run=commands.run_bench)
+
+    doctor = command("doctor", "what this machine can run: GPU, kernels, ONNX Runtime, TensorRT, devices")
+    doctor.set_defaults(run=commands.run_doctor)
+
     webcam = command("webcam", "turn your camera into an avatar webcam for video calls (virtual camera)")
     webcam.add_argument("--source", required=True, help="source portrait")
     webcam.add_argument(
@@ -257,8 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["bench"]:  # the benchmark has its own parser (and --help)
+        from ..bench import main as bench_main
+
+        return bench_main(arguments[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 2

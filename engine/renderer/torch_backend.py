@@ -107,13 +107,20 @@ class TorchRenderer(Renderer):
     ) -> RenderOutput:
         window = torch.as_tensor(windows).to(device=self.device, dtype=torch.float32)  # (B, width, T)
         batch, cache = window.shape[0], source.cache
-        inputs = [cache[name].expand(batch, -1, -1, -1) for name in ("stem", "source32", "source")]
+        if self.compiled:  # static shapes: batches padded to a power of two (one graph per bucket)
+            bucket = 1 << (batch - 1).bit_length()
+            window = (
+                torch.cat([window, window[-1:].expand(bucket - batch, -1, -1)]) if bucket > batch else window
+            )
+        inputs = [cache[name].expand(window.shape[0], -1, -1, -1) for name in ("stem", "source32", "source")]
         with _cudnn_tf32(self.precision is Precision.TF32):
             if self.compiled:
                 with torch.no_grad(), _inductor_freezing():
                     frame, warped, flow = self._compiled_frames[mode](window, *inputs)
-                if self.device.type == "cuda":  # a CUDA graph's outputs are overwritten by its next replay
-                    frame, warped, flow = frame.clone(), warped.clone(), flow.clone()
+                # a CUDA graph's outputs are overwritten by its next replay: keep copies
+                copy = self.device.type == "cuda" or window.shape[0] > batch
+                if copy:
+                    frame, warped, flow = (t[:batch].clone() for t in (frame, warped, flow))
             else:
                 with torch.inference_mode():
                     frame, warped, flow = self.frame_path(window, *inputs, mode)
