@@ -36,7 +36,8 @@ train-audio: $(STAMP) system-deps
 	$(BIN)/pirender train-audio --out engine/audioflow/default_flow.pt --synthetic 160 --seed 1 --steps 2500
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_renderer.py
+	mkdir -p out
+	$(BIN)/pirender bench --backend all --json out/bench.json --plot out/bench.png
 	$(BIN)/python benchmarks/bench_tracking.py
 
 # The real-browser test (tests/test_browser.py): Debian's chromium and playwright-core from the lock

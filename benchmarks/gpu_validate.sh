@@ -12,5 +12,12 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/gpu.txt"
 $PY -m pytest -q -s -m gpu -rA tests 2>&1 | tee "$OUT/gpu_tests.log" | grep -E "cuda |passed|failed|PASSED|FAILED|SKIPPED"
 $PY -m pytest -q -x -p no:cacheprovider tests 2>&1 | tail -3 | tee "$OUT/all_tests.log"
-$PY benchmarks/bench_renderer.py --device cuda --precisions fp32,tf32,fp16,bf16 --batch 1,8 \
-    --warmup 10 --repeats 100 --markdown --json "$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench_cuda.txt"
+# the fused warp needs CuPy: carry a wheel in .carry/ (cupy-cuda13x is ~69 MB, over the 64 MiB a call
+# carries: ship it stripped or split across calls) or install it where the machine has a registry
+if ! $PY -c "import cupy" 2>/dev/null && ls .carry/cupy*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-deps --no-index .carry/cupy*.whl .carry/fastrlock*.whl
+fi
+pirender doctor | tee "$OUT/doctor.txt"
+pirender bench --device cuda --backend all --precisions fp32,tf32,fp16,bf16 --batch 1,8 --warmup 10 \
+    --repeats 100 --warp-kernel --streams "compiled fp16" --markdown --json "$OUT/bench_cuda.json" \
+    --plot "$OUT/bench_cuda.png" 2>&1 | tee "$OUT/bench_cuda.txt"

@@ -26,7 +26,7 @@ from .renderer.torch_backend import TorchRenderer
 
 #: Renderer backends by name: ``mesh`` (weight-free, the default without a checkpoint) and ``torch``
 #: (PIRenderer from a checkpoint). ``onnx`` and ``tensorrt`` join in later releases.
-BACKENDS = ("mesh", "torch", "onnx", "tensorrt")
+BACKENDS = ("mesh", "torch", "onnx", "openvino", "tensorrt")
 
 
 def load_renderer(
@@ -71,6 +71,13 @@ def load_renderer(
         return OnnxRenderer(
             build_generator(info), space=info.space, image_size_px=info.image_size_px, mode=chosen_mode,
             device=str(device),
+        )  # fmt: skip
+    if chosen == "openvino":
+        from .renderer.openvino_backend import OpenVinoRenderer
+
+        return OpenVinoRenderer(
+            build_generator(info), space=info.space, image_size_px=info.image_size_px, mode=chosen_mode,
+            precision=chosen_precision,
         )  # fmt: skip
     if chosen == "tensorrt":
         from .renderer.tensorrt_backend import TensorRTRenderer

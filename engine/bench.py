@@ -66,7 +66,7 @@ WINDOW_FRAMES = 27  # 2k + 1 with k = 13, the authors' semantic radius
 SEED = 0
 PEAK_TO_PEAK = 2.0  # frames are in [-1, 1]
 REF = "ref-fp32"  # label of the reference rows
-BACKENDS = ("torch", "compiled", "onnx", "tensorrt")
+BACKENDS = ("torch", "compiled", "onnx", "openvino", "tensorrt")
 FAITHFUL_MAX_ABS = 1e-3  # an fp32-faithful row: frame within this of the reference's
 STREAM_FPS = 25.0
 
@@ -368,6 +368,18 @@ def make_renderer(
             mode=mode,
             device=device.type,
         )
+    if backend == "openvino":
+        if device.type != "cpu":
+            raise PirenderError("the openvino backend runs on the CPU")
+        from .renderer.openvino_backend import OpenVinoRenderer
+
+        return OpenVinoRenderer(
+            models.make(),
+            space=models.space,
+            image_size_px=models.image_size_px,
+            mode=mode,
+            precision=precision,
+        )
     if backend == "tensorrt":
         from .renderer.tensorrt_backend import TensorRTRenderer
 
@@ -393,6 +405,8 @@ def planned_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
             rows += [(backend, precision) for precision in args.precisions]
         elif backend == "onnx":
             rows.append((backend, "fp32"))
+        elif backend == "openvino":
+            rows += [(backend, precision) for precision in ("fp32", "bf16")]
         else:
             rows.append((backend, "fp16"))
     return rows

@@ -67,6 +67,17 @@ def _onnxruntime() -> Check:
     return Check("onnx backend", True, f"onnxruntime {onnxruntime.__version__} ({providers})")
 
 
+def _openvino() -> Check:
+    try:
+        import openvino
+    except ImportError:
+        return Check(
+            "openvino backend", False, "openvino not installed (pip install 'pirender-live[openvino]')"
+        )
+    capabilities = ", ".join(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return Check("openvino backend", True, f"OpenVINO {openvino.__version__} (CPU: {capabilities})")
+
+
 def _nvcc() -> Check:
     from pirender.kernels.build import find_nvcc
 
@@ -107,6 +118,7 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     _cuda,
     _cupy_warp,
     _onnxruntime,
+    _openvino,
     _tensorrt,
     _nvcc,
     lambda: _module("mediapipe", "face tracker (mediapipe)", "pip install 'pirender-live[track]'"),

@@ -87,3 +87,26 @@ def test_tensorrt_engine_matches_torch_in_fp16(cache: Path) -> None:
     got, expected = engine.render(windows).frame.cpu(), reference.render(windows).frame
     mse = float(((got - expected) ** 2).mean())
     assert 10 * np.log10(4.0 / max(mse, 1e-12)) > 30.0  # PSNR on the [-1, 1] range
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_matches_torch(cache: Path, precision: str) -> None:
+    pytest.importorskip("openvino")
+    from pirender.engine.renderer.openvino_backend import OpenVinoRenderer
+
+    engine = OpenVinoRenderer(
+        random_generator(TINY_CONFIG, seed=1), space=AUTHORS_SPACE, image_size_px=64, precision=precision
+    )
+    reference = TorchRenderer(random_generator(TINY_CONFIG, seed=1), space=AUTHORS_SPACE, image_size_px=64)
+    source = random_source(64)
+    engine.prepare(source)
+    reference.prepare(source)
+    for batch in (1, 3):  # 3 runs padded to the bucket of 4
+        windows = np.random.default_rng(batch).standard_normal((batch, 73, 27)).astype(np.float32)
+        got, expected = engine.render(windows, extras=True), reference.render(windows, extras=True)
+        assert got.frame.shape == expected.frame.shape and got.flow.shape == expected.flow.shape
+        if precision == "fp32":  # faithful
+            torch.testing.assert_close(got.frame, expected.frame, rtol=0, atol=1e-3)
+        else:  # reduced: close, not equal
+            mse = float(((got.frame - expected.frame) ** 2).mean())
+            assert mse > 0 and 10 * np.log10(4.0 / mse) > 25.0
