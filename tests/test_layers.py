@@ -82,21 +82,32 @@ def test_layer_norm_cuda_path_matches_cpu() -> None:
 
 
 @pytest.mark.parametrize("shape", [(1, 5, 7, 9), (3, 16, 8, 8), (2, 4, 1, 6)])
-def test_subpixel_up_convolution_equals_upsample_then_conv(shape: tuple[int, int, int, int]) -> None:
-    """The up blocks' fast form: four 2x2 phase convolutions on the small input."""
-    from pirender.engine.renderer.pirender.editing import UpBlock2d, subpixel_weights, upsample_conv
+def test_every_up_convolution_form_equals_upsample_then_conv(shape: tuple[int, int, int, int]) -> None:
+    """The up blocks' fast forms: four 2x2 phase convolutions, or one stride-2 transposed convolution."""
+    from pirender.engine.renderer.pirender.editing import (
+        UpBlock2d,
+        subpixel_weights,
+        transposed_weights,
+        upsample_conv,
+    )
 
     generator = torch.Generator().manual_seed(sum(shape))
     x = torch.randn(*shape, generator=generator)
     weight = torch.randn(6, shape[1], 3, 3, generator=generator)
     bias = torch.randn(6, generator=generator)
     direct = F.conv2d(F.interpolate(x, scale_factor=2), weight, bias, padding=1)
-    torch.testing.assert_close(upsample_conv(x, subpixel_weights(weight), bias), direct, atol=1e-5, rtol=1e-5)
+    close = {"atol": 1e-5, "rtol": 1e-5}
+    torch.testing.assert_close(upsample_conv(x, subpixel_weights(weight), bias), direct, **close)
+    transposed = F.conv_transpose2d(x, transposed_weights(weight), bias, stride=2, padding=1)
+    torch.testing.assert_close(transposed, direct, **close)
     block = UpBlock2d(shape[1], 6)
     with torch.no_grad():
         fast = block(x)
-        block.model[0].weight.add_(1.0)  # new weights: the cached phase weights must follow
-        changed = block(x)
-        block.subpixel = False
-        torch.testing.assert_close(changed, block(x), atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(fast, changed)
+        block.model[0].weight.add_(1.0)  # new weights: the cached derived weights must follow
+        outputs = {}
+        for form in ("phases", "transposed", "direct"):
+            block.form = form
+            outputs[form] = block(x)
+    torch.testing.assert_close(outputs["phases"], outputs["direct"], **close)
+    torch.testing.assert_close(outputs["transposed"], outputs["direct"], **close)
+    assert not torch.allclose(fast, outputs["phases"])

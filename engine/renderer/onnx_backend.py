@@ -21,7 +21,7 @@ from ..errors import PirenderError
 from ..image import SourceImage, image_to_tensor
 from ..motion.space import MotionSpace
 from .base import PreparedSource, Renderer, RenderMode, RenderOutput
-from .pirender.generator import FaceGenerator, set_reference_ops
+from .pirender.generator import FaceGenerator, set_reference_ops, upsample_form
 
 ONNX_OPSET = 18
 CACHE_DIR = Path(os.environ.get("PIRENDER_CACHE", Path.home() / ".cache" / "pirender")) / "onnx"
@@ -65,7 +65,7 @@ def export_onnx(
     chosen = RenderMode(mode)
     generator = generator.eval().float()
     set_reference_ops(generator, False)
-    key = f"{weights_hash(generator)}_{image_size_px}px_{window_frames}f_{chosen.value}_opset{ONNX_OPSET}"
+    key = f"{weights_hash(generator)}_{image_size_px}px_{window_frames}f_{chosen.value}_opset{ONNX_OPSET}_t"
     target = path or CACHE_DIR / f"pirender_{key}.onnx"
     if target.exists():
         return target
@@ -78,17 +78,18 @@ def export_onnx(
     staging.mkdir(exist_ok=True)
     names = ["frame", "warped", "flow"] if chosen is RenderMode.FULL else ["warped", "flow"]
     try:
-        torch.onnx.export(
-            FramePath(generator, chosen),
-            (source, window),
-            str(staging / target.name),
-            input_names=["source", "window"],
-            output_names=names,
-            opset_version=ONNX_OPSET,
-            dynamo=True,
-            dynamic_shapes=({0: batch}, {0: batch}),
-            verbose=False,
-        )
+        with upsample_form(generator, "transposed"):  # one ConvTranspose op per up block
+            torch.onnx.export(
+                FramePath(generator, chosen),
+                (source, window),
+                str(staging / target.name),
+                input_names=["source", "window"],
+                output_names=names,
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                dynamic_shapes=({0: batch}, {0: batch}),
+                verbose=False,
+            )
         for produced in staging.iterdir():  # the graph and (large models) its .data file
             produced.replace(target.parent / produced.name)
     except Exception as exc:  # the exporter raises many types; say what failed

@@ -77,36 +77,58 @@ def upsample_conv(x: torch.Tensor, phase_weights: torch.Tensor, bias: torch.Tens
     return rows.reshape(x.shape[0], out_nc, 2 * h, 2 * w)  # (B, O, h, 2, w, 2) -> interleaved
 
 
+def transposed_weights(weight: torch.Tensor) -> torch.Tensor:
+    """The same up convolution as one stride-2 transposed convolution (4x4 kernel, padding 1):
+    (O, I, 3, 3) -> (I, O, 4, 4). Even outputs take taps k1 + k2 (own pixel) and k0 (the one before),
+    odd outputs k0 + k1 (own) and k2 (the one after): kernel index 0..3 = k2, k1 + k2, k0 + k1, k0."""
+    k0, k1, k2 = weight.unbind(2)  # rows
+    rows = torch.stack([k2, k1 + k2, k0 + k1, k0], dim=2)  # (O, I, 4, 3)
+    c0, c1, c2 = rows.unbind(3)
+    return torch.stack([c2, c1 + c2, c0 + c1, c0], dim=3).transpose(0, 1)  # (I, O, 4, 4)
+
+
+#: forms of the up blocks' upsample + conv: the authors' ("direct"), four phase convolutions
+#: ("phases", fastest in PyTorch) or one transposed convolution ("transposed", one graph op for
+#: ONNX Runtime / OpenVINO / TensorRT); the last two need 4/9 of the multiplies
+UPSAMPLE_FORMS = ("direct", "phases", "transposed")
+
+
 class UpBlock2d(nn.Module):
     """nearest x2 upsample -> conv 3/1/1 -> LN2d -> LReLU (doubles H, W).
 
-    ``subpixel`` (default) computes upsample + conv as four 2x2 convs on the small input (2.25x fewer
-    multiplies, within ~1e-6); False runs the authors' upsample-then-conv.
+    ``form`` (one of ``UPSAMPLE_FORMS``) picks how upsample + conv is computed; all are equal up to
+    float rounding (~1e-6). Derived weights are cached while the conv's weights stay the same.
     """
 
     def __init__(self, in_nc: int, out_nc: int) -> None:
         super().__init__()
         self.model = nn.Sequential(*_conv_norm_act(in_nc, out_nc, 3))
-        self.subpixel = True
-        self._phases: tuple[tuple[object, ...], torch.Tensor] | None = None  # (weights key, phase weights)
+        self.form = "phases"
+        self._derived: tuple[tuple[object, ...], torch.Tensor] | None = None  # (key, derived weights)
 
-    def _phase_weights(self) -> torch.Tensor:
-        """The 2x2 phase weights, cached while the conv's weights stay the same (inference)."""
+    def _weights(self) -> torch.Tensor:
         weight = self.model[0].weight
+        derive = subpixel_weights if self.form == "phases" else transposed_weights
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and weight.requires_grad):
-            return subpixel_weights(weight)  # traced or trained: part of the graph
+            return derive(weight)  # traced or trained: part of the graph
         version = -1 if weight.is_inference() else weight._version  # inference tensors have none
-        key = (weight.data_ptr(), version, weight.dtype, weight.device)
-        if self._phases is None or self._phases[0] != key:
+        key = (self.form, weight.data_ptr(), version, weight.dtype, weight.device)
+        if self._derived is None or self._derived[0] != key:
             with torch.no_grad():
-                self._phases = (key, subpixel_weights(weight))
-        return self._phases[1]
+                self._derived = (key, derive(weight).contiguous())
+        return self._derived[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.subpixel:
-            return self.model(F.interpolate(x, scale_factor=2))
         conv = self.model[0]
-        return self.model[2](self.model[1](upsample_conv(x, self._phase_weights(), conv.bias)))
+        if self.form == "direct":
+            out = conv(F.interpolate(x, scale_factor=2))
+        elif self.form == "phases":
+            out = upsample_conv(x, self._weights(), conv.bias)
+        elif self.form == "transposed":
+            out = F.conv_transpose2d(x, self._weights(), conv.bias, stride=2, padding=1)
+        else:
+            raise ValueError(f"unknown upsample form {self.form!r} (one of {', '.join(UPSAMPLE_FORMS)})")
+        return self.model[2](self.model[1](out))
 
 
 class Jump(nn.Module):

@@ -6,6 +6,9 @@ the sub-steps directly so that source-only work is cached (see ``renderer.torch_
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -75,7 +78,22 @@ def set_reference_ops(model: nn.Module, enabled: bool) -> None:
             module.cuda_grid_reduction = not enabled
             module.separate_affine = not enabled
         if isinstance(module, UpBlock2d):
-            module.subpixel = not enabled
+            module.form = "direct" if enabled else "phases"
+
+
+@contextmanager
+def upsample_form(model: nn.Module, form: str) -> Iterator[None]:
+    """Temporarily compute the up blocks in ``form`` (e.g. "transposed" for a graph export); blocks in
+    the authors' "direct" form (reference ops) stay as they are."""
+    blocks = [m for m in model.modules() if isinstance(m, UpBlock2d) and m.form != "direct"]
+    previous = [block.form for block in blocks]
+    for block in blocks:
+        block.form = form
+    try:
+        yield
+    finally:
+        for block, old in zip(blocks, previous, strict=True):
+            block.form = old
 
 
 def init_weights(model: nn.Module, *, generator: torch.Generator | None = None, std: float = 0.02) -> None:
