@@ -38,10 +38,13 @@ def load_renderer(
     mode: RenderMode | str = RenderMode.FULL,
     warp: str = "torch",
     image_size_px: int | None = None,
+    compile: bool = False,
 ) -> Renderer:
     """A renderer: PIRenderer (``torch``) from a local checkpoint, or the weight-free ``mesh`` renderer.
 
-    ``backend`` defaults to ``torch`` when a checkpoint is given and ``mesh`` otherwise.
+    ``backend`` defaults to ``torch`` when a checkpoint is given and ``mesh`` otherwise; ``onnx``,
+    ``openvino`` and ``tensorrt`` run the same weights through an ONNX export (see ``renderer/``).
+    ``compile`` (torch backend) compiles the per-frame path.
     ``image_size_px`` applies to the mesh renderer (256 or 512; PIRenderer's size is its checkpoint's).
     """
     chosen = backend or ("torch" if checkpoint is not None else "mesh")
@@ -93,4 +96,5 @@ def load_renderer(
         precision=chosen_precision,
         mode=chosen_mode,
         warp=warp,
+        compile=compile,
     )

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -40,6 +41,24 @@ def test_render_writes_a_playable_video(workdir: Path, capsys: pytest.CaptureFix
     assert (info.frames, info.width, info.height, info.codec) == (7, 64, 64, "h264")
     assert abs(info.fps - 30.0) < 1e-6
     assert "wrote 7 frames" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("backend", ["openvino", "torch --compile"])
+def test_render_with_a_faster_backend_writes_the_same_video(
+    workdir: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("PIRENDER_CACHE", str(workdir / "cache"))
+    monkeypatch.setattr("pirender.engine.renderer.onnx_backend.CACHE_DIR", workdir / "cache" / "onnx")
+    common = ["render", "--source", str(workdir / "face.png"), "--motion", str(workdir / "motion.npz")]
+    common += ["--checkpoint", str(workdir / "tiny.pt"), "--batch", "3"]
+    assert main([*common, "--out", str(workdir / "torch.mp4")]) == 0
+    assert main([*common, "--backend", *backend.split(), "--out", str(workdir / "fast.mp4")]) == 0
+    with av.open(str(workdir / "torch.mp4")) as a, av.open(str(workdir / "fast.mp4")) as b:
+        frames_a = [f.to_ndarray(format="rgb24").astype(np.int16) for f in a.decode(video=0)]
+        frames_b = [f.to_ndarray(format="rgb24").astype(np.int16) for f in b.decode(video=0)]
+    assert len(frames_a) == len(frames_b) == 7
+    assert max(int(np.abs(x - y).max()) for x, y in zip(frames_a, frames_b, strict=True)) <= 2  # codec noise
 
 
 @pytest.mark.slow

@@ -63,7 +63,10 @@ def _open_renderer(args: argparse.Namespace) -> tuple[Renderer, int]:
     """The renderer the options ask for (without its source yet) and its image size."""
     if args.checkpoint:
         info = read_checkpoint(args.checkpoint)
-        renderer = load_renderer(info, device=args.device, precision=args.precision, mode=args.mode)
+        renderer = load_renderer(
+            info, backend=args.backend, device=args.device, precision=args.precision, mode=args.mode,
+            compile=args.compile,
+        )  # fmt: skip
         return renderer, info.image_size_px
     renderer = load_renderer(mode=args.mode, image_size_px=args.size)
     return renderer, renderer.image_size_px

@@ -50,6 +50,17 @@ def _add_renderer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode", default="full", choices=["full", "warp"], help="full model, or the warped source only"
     )
+    parser.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnx", "openvino", "tensorrt"],
+        help="with --checkpoint: how PIRenderer runs (default torch; openvino is the fastest on Intel CPUs)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch backend: torch.compile the per-frame path (CUDA graphs on GPU)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
