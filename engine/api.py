@@ -19,13 +19,15 @@ from pathlib import Path
 import torch
 
 from .errors import PirenderError
+from .motion.space import MotionSpace
 from .renderer.base import Precision, Renderer, RenderMode
 from .renderer.checkpoint import CheckpointInfo, build_generator, read_checkpoint
 from .renderer.mesh.renderer import MeshRenderer
+from .renderer.pirender.generator import FaceGenerator
 from .renderer.torch_backend import TorchRenderer
 
-#: Renderer backends by name: ``mesh`` (weight-free, the default without a checkpoint) and ``torch``
-#: (PIRenderer from a checkpoint). ``onnx`` and ``tensorrt`` join in later releases.
+#: Renderer backends by name: ``mesh`` (weight-free, the default without a checkpoint), and PIRenderer
+#: from a checkpoint through ``torch`` (the default with one), ``onnx``, ``openvino`` or ``tensorrt``.
 BACKENDS = ("mesh", "torch", "onnx", "openvino", "tensorrt")
 
 
@@ -66,32 +68,60 @@ def load_renderer(
         raise PirenderError(
             f"{info.path}: this checkpoint renders {info.image_size_px} px, not {image_size_px}"
         )
-    if chosen == "onnx":
-        from .renderer.onnx_backend import OnnxRenderer
-
-        if chosen_precision is not Precision.FP32:
-            raise PirenderError("the onnx backend runs fp32 (reduced precision: torch bf16, or tensorrt)")
-        return OnnxRenderer(
-            build_generator(info), space=info.space, image_size_px=info.image_size_px, mode=chosen_mode,
-            device=str(device),
-        )  # fmt: skip
-    if chosen == "openvino":
-        from .renderer.openvino_backend import OpenVinoRenderer
-
-        return OpenVinoRenderer(
-            build_generator(info), space=info.space, image_size_px=info.image_size_px, mode=chosen_mode,
-            precision=chosen_precision,
-        )  # fmt: skip
-    if chosen == "tensorrt":
-        from .renderer.tensorrt_backend import TensorRTRenderer
-
-        return TensorRTRenderer(
-            build_generator(info), space=info.space, image_size_px=info.image_size_px, mode=chosen_mode
-        )
-    return TorchRenderer(
+    return build_renderer(
         build_generator(info),
         space=info.space,
         image_size_px=info.image_size_px,
+        backend=chosen,
+        device=device,
+        precision=chosen_precision,
+        mode=chosen_mode,
+        warp=warp,
+        compile=compile,
+    )
+
+
+def build_renderer(
+    generator: FaceGenerator,
+    *,
+    space: MotionSpace,
+    image_size_px: int,
+    backend: str = "torch",
+    device: str | torch.device = "cpu",
+    precision: Precision | str = Precision.FP32,
+    mode: RenderMode | str = RenderMode.FULL,
+    warp: str = "torch",
+    compile: bool = False,
+) -> Renderer:
+    """PIRenderer of ``generator`` (which it takes over) through the named backend: ``torch``
+    (``compile`` for torch.compile), ``onnx``, ``openvino`` (CPU) or ``tensorrt`` (CUDA)."""
+    chosen_precision, chosen_mode = Precision(precision), RenderMode(mode)
+    if backend == "onnx":
+        from .renderer.onnx_backend import OnnxRenderer
+
+        if chosen_precision is not Precision.FP32:
+            raise PirenderError("the onnx backend runs fp32 (reduced precision: openvino, torch or tensorrt)")
+        return OnnxRenderer(
+            generator, space=space, image_size_px=image_size_px, mode=chosen_mode, device=str(device)
+        )
+    if backend == "openvino":
+        from .renderer.openvino_backend import OpenVinoRenderer
+
+        if str(device).startswith("cuda"):
+            raise PirenderError("the openvino backend runs on the CPU")
+        return OpenVinoRenderer(
+            generator, space=space, image_size_px=image_size_px, mode=chosen_mode, precision=chosen_precision
+        )
+    if backend == "tensorrt":
+        from .renderer.tensorrt_backend import TensorRTRenderer
+
+        return TensorRTRenderer(generator, space=space, image_size_px=image_size_px, mode=chosen_mode)
+    if backend != "torch":
+        raise PirenderError(f"unknown PIRenderer backend {backend!r} (torch, onnx, openvino, tensorrt)")
+    return TorchRenderer(
+        generator,
+        space=space,
+        image_size_px=image_size_px,
         device=device,
         precision=chosen_precision,
         mode=chosen_mode,

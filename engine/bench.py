@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .api import build_renderer
 from .errors import PirenderError
 from .image import SourceImage, image_to_tensor, load_source_image
 from .motion.space import AUTHORS_SPACE, MotionSpace
@@ -357,39 +358,13 @@ def make_reference(models: ModelSource, device: torch.device) -> FaceGenerator:
 def make_renderer(
     models: ModelSource, precision: str, device: torch.device, *, backend: str = "torch", mode: str = "full"
 ) -> Renderer:
-    """One backend's renderer of the same weights (raises PirenderError where it cannot run)."""
-    if backend == "onnx":
-        from .renderer.onnx_backend import OnnxRenderer
-
-        return OnnxRenderer(
-            models.make(),
-            space=models.space,
-            image_size_px=models.image_size_px,
-            mode=mode,
-            device=device.type,
-        )
-    if backend == "openvino":
-        if device.type != "cpu":
-            raise PirenderError("the openvino backend runs on the CPU")
-        from .renderer.openvino_backend import OpenVinoRenderer
-
-        return OpenVinoRenderer(
-            models.make(),
-            space=models.space,
-            image_size_px=models.image_size_px,
-            mode=mode,
-            precision=precision,
-        )
-    if backend == "tensorrt":
-        from .renderer.tensorrt_backend import TensorRTRenderer
-
-        return TensorRTRenderer(
-            models.make(), space=models.space, image_size_px=models.image_size_px, mode=mode
-        )
-    return TorchRenderer(
+    """One backend's renderer of the same weights (raises PirenderError where it cannot run);
+    ``compiled`` is the torch backend with torch.compile."""
+    return build_renderer(
         models.make(),
         space=models.space,
         image_size_px=models.image_size_px,
+        backend="torch" if backend == "compiled" else backend,
         device=device,
         precision=precision,
         mode=mode,

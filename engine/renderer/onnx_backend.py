@@ -108,7 +108,51 @@ def onnx_operators(path: Path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
 
 
-class OnnxRenderer(Renderer):
+class ExportedRenderer(Renderer):
+    """What the backends that run the ONNX export share: the export, the source kept as a (1, 3, H, W)
+    float32 array, the checks of a call (mode, window length) and the outputs' order."""
+
+    def __init__(
+        self,
+        generator: FaceGenerator,
+        *,
+        space: MotionSpace,
+        image_size_px: int,
+        mode: RenderMode | str,
+        window_frames: int,
+    ) -> None:
+        super().__init__()
+        self.space, self.image_size_px, self.mode = space, image_size_px, RenderMode(mode)
+        self.min_window_frames = generator.mapping_net.min_frames
+        self.window_frames = window_frames
+        self.path = export_onnx(
+            generator, image_size_px=image_size_px, window_frames=window_frames, mode=mode
+        )
+
+    def _prepare(self, image: SourceImage) -> PreparedSource:
+        source = image_to_tensor(image.rgb).numpy().astype(np.float32)  # (1, 3, H, W)
+        return PreparedSource(image=image, cache={"source": source})
+
+    def _checked_windows(self, windows: np.ndarray | torch.Tensor, mode: RenderMode) -> np.ndarray:
+        """(B, width, T) float32 contiguous, after checking the graph fits the call."""
+        if mode is not self.mode:
+            raise PirenderError(f"this {self.name} graph was built for mode {self.mode.value!r}")
+        window = np.ascontiguousarray(torch.as_tensor(windows).float().numpy())
+        if window.shape[2] != self.window_frames:
+            raise PirenderError(
+                f"this {self.name} graph takes {self.window_frames}-frame windows, got {window.shape[2]}"
+            )
+        return window
+
+    def _output(self, tensors: list[torch.Tensor], extras: bool) -> RenderOutput:
+        """The graph's outputs (frame, warped, flow), or (warped, flow) in warp mode."""
+        if self.mode is RenderMode.WARP:
+            tensors = [tensors[0], *tensors]
+        frame, warped, flow = tensors
+        return RenderOutput(frame=frame, warped=warped if extras else None, flow=flow if extras else None)
+
+
+class OnnxRenderer(ExportedRenderer):
     """PIRenderer through ONNX Runtime; same interface and results (fp32) as the torch backend."""
 
     name = "onnx"
@@ -124,20 +168,14 @@ class OnnxRenderer(Renderer):
         device: str = "cpu",
         threads: int | None = None,
     ) -> None:
-        super().__init__()
         try:
             import onnxruntime as ort
         except ImportError:
             raise PirenderError(
                 "the onnx backend needs onnxruntime: pip install 'pirender-live[onnx]'"
             ) from None
-        self.space = space
-        self.image_size_px = image_size_px
-        self.mode = RenderMode(mode)
-        self.min_window_frames = generator.mapping_net.min_frames
-        self.window_frames = window_frames
-        self.path = export_onnx(
-            generator, image_size_px=image_size_px, window_frames=window_frames, mode=mode
+        super().__init__(
+            generator, space=space, image_size_px=image_size_px, mode=mode, window_frames=window_frames
         )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -155,29 +193,11 @@ class OnnxRenderer(Renderer):
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
 
-    def _prepare(self, image: SourceImage) -> PreparedSource:
-        source = image_to_tensor(image.rgb).numpy().astype(np.float32)  # (1, 3, H, W)
-        return PreparedSource(image=image, cache={"source": source})
-
     def _render(
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
-        if mode is not self.mode:
-            raise PirenderError(f"this ONNX graph was exported for mode {self.mode.value!r}")
-        window = np.ascontiguousarray(torch.as_tensor(windows).float().numpy())
-        if window.shape[2] != self.window_frames:
-            raise PirenderError(
-                f"this ONNX graph takes {self.window_frames}-frame windows, got {window.shape[2]}"
-            )
-        batch = window.shape[0]
+        window = self._checked_windows(windows, mode)
         one = source.cache["source"]  # (1, 3, H, W)
-        images = np.ascontiguousarray(np.broadcast_to(one, (batch, *one.shape[1:])))
+        images = np.ascontiguousarray(np.broadcast_to(one, (window.shape[0], *one.shape[1:])))
         outputs = self.session.run(None, {"source": images, "window": window})
-        tensors = [torch.from_numpy(o) for o in outputs]
-        if self.mode is RenderMode.WARP:
-            warped, flow = tensors
-            return RenderOutput(
-                frame=warped, warped=warped if extras else None, flow=flow if extras else None
-            )
-        frame, warped, flow = tensors
-        return RenderOutput(frame=frame, warped=warped if extras else None, flow=flow if extras else None)
+        return self._output([torch.from_numpy(o) for o in outputs], extras)

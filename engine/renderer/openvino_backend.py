@@ -14,10 +14,9 @@ import numpy as np
 import torch
 
 from ..errors import PirenderError
-from ..image import SourceImage, image_to_tensor
 from ..motion.space import MotionSpace
-from .base import Precision, PreparedSource, Renderer, RenderMode, RenderOutput
-from .onnx_backend import export_onnx
+from .base import Precision, PreparedSource, RenderMode, RenderOutput
+from .onnx_backend import ExportedRenderer
 from .pirender.generator import FaceGenerator
 
 #: precision -> OpenVINO inference precision hint
@@ -33,7 +32,7 @@ def openvino_status() -> str | None:
     return None
 
 
-class OpenVinoRenderer(Renderer):
+class OpenVinoRenderer(ExportedRenderer):
     """PIRenderer compiled by OpenVINO for the CPU; same interface as the torch backend."""
 
     name = "openvino"
@@ -49,7 +48,6 @@ class OpenVinoRenderer(Renderer):
         window_frames: int = 27,
         threads: int | None = None,
     ) -> None:
-        super().__init__()
         missing = openvino_status()
         if missing is not None:
             raise PirenderError(f"the openvino backend cannot run here: {missing}")
@@ -58,11 +56,8 @@ class OpenVinoRenderer(Renderer):
         self.precision = Precision(precision)
         if self.precision not in PRECISION_HINTS:
             raise PirenderError(f"the openvino backend runs fp32 or bf16, not {self.precision.value}")
-        self.space, self.image_size_px, self.mode = space, image_size_px, RenderMode(mode)
-        self.min_window_frames = generator.mapping_net.min_frames
-        self.window_frames = window_frames
-        self.path = export_onnx(
-            generator, image_size_px=image_size_px, window_frames=window_frames, mode=mode
+        super().__init__(
+            generator, space=space, image_size_px=image_size_px, mode=mode, window_frames=window_frames
         )
         self._core = openvino.Core()
         self._config = {
@@ -85,20 +80,10 @@ class OpenVinoRenderer(Renderer):
             self._requests[bucket] = compiled.create_infer_request()
         return self._requests[bucket]
 
-    def _prepare(self, image: SourceImage) -> PreparedSource:
-        source = image_to_tensor(image.rgb).numpy().astype(np.float32)  # (1, 3, H, W)
-        return PreparedSource(image=image, cache={"source": source})
-
     def _render(
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
-        if mode is not self.mode:
-            raise PirenderError(f"this OpenVINO model was compiled for mode {self.mode.value!r}")
-        window = torch.as_tensor(windows).float().numpy()
-        if window.shape[2] != self.window_frames:
-            raise PirenderError(
-                f"this OpenVINO model takes {self.window_frames}-frame windows, got {window.shape[2]}"
-            )
+        window = self._checked_windows(windows, mode)
         batch = window.shape[0]
         bucket = 1 << (batch - 1).bit_length()
         if bucket > batch:  # pad with copies of the last window (static shapes)
@@ -106,14 +91,8 @@ class OpenVinoRenderer(Renderer):
         one = source.cache["source"]
         images = np.ascontiguousarray(np.broadcast_to(one, (bucket, *one.shape[1:])))
         request = self._request(bucket)
-        request.infer({"source": images, "window": np.ascontiguousarray(window)})
-        outputs = [
-            torch.from_numpy(request.get_output_tensor(i).data[:batch].copy())
-            for i in range(len(request.model_outputs))
-        ]
-        if self.mode is RenderMode.WARP:
-            warped, flow = outputs
-            frame = warped
-        else:
-            frame, warped, flow = outputs
-        return RenderOutput(frame=frame, warped=warped if extras else None, flow=flow if extras else None)
+        request.infer({"source": images, "window": window})
+        count = len(request.model_outputs)
+        return self._output(
+            [torch.from_numpy(request.get_output_tensor(i).data[:batch].copy()) for i in range(count)], extras
+        )

@@ -20,8 +20,8 @@ import torch
 from ..errors import PirenderError
 from ..image import SourceImage, image_to_tensor
 from ..motion.space import MotionSpace
-from .base import PreparedSource, Renderer, RenderMode, RenderOutput
-from .onnx_backend import CACHE_DIR, export_onnx, weights_hash
+from .base import PreparedSource, RenderMode, RenderOutput
+from .onnx_backend import CACHE_DIR, ExportedRenderer, weights_hash
 from .pirender.generator import FaceGenerator
 
 #: ONNX operators TensorRT's ONNX parser supports (onnx-tensorrt ``docs/operators.md``, TensorRT 10):
@@ -90,7 +90,7 @@ def build_engine(
     return target
 
 
-class TensorRTRenderer(Renderer):
+class TensorRTRenderer(ExportedRenderer):
     """PIRenderer as an fp16 TensorRT engine; same interface as the torch backend (CUDA tensors)."""
 
     name = "tensorrt"
@@ -105,20 +105,17 @@ class TensorRTRenderer(Renderer):
         window_frames: int = 27,
         max_batch: int = 16,
     ) -> None:
-        super().__init__()
         missing = tensorrt_status()
         if missing is not None:
             raise PirenderError(f"the tensorrt backend cannot run here: {missing}")
         import tensorrt as trt
 
-        self.space, self.image_size_px, self.mode = space, image_size_px, RenderMode(mode)
-        self.min_window_frames = generator.mapping_net.min_frames
-        self.window_frames, self.max_batch = window_frames, max_batch
-        onnx_path = export_onnx(
-            generator, image_size_px=image_size_px, window_frames=window_frames, mode=mode
+        super().__init__(
+            generator, space=space, image_size_px=image_size_px, mode=mode, window_frames=window_frames
         )
+        self.max_batch = max_batch
         key = f"{weights_hash(generator)}_{image_size_px}px_{window_frames}f_{self.mode.value}"
-        engine_path = build_engine(onnx_path, image_size_px=image_size_px, window_frames=window_frames,
+        engine_path = build_engine(self.path, image_size_px=image_size_px, window_frames=window_frames,
                                    max_batch=max_batch, cache_key=key)  # fmt: skip
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine: Any = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
@@ -151,9 +148,4 @@ class TensorRTRenderer(Renderer):
             self.context.set_tensor_address(name, results[name].data_ptr())
         if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
             raise PirenderError("TensorRT execution failed")
-        frame = results.get("frame", results["warped"])
-        return RenderOutput(
-            frame=frame,
-            warped=results["warped"] if extras else None,
-            flow=results["flow"] if extras else None,
-        )
+        return self._output([results[name] for name in self.outputs], extras)
