@@ -275,3 +275,19 @@ def test_talk_drives_pirenderer_with_an_authors_space_flow(
     assert stats["frames"] >= 10 and stats["latency_ms"] == pytest.approx(105.0)
     with av.open(str(live)) as container:
         assert container.streams.video[0].frames == stats["frames"]
+
+
+def test_a_long_talk_stream_keeps_bounded_state_and_skips_a_stale_backlog() -> None:
+    from pirender.engine.stream.sources import MicrophoneSource, TalkSource
+
+    microphone = MicrophoneSource(capacity_s=30.0)
+    talk = TalkSource(microphone, frontal_rest_row(), fps=25.0)
+    noise = (0.05 * np.random.default_rng(0).standard_normal(SAMPLE_RATE_HZ * 12)).astype(np.float32)
+    for start in range(0, len(noise), 640):  # 12 s in 40 ms blocks, one row each
+        microphone.feed_samples(noise[start : start + 640])
+        talk.row(0.0)
+    assert len(talk._video_features) <= 256 and len(talk._energy_dbfs) <= 256
+    assert talk.audio_position is not None and talk.audio_position >= len(noise) - 4 * 640
+    microphone.feed_samples(np.tile(noise, 2)[: SAMPLE_RATE_HZ * 15])  # 15 s arrive at once
+    assert np.isfinite(talk.row(0.0)).all()  # the stale part is skipped, not replayed
+    assert talk.audio_position >= len(noise) + SAMPLE_RATE_HZ * 15 - 4 * 640

@@ -136,8 +136,8 @@ class AvatarStream:
         window = self.window.push(row)
         self.last_mouth_open = float(row[_JAW] - self.rest[_JAW])
         assert window is not None
-        talking = self.mode == "talk" and self.talk is not None
-        self.return_audio.mark_video(self._index, self.talk.audio_position if talking else None)  # type: ignore[union-attr]
+        voice_at = self.talk.audio_position if self.mode == "talk" and self.talk is not None else None
+        self.return_audio.mark_video(self._index, voice_at)
         stamps.mark("motion")
         frame = await self.service.render(self.source, window.copy())
         stamps.mark("render")

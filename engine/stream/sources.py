@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 import numpy as np
 
@@ -34,6 +35,7 @@ SLIDER_RANGES: dict[str, tuple[float, float, float, str]] = {
 }
 _IDLE_LOOP_S = 12.0
 _EXPRESSION = AUTHORS_SPACE.group("expression")
+_TALK_KEPT_FRAMES = 256  # video frames of audio features a talk source keeps (~10 s at 25 fps)
 
 
 class IdleSource:
@@ -220,14 +222,16 @@ class TalkSource:
         self.model = model or load_talk_model()
         self._mic = microphone
         self._fps = fps
-        self._authors = self.model.config.space_name == AUTHORS_SPACE.name  # type: ignore[attr-defined]
+        authors = self.model.config.space_name == AUTHORS_SPACE.name  # type: ignore[attr-defined]
         self._rest = rest.astype(np.float32).copy()
-        self._retarget = None if self._authors else OpenRetargeter(frontal_rest_row(), rest)
+        self._retarget = None if authors else OpenRetargeter(frontal_rest_row(), rest)
         self._features = StreamingLogMel()
         self._mel_per_video_frame = round(100 / fps)  # 10 ms hop
         self._pending_mel: list[np.ndarray] = []
-        self._video_features: list[np.ndarray] = []  # per video frame (40,)
-        self._energy_dbfs: list[float] = []
+        # per video frame, the newest only (bounded): features (40,) and the level of their audio (dBFS)
+        self._video_features: deque[np.ndarray] = deque(maxlen=_TALK_KEPT_FRAMES)
+        self._energy_dbfs: deque[float] = deque(maxlen=_TALK_KEPT_FRAMES)
+        self._feature_count = 0  # video frames of features made so far (absolute)
         self.origin_sample = microphone.samples_received  # the voice from now on drives the avatar
         self._consumed = self.origin_sample
         self._samples_per_frame = round(microphone.sample_rate_hz / fps)
@@ -247,15 +251,15 @@ class TalkSource:
             return
         samples = self._mic.read(self._consumed, np.empty(new, dtype=np.float32))
         self._consumed = received
+        level_dbfs = 10 * np.log10(float((samples**2).mean()) + 1e-12)
         for frame in self._features.push(samples):
             self._pending_mel.append(frame)
             if len(self._pending_mel) == self._mel_per_video_frame:
                 block = np.stack(self._pending_mel)
                 self._video_features.append(block.mean(axis=0).astype(np.float32))
+                self._energy_dbfs.append(level_dbfs)
+                self._feature_count += 1
                 self._pending_mel = []
-        if len(samples):
-            level = 10 * np.log10(float((samples**2).mean()) + 1e-12)
-            self._energy_dbfs.extend([level] * max(0, len(self._video_features) - len(self._energy_dbfs)))
 
     @property
     def audio_position(self) -> int | None:
@@ -268,17 +272,20 @@ class TalkSource:
     def row(self, time_s: float) -> np.ndarray:
         del time_s
         self._take_audio()
-        features = self._video_features
-        while self._produced + self._lookahead < len(features):
+        features, first_kept = self._video_features, self._feature_count - len(self._video_features)
+        if self._produced - self._history < first_kept:  # fell behind by seconds: skip the stale voice
+            self._produced = first_kept + self._history
+        while self._produced + self._lookahead < self._feature_count:
             n = self._produced
-            indices = np.clip(np.arange(n - self._history, n + self._lookahead + 1), 0, len(features) - 1)
+            # absolute frames n - k .. n + tau (the first frame repeats before the start), as kept
+            indices = np.maximum(np.arange(n - self._history, n + self._lookahead + 1), 0) - first_kept
             window = self._torch.from_numpy(np.stack([features[i] for i in indices]))
             with self._torch.no_grad():
                 motion, self._state = self.model.step(  # type: ignore[attr-defined]
                     window, self._state, temperature=self._temperature, generator=self._generator
                 )
             row = motion.numpy().astype(np.float32)
-            silent = self._energy_dbfs[min(n, len(self._energy_dbfs) - 1)] < -50.0
+            silent = self._energy_dbfs[n - first_kept] < -50.0
             if self._retarget is None:  # authors' space: silence keeps the rest expression
                 if silent:
                     row[_EXPRESSION] = self._rest[_EXPRESSION]
