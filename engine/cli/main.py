@@ -241,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender bench --help")
     bench.set_defaults(run=commands.run_bench)
 
-    doctor = command("doctor", "what this machine can run: GPU, kernels, ONNX Runtime, TensorRT, devices")
+    doctor = command("doctor", "what this machine can run: GPU, kernels, ONNX Runtime, OpenVINO, TensorRT")
     doctor.set_defaults(run=commands.run_doctor)
 
     webcam = command("webcam", "turn your camera into an avatar webcam for video calls (virtual camera)")
