@@ -291,3 +291,33 @@ def test_a_long_talk_stream_keeps_bounded_state_and_skips_a_stale_backlog() -> N
     microphone.feed_samples(np.tile(noise, 2)[: SAMPLE_RATE_HZ * 15])  # 15 s arrive at once
     assert np.isfinite(talk.row(0.0)).all()  # the stale part is skipped, not replayed
     assert talk.audio_position >= len(noise) + SAMPLE_RATE_HZ * 15 - 4 * 640
+
+
+def test_train_audio_refuses_mixed_spaces_and_too_short_pairs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pirender.engine.motion.io import save_motion
+    from pirender.engine.motion.space import AUTHORS_SPACE, MotionSequence
+    from pirender.training.audio_pairs import write_wav
+
+    tone = (0.1 * np.sin(np.arange(SAMPLE_RATE_HZ) * 0.05)).astype(np.float32)  # 1 s
+    mixed, short = tmp_path / "mixed", tmp_path / "short"
+    for folder in (mixed, short):
+        folder.mkdir()
+    write_wav(mixed / "a.wav", tone)
+    save_motion(
+        mixed / "a.npz", MotionSequence(OPEN_SPACE, np.zeros((25, OPEN_SPACE.width), np.float32), fps=25.0)
+    )
+    write_wav(mixed / "b.wav", tone)
+    save_motion(mixed / "b.npz", MotionSequence(AUTHORS_SPACE, np.zeros((25, 73), np.float32), fps=25.0))
+    write_wav(short / "c.wav", tone[:1600])
+    save_motion(
+        short / "c.npz", MotionSequence(OPEN_SPACE, np.zeros((3, OPEN_SPACE.width), np.float32), fps=25.0)
+    )
+    capsys.readouterr()
+    assert main(["train-audio", str(mixed), "--out", str(tmp_path / "m.pt"), "--steps", "2"]) == 2
+    expected = f"motion space '{AUTHORS_SPACE.name}', the first pair's is '{OPEN_SPACE.name}'"
+    assert expected in capsys.readouterr().err
+    assert main(["train-audio", str(short), "--out", str(tmp_path / "s.pt"), "--steps", "2"]) == 2
+    assert "too short to train on" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "s.pt").exists()
