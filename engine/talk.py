@@ -137,6 +137,8 @@ def run_talk_live(
     fps: float = 25.0,
     checkpoint: str | None = None,
     device: str = "auto",
+    backend: str = "torch",
+    precision: str = "fp32",
     source_motion: str | None = None,
     window_radius: int = 13,
     microphone_stream: Any = None,
@@ -165,7 +167,7 @@ def run_talk_live(
     with microphone_stream or MicrophoneStream() as microphone:
         if checkpoint:
             info = read_checkpoint(checkpoint)
-            renderer = load_renderer(info, device=device)
+            renderer = load_renderer(info, backend=backend, device=device, precision=precision)
             size_px = info.image_size_px
         else:
             renderer = MeshRenderer(image_size_px=size_px)
@@ -194,9 +196,9 @@ def run_talk_live(
                 block = microphone.read(timeout_s=1.0 / fps)
                 if block is not None and len(block):
                     audio_in.feed_samples(block)
-                window = windows.push(talk.row(0.0))
-                assert window is not None  # causal windows: one per pushed frame
-                rgb = tensor_to_images(renderer.render(window, source=prepared).frame)[0]
+                motion_window = windows.push(talk.row(0.0))
+                assert motion_window is not None  # causal windows: one per pushed frame
+                rgb = tensor_to_images(renderer.render(motion_window, source=prepared).frame)[0]
                 if writer is not None:
                     writer.write(rgb)
                 if cv2 is not None:

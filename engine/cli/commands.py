@@ -390,7 +390,7 @@ def run_talk(args: argparse.Namespace) -> int:
         stats = run_talk_live(
             args.source, out=live_out, window=args.window, size_px=args.size, face_crop=args.face_crop,
             model_path=args.model, max_seconds=args.seconds, checkpoint=args.checkpoint, device=args.device,
-            source_motion=args.source_motion,
+            backend=args.backend, precision=args.precision, source_motion=args.source_motion,
         )  # fmt: skip
         print(f"{stats['frames']:.0f} frames in {stats['seconds']:.1f} s; motion lags the voice by "
               f"{stats['latency_ms']:.0f} ms (model lookahead + feature window)")  # fmt: skip
