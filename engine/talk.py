@@ -26,10 +26,12 @@ from .audioflow.flow import AudioMotionFlow
 from .errors import PirenderError
 from .motion.retarget import retarget_open
 from .motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence, MotionSpace
+from .renderer.base import PreparedSource, Renderer
 
 #: The shipped default model (trained by ``make train-audio`` on synthetic espeak-ng speech).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "audioflow" / "default_flow.pt"
 _MOUTH = [OPEN_SPACE.index(name) for name in ("jaw_open", "lip_pucker")]
+_EXPRESSION = AUTHORS_SPACE.group("expression")
 
 
 @dataclass(frozen=True)
@@ -86,43 +88,48 @@ def motion_for_speech(
     rest row and the motion is moved onto it. Authors' space (PIRenderer): ``rest`` is a 73-wide row
     whose expression the silent frames take (the portrait's own coefficients, or the model's mean).
     """
-    if model.config.space_name == AUTHORS_SPACE.name:
-        return _authors_motion_for_speech(samples, model, rest, config or TalkConfig())
     cfg = config or TalkConfig()
+    authors = model.config.space_name == AUTHORS_SPACE.name
+    if authors and rest.shape != (AUTHORS_SPACE.width,):
+        raise PirenderError(f"a {AUTHORS_SPACE.width}-wide rest row is needed, got {rest.shape}")
     frames = max(1, int(np.ceil(len(samples) / SAMPLE_RATE_HZ * cfg.fps)))
     audio = torch.from_numpy(video_frame_log_mel(samples, frames, cfg.fps))  # (frames, 40)
     generator = torch.Generator().manual_seed(cfg.seed)
     with torch.no_grad():
         rows = model.sample_sequence(audio, temperature=cfg.temperature, generator=generator).numpy()
     rows = rows.astype(np.float32)
-    speaking = speech_mask(samples, frames, cfg.fps, cfg.vad)
-    rows[:, _MOUTH] *= speaking[:, None]
+    speaking = speech_mask(samples, frames, cfg.fps, cfg.vad)[:, None]  # (frames, 1)
+    if authors:  # silence: the rest expression (mouth as at rest)
+        rows[:, _EXPRESSION] = rest[_EXPRESSION] + speaking * (rows[:, _EXPRESSION] - rest[_EXPRESSION])
+        return MotionSequence(AUTHORS_SPACE, rows, fps=cfg.fps, meta={"source": "audio-flow"})
+    rows[:, _MOUTH] *= speaking
     rows[:, _MOUTH] = np.maximum(rows[:, _MOUTH], 0.0)
     rows[:, OPEN_SPACE.index("scale")] = 1.0
     driving = MotionSequence(OPEN_SPACE, rows, fps=cfg.fps, meta={"source": "audio-flow"})
     return retarget_open(driving, rest)
 
 
-def _authors_motion_for_speech(
-    samples: np.ndarray, model: AudioMotionFlow, rest: np.ndarray, cfg: TalkConfig
-) -> MotionSequence:
-    if rest.shape != (AUTHORS_SPACE.width,):
-        raise PirenderError(f"a {AUTHORS_SPACE.width}-wide rest row is needed, got {rest.shape}")
-    frames = max(1, int(np.ceil(len(samples) / SAMPLE_RATE_HZ * cfg.fps)))
-    audio = torch.from_numpy(video_frame_log_mel(samples, frames, cfg.fps))
-    generator = torch.Generator().manual_seed(cfg.seed)
-    with torch.no_grad():
-        rows = model.sample_sequence(audio, temperature=cfg.temperature, generator=generator).numpy()
-    rows = rows.astype(np.float32)
-    expression = AUTHORS_SPACE.group("expression")  # silence: the rest expression (mouth as at rest)
-    speaking = speech_mask(samples, frames, cfg.fps, cfg.vad)[:, None]
-    rows[:, expression] = rest[expression] + speaking * (rows[:, expression] - rest[expression])
-    return MotionSequence(AUTHORS_SPACE, rows, fps=cfg.fps, meta={"source": "audio-flow"})
-
-
 def authors_rest_row(model: AudioMotionFlow) -> np.ndarray:
     """The model's mean motion (73,): the rest row when the portrait's own coefficients are unknown."""
     return model.motion_mean.detach().numpy().astype(np.float32).copy()
+
+
+def talk_rest_row(
+    renderer: Renderer, prepared: PreparedSource, model: AudioMotionFlow, source_motion: str | None = None
+) -> np.ndarray:
+    """The row the talking motion is relative to: the weight-free renderer's rest pose of the portrait;
+    for PIRenderer the portrait's own coefficients (``source_motion``, a 73-wide file) or the model's
+    mean."""
+    from .motion.io import load_motion
+    from .renderer.mesh.renderer import MeshRenderer
+
+    if isinstance(renderer, MeshRenderer):
+        return renderer.rest_row(prepared)
+    if source_motion:
+        own = load_motion(source_motion)
+        renderer.space.check_compatible(own.space)
+        return own.values[0].astype(np.float32)
+    return authors_rest_row(model)
 
 
 def run_talk_live(
@@ -156,7 +163,6 @@ def run_talk_live(
     from .api import load_renderer
     from .audio.sources import MicrophoneStream
     from .image import load_source_image, tensor_to_images
-    from .motion.io import load_motion
     from .motion.window import StreamWindow, WindowSpec
     from .renderer.checkpoint import read_checkpoint
     from .renderer.mesh.renderer import MeshRenderer
@@ -178,12 +184,10 @@ def run_talk_live(
             else load_source_image(source_path, size_px=size_px)
         )
         prepared = renderer.prepare(image)
-        if isinstance(renderer, MeshRenderer):
-            rest = renderer.rest_row(prepared)
-        else:
-            rest = load_motion(source_motion).values[0] if source_motion else authors_rest_row(model)
         audio_in = MicrophoneSource()
-        talk = TalkSource(audio_in, rest, model=model, fps=fps)
+        talk = TalkSource(
+            audio_in, talk_rest_row(renderer, prepared, model, source_motion), model=model, fps=fps
+        )
         radius = 0 if isinstance(renderer, MeshRenderer) else window_radius
         windows = StreamWindow(renderer.space, WindowSpec(radius=radius, lookahead_frames=0))
         writer = VideoFileWriter(out, fps=fps, size_px=(size_px, size_px)) if out else None

@@ -373,7 +373,7 @@ def run_talk(args: argparse.Namespace) -> int:
 
     from ..audio.sources import SAMPLE_RATE_HZ, load_audio
     from ..sinks.mux import mux_audio
-    from ..talk import TalkConfig, added_latency_ms, authors_rest_row, load_talk_model, motion_for_speech
+    from ..talk import TalkConfig, added_latency_ms, load_talk_model, motion_for_speech, talk_rest_row
 
     if bool(args.audio) == bool(args.mic):
         raise PirenderError("give exactly one of --audio FILE or --mic")
@@ -402,16 +402,10 @@ def run_talk(args: argparse.Namespace) -> int:
     renderer, size_px = _open_renderer(args)
     model = load_talk_model(args.model, space=renderer.space)
     prepared = renderer.prepare(_load_source(args, size_px))
-    if isinstance(renderer, MeshRenderer):
-        rest = renderer.rest_row(prepared)
-    elif args.source_motion:
-        own = load_motion(args.source_motion)
-        renderer.space.check_compatible(own.space)
-        rest = own.values[0].astype(np.float32)
-    else:
-        rest = authors_rest_row(model)
     config = TalkConfig(temperature=args.temperature, seed=args.seed)
-    motion = motion_for_speech(samples, model, rest, config)
+    motion = motion_for_speech(
+        samples, model, talk_rest_row(renderer, prepared, model, args.source_motion), config
+    )
     _make_folder(out)
     with _tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         silent = Path(tmp) / "video.mp4"
