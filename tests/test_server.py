@@ -280,7 +280,6 @@ def test_file_mode_microphone_stream_limit_and_oversized_messages(tmp_path) -> N
                     break
                 await asyncio.sleep(0.05)
             assert peer.stream.microphone.samples_received > 0
-            assert peer.stream.microphone.latest(0.1).shape[0] > 0
             # a second stream is over this server's limit: an error, the first stream goes on
             async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
                 await ws.recv()

@@ -21,7 +21,7 @@ from ..errors import PirenderError
 from ..image import SourceImage, image_to_tensor
 from ..motion.space import MotionSpace
 from .base import PreparedSource, RenderMode, RenderOutput
-from .onnx_backend import CACHE_DIR, ExportedRenderer, weights_hash
+from .onnx_backend import CACHE_DIR, ExportedRenderer
 from .pirender.generator import FaceGenerator
 
 #: ONNX operators TensorRT's ONNX parser supports (onnx-tensorrt ``docs/operators.md``, TensorRT 10):
@@ -114,9 +114,9 @@ class TensorRTRenderer(ExportedRenderer):
             generator, space=space, image_size_px=image_size_px, mode=mode, window_frames=window_frames
         )
         self.max_batch = max_batch
-        key = f"{weights_hash(generator)}_{image_size_px}px_{window_frames}f_{self.mode.value}"
+        # the export's name already holds the weights' hash, size, window length and mode
         engine_path = build_engine(self.path, image_size_px=image_size_px, window_frames=window_frames,
-                                   max_batch=max_batch, cache_key=key)  # fmt: skip
+                                   max_batch=max_batch, cache_key=self.path.stem)  # fmt: skip
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine: Any = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         self.context: Any = self.engine.create_execution_context()

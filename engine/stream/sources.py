@@ -183,14 +183,6 @@ class MicrophoneSource:
                 out[offset + head : offset + count] = self._ring[: count - head]
         return out
 
-    def latest(self, duration_s: float) -> np.ndarray:
-        """The newest ``duration_s`` seconds (fewer at the start), oldest first."""
-        with self._lock:
-            count = min(round(duration_s * self.sample_rate_hz), self._written, len(self._ring))
-            end = self._written % len(self._ring)
-            indices = (np.arange(end - count, end)) % len(self._ring)
-            return self._ring[indices].copy()
-
 
 class TalkSource:
     """Motion from the client's microphone through the audio-to-motion flow, frame by frame.
