@@ -59,6 +59,12 @@ class RenderOutput:
     flow: torch.Tensor | None = None
 
 
+def batch_bucket(batch: int) -> int:
+    """The static batch size a compiled graph runs ``batch`` windows at: the next power of two (the
+    windows are padded), so a stream of varying batches needs one graph per bucket, not per size."""
+    return 1 << (batch - 1).bit_length()
+
+
 @dataclass
 class PreparedSource:
     """A source portrait plus the backend's cached, source-only tensors."""

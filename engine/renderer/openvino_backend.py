@@ -15,7 +15,7 @@ import torch
 
 from ..errors import PirenderError
 from ..motion.space import MotionSpace
-from .base import Precision, PreparedSource, RenderMode, RenderOutput
+from .base import Precision, PreparedSource, RenderMode, RenderOutput, batch_bucket
 from .onnx_backend import ExportedRenderer
 from .pirender.generator import FaceGenerator
 
@@ -85,7 +85,7 @@ class OpenVinoRenderer(ExportedRenderer):
     ) -> RenderOutput:
         window = self._checked_windows(windows, mode)
         batch = window.shape[0]
-        bucket = 1 << (batch - 1).bit_length()
+        bucket = batch_bucket(batch)
         if bucket > batch:  # pad with copies of the last window (static shapes)
             window = np.concatenate([window, np.repeat(window[-1:], bucket - batch, axis=0)])
         one = source.cache["source"]

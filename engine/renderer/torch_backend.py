@@ -18,7 +18,7 @@ import torch
 from ..errors import PirenderError
 from ..image import SourceImage, image_to_tensor
 from ..motion.space import MotionSpace
-from .base import Precision, PreparedSource, Renderer, RenderMode, RenderOutput
+from .base import Precision, PreparedSource, Renderer, RenderMode, RenderOutput, batch_bucket
 from .pirender.generator import FaceGenerator, set_reference_ops
 from .warp import base_grid, get_warp
 
@@ -108,7 +108,7 @@ class TorchRenderer(Renderer):
         window = torch.as_tensor(windows).to(device=self.device, dtype=torch.float32)  # (B, width, T)
         batch, cache = window.shape[0], source.cache
         if self.compiled:  # static shapes: batches padded to a power of two (one graph per bucket)
-            bucket = 1 << (batch - 1).bit_length()
+            bucket = batch_bucket(batch)
             window = (
                 torch.cat([window, window[-1:].expand(bucket - batch, -1, -1)]) if bucket > batch else window
             )
