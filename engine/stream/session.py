@@ -36,17 +36,20 @@ class StreamStats:
 
     def summary(self) -> dict[str, object]:
         elapsed_s = max((now_ms() - self.started_ms) / 1000, 1e-6)
-        g2g = list(self.glass_to_glass_ms)
-        av = list(self.av_offset_ms)
         return {
             "fps": self.frames / elapsed_s,
             "dropped": self.dropped,
             "stage_ms": {k: float(np.median(v)) for k, v in self.stage_ms.items() if v},
-            "glass_to_glass_ms": None
-            if not g2g
-            else {f"p{q}": float(np.percentile(g2g, q)) for q in (50, 90, 99)},
-            "av_offset_ms": None if not av else {f"p{q}": float(np.percentile(av, q)) for q in (10, 50, 90)},
+            "glass_to_glass_ms": _percentiles(self.glass_to_glass_ms, (50, 90, 99)),
+            "av_offset_ms": _percentiles(self.av_offset_ms, (10, 50, 90)),
         }
+
+
+def _percentiles(values: deque[float], quantiles: tuple[int, ...]) -> dict[str, float] | None:
+    """{"p50": ..., ...} of the values, or None before the first one."""
+    if not values:
+        return None
+    return {f"p{q}": float(np.percentile(values, q)) for q in quantiles}
 
 
 class AvatarStream:
