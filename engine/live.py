@@ -24,6 +24,7 @@ from .motion.space import OPEN_SPACE
 from .motion.window import StreamWindow, WindowSpec
 from .renderer.base import PreparedSource
 from .renderer.mesh.renderer import MeshRenderer
+from .sinks.preview import PreviewWindow
 from .sinks.video_file import VideoFileWriter
 from .sinks.virtual_cam import VirtualCamera
 from .sources.frames import CameraFrames, open_frames
@@ -82,9 +83,7 @@ def run_live_loop(
     stream = StreamWindow(OPEN_SPACE, WindowSpec(radius=0, lookahead_frames=0))
     retarget: OpenRetargeter | None = None
     writer = VideoFileWriter(out, fps=fps, size_px=(size, size)) if out else None
-    cv2 = None
-    if window:
-        import cv2  # ships with mediapipe
+    preview = PreviewWindow("pirender live") if window else None
     started = time.perf_counter()
     try:
         with open_frames(frames_spec, max_frames=max_frames) as frames:
@@ -110,10 +109,8 @@ def run_live_loop(
                     writer.write(image)
                 if virtual_camera is not None:
                     virtual_camera.send(image)
-                if cv2 is not None:
-                    cv2.imshow("pirender live", image[:, :, ::-1])
-                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                        break
+                if preview is not None and not preview.show(image):
+                    break
                 finished = time.perf_counter()
                 for name, (a, b) in zip(
                     _STAGES,
@@ -128,8 +125,8 @@ def run_live_loop(
         tracker.close()
         if writer is not None:
             writer.close()
-        if cv2 is not None:
-            cv2.destroyAllWindows()
+        if preview is not None:
+            preview.close()
     stats.wall_s = time.perf_counter() - started
     return stats
 

@@ -166,6 +166,7 @@ def run_talk_live(
     from .motion.window import StreamWindow, WindowSpec
     from .renderer.checkpoint import read_checkpoint
     from .renderer.mesh.renderer import MeshRenderer
+    from .sinks.preview import PreviewWindow
     from .sinks.video_file import VideoFileWriter
     from .stream.sources import MicrophoneSource, TalkSource
     from .track.crop import crop_to_face
@@ -191,9 +192,7 @@ def run_talk_live(
         radius = 0 if isinstance(renderer, MeshRenderer) else window_radius
         windows = StreamWindow(renderer.space, WindowSpec(radius=radius, lookahead_frames=0))
         writer = VideoFileWriter(out, fps=fps, size_px=(size_px, size_px)) if out else None
-        cv2 = None
-        if window:
-            import cv2
+        preview = PreviewWindow("pirender talk") if window else None
         frames, started = 0, time.monotonic()
         try:
             while max_seconds is None or time.monotonic() - started < max_seconds:
@@ -205,16 +204,14 @@ def run_talk_live(
                 rgb = tensor_to_images(renderer.render(motion_window, source=prepared).frame)[0]
                 if writer is not None:
                     writer.write(rgb)
-                if cv2 is not None:
-                    cv2.imshow("pirender talk", rgb[:, :, ::-1])
-                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                        break
+                if preview is not None and not preview.show(rgb):
+                    break
                 frames += 1
                 due_s = started + frames / fps
                 time.sleep(max(0.0, due_s - time.monotonic()))
         finally:
             if writer is not None:
                 writer.close()
-            if cv2 is not None:
-                cv2.destroyAllWindows()
+            if preview is not None:
+                preview.close()
     return {"frames": float(frames), "seconds": time.monotonic() - started, "latency_ms": talk.latency_ms}
