@@ -23,6 +23,7 @@ from pirender.engine.motion.io import (
     coeffs_to_authors,
     load_expression_presets,
     load_motion,
+    motion_crop,
     read_lmdb_motion,
     save_motion,
 )
@@ -195,12 +196,26 @@ def test_npy_single_262_frame(tmp_path: Path) -> None:
     np.testing.assert_array_equal(sequence.values, expected_from(SOURCE_COLUMNS_262, 1))
 
 
-@pytest.mark.parametrize("width", [72, 74, 257, 261, 263])
-def test_npy_wrong_width_lists_accepted_widths(tmp_path: Path, width: int) -> None:
+@pytest.mark.parametrize("width", [69, 71, 72, 74, 256, 259, 261, 263])
+def test_npy_unknown_width_names_every_known_layout_and_what_to_pass(tmp_path: Path, width: int) -> None:
     path = tmp_path / f"w{width}.npy"
     np.save(path, np.zeros((4, width), dtype=np.float32))
-    with motion_error(rf"{width} numbers per frame; accepted widths are 73 .*260 .*262", naming=path):
+    with motion_error(rf"{width} numbers per frame is not a layout this reader knows", naming=path) as info:
         load_motion(path)
+    message = str(info.value)
+    for phrase in (
+        "73 = the authors' space, also SadTalker's coeff_3dmm of a source image (expression 64 + angles 3 "
+        "+ translation 3 + crop s, t0, t1)",
+        "70 = SadTalker coeff_3dmm (expression 64 + angles 3 + translation 3, no crop)",
+        "257 = Deep3DFaceRecon coefficients (identity 80 + expression 64 + texture 80 + angles 3 + "
+        "lighting 27 + translation 3, no crop)",
+        "258 = Deep3DFaceReconstruction TF model output (the 257 coefficients + 1 unused focal-length "
+        "number, no crop)",
+        "260 = PIRender LMDB rows (257 coefficients + crop s, t0, t1)",
+        "262 = PIRender coeff_detector rows (257 coefficients + W0, H0, s, t0, t1)",
+        "pass --source-motion with the source portrait's 73-wide file (e.g. SadTalker's first_frame_dir/",
+    ):
+        assert phrase in message, phrase
 
 
 def test_npy_nan_names_the_frame(tmp_path: Path) -> None:
@@ -519,7 +534,11 @@ def test_mat_tf_demo_without_transform_params_says_how_to_get_them(tmp_path: Pat
     sio.savemat(
         path, {"coeff": known_rows(1, COEFFS), "lm_5p": np.zeros((5, 2)), "cropped_img": np.zeros((4, 4))}
     )
-    with motion_error(r"no alignment numbers .*transform_params.*face_recon_videos\.py", naming=path):
+    with motion_error(
+        r"'coeff' \(1, 257\): Deep3DFaceRecon coefficients, .*no alignment numbers .*transform_params.*"
+        r"--source-motion .*face_recon_videos\.py",
+        naming=path,
+    ):
         load_motion(path)
 
 
@@ -527,29 +546,36 @@ def test_mat_official_test_output_says_how_to_get_alignment(tmp_path: Path) -> N
     path = tmp_path / "official.mat"
     fields = {"id": 80, "exp": 64, "tex": 80, "angle": 3, "gamma": 27, "trans": 3}
     sio.savemat(path, {name: np.zeros((1, size), np.float32) for name, size in fields.items()})
-    with motion_error(r"official Deep3DFaceRecon test\.py .*no alignment numbers.*face_recon_", naming=path):
+    with motion_error(
+        r"official Deep3DFaceRecon test\.py .*no alignment numbers.*--source-motion.*face_recon_", naming=path
+    ):
         load_motion(path)
 
 
 def test_mat_without_coeff_lists_its_fields(tmp_path: Path) -> None:
     path = tmp_path / "other.mat"
     sio.savemat(path, {"landmark": np.zeros((3, 136)), "score": np.ones((1, 1))})
-    with motion_error(r"no 'coeff' field \(fields: landmark, score\)", naming=path):
+    with motion_error(
+        r"no motion field \(fields: landmark, score\); motion is read from coeff_3dmm \(SadTalker\), coeff "
+        r"\+ transform_params .*full_3dmm.*id/exp/tex/angle/gamma/trans",
+        naming=path,
+    ):
         load_motion(path)
 
 
 def test_mat_expression_presets_are_not_motion() -> None:
     path = shared_data("vox_demo", "expression.mat")
-    with motion_error(
-        r"no 'coeff' field \(fields: expression_center, .*load_expression_presets", naming=path
-    ):
+    with motion_error(r"no motion field \(fields: expression_center, .*load_expression_presets", naming=path):
         load_motion(path)
 
 
 @pytest.mark.parametrize(
     ("arrays", "match"),
     [
-        ({"coeff": np.zeros((3, 100))}, r"'coeff' has shape \(3, 100\), expected \(frames, 257\)"),
+        ({"coeff": np.zeros((3, 100))}, r"'coeff' \(3, 100\): 100 numbers per frame is not a layout"),
+        ({"coeff": np.array(["abc"])}, r"'coeff' has shape \(1,\) and dtype <U3, expected \(frames, width\)"),
+        ({"coeff_3dmm": np.zeros((3, 71))}, r"'coeff_3dmm' \(3, 71\): 71 numbers per frame is not a layout"),
+        ({"coeff_3dmm": np.zeros((0, 73))}, r"'coeff_3dmm' \(0, 73\): the sequence is empty"),
         (
             {"coeff": np.zeros((3, COEFFS)), "transform_params": np.zeros((2, 5))},
             r"'transform_params' has shape \(2, 5\), expected \(3, 5\)",
@@ -866,3 +892,337 @@ def test_expression_presets_missing_or_corrupt_file(tmp_path: Path) -> None:
     garbage = write_bytes(tmp_path / "garbage.mat", b"\x00" * 300)
     with motion_error(r"not a readable \.mat file", naming=garbage):
         load_expression_presets(garbage)
+
+
+# ---------------------------------------------------------------------------------------------------
+# SadTalker and Deep3DFaceReconstruction (TF) files; crops from the caller (case 10_sadtalker_coeff_3dmm)
+
+#: Frames of SadTalker's generated motion in case 10.
+SADTALKER_FRAMES = 30
+#: Width of SadTalker's generated coeff_3dmm rows and of the TF model's output rows.
+POSE_WIDTH = 70
+TF_WIDTH = 258
+#: The case's crop of the source image's first frame (s, t0, t1).
+CASE_CROP = [0.95, 0.5, -0.3]
+
+
+def sadtalker_files(folder: Path, gen: np.ndarray, first73: np.ndarray, full: np.ndarray) -> dict[str, Path]:
+    """The files of case 10 with SadTalker's field names and shapes, from the given values.
+
+    gen.mat {'coeff_3dmm': (N, 70)}; first.mat {'coeff_3dmm': (1, 73), 'full_3dmm': (1, 257)};
+    gen73.mat {'coeff_3dmm': (N, 73)} = gen + first's crop columns 70:73 (what SadTalker's renderer feeds);
+    w70.npy, w73.npy the same numbers as .npy, w258.npy (N, 258).
+    """
+    frames = gen.shape[0]
+    gen73 = np.concatenate([gen, np.repeat(first73[:, POSE_WIDTH:], frames, axis=0)], axis=1)
+    paths = {name: folder / name for name in ("gen.mat", "first.mat", "gen73.mat", "w70.npy", "w73.npy")}
+    sio.savemat(paths["gen.mat"], {"coeff_3dmm": gen})
+    sio.savemat(paths["first.mat"], {"coeff_3dmm": first73, "full_3dmm": full})
+    sio.savemat(paths["gen73.mat"], {"coeff_3dmm": gen73})
+    np.save(paths["w70.npy"], gen)
+    np.save(paths["w73.npy"], gen73)
+    paths["w258.npy"] = folder / "w258.npy"
+    np.save(paths["w258.npy"], known_rows(frames, TF_WIDTH))
+    return paths
+
+
+@pytest.fixture
+def sadtalker(tmp_path: Path) -> dict[str, Path]:
+    """Case 10's files with traceable values: gen = known rows, first = known rows + 0.25, full negative."""
+    first73 = known_rows(1, AUTHORS_WIDTH) + 0.25
+    return sadtalker_files(
+        tmp_path, known_rows(SADTALKER_FRAMES, POSE_WIDTH), first73, -known_rows(1, COEFFS) - 1
+    )
+
+
+def gen73_values() -> np.ndarray:
+    """What gen.mat completed with first.mat's crop must be (the fixture's gen73.mat)."""
+    crop = np.array([[70.25, 71.25, 72.25]], np.float32)
+    return np.concatenate(
+        [known_rows(SADTALKER_FRAMES, POSE_WIDTH), np.repeat(crop, SADTALKER_FRAMES, axis=0)], axis=1
+    )
+
+
+def test_sadtalker_73_wide_coeff_3dmm_is_the_authors_space(sadtalker: dict[str, Path]) -> None:
+    sequence = load_motion(sadtalker["gen73.mat"])
+    assert sequence.space is AUTHORS_SPACE and sequence.values.shape == (SADTALKER_FRAMES, AUTHORS_WIDTH)
+    np.testing.assert_array_equal(sequence.values, gen73_values())
+    assert sequence.meta == {"source": str(sadtalker["gen73.mat"]), "layout": "sadtalker-coeff_3dmm-73"}
+    # the same 73 numbers as w73.npy, which was always accepted
+    np.testing.assert_array_equal(load_motion(sadtalker["w73.npy"]).values, sequence.values)
+
+
+def test_sadtalker_first_frame_file_is_readable_and_gives_its_crop(sadtalker: dict[str, Path]) -> None:
+    first = load_motion(sadtalker["first.mat"])
+    assert len(first) == 1
+    # coeff_3dmm is read; full_3dmm beside it (the first frame's 257 coefficients) is not
+    np.testing.assert_array_equal(first.values, known_rows(1, AUTHORS_WIDTH) + 0.25)
+    np.testing.assert_array_equal(motion_crop(first), [70.25, 71.25, 72.25])
+    np.testing.assert_array_equal(motion_crop(first.frame(0)), [70.25, 71.25, 72.25])
+
+
+@pytest.mark.parametrize(
+    ("name", "layout"), [("gen.mat", "sadtalker-coeff_3dmm-70+crop"), ("w70.npy", "npy-70+crop")]
+)
+def test_sadtalker_70_wide_is_completed_with_the_given_crop(
+    sadtalker: dict[str, Path], name: str, layout: str
+) -> None:
+    crop = motion_crop(load_motion(sadtalker["first.mat"]))
+    sequence = load_motion(sadtalker[name], crop=crop, fps=25.0)
+    np.testing.assert_array_equal(sequence.values, gen73_values())  # SadTalker's own completion
+    assert sequence.meta == {"source": str(sadtalker[name]), "layout": layout}
+
+
+@pytest.mark.parametrize(("name", "where"), [("gen.mat", "'coeff_3dmm' (30, 70): "), ("w70.npy", "")])
+def test_sadtalker_70_wide_without_crop_names_the_layout_and_what_to_pass(
+    sadtalker: dict[str, Path], name: str, where: str
+) -> None:
+    expected = (
+        f"{sadtalker[name]}: {where}SadTalker coeff_3dmm, 70 numbers = expression 64 + angles 3 + "
+        "translation 3, no crop (s, t0, t1); pass --source-motion with the source portrait's 73-wide file "
+        "(e.g. SadTalker's first_frame_dir/<image>.mat) to take the crop from its first frame"
+    )
+    with motion_error(re.escape(expected), naming=sadtalker[name]):
+        load_motion(sadtalker[name])
+
+
+@pytest.mark.parametrize("width", [COEFFS, TF_WIDTH])
+def test_npy_257_and_258_rows_take_the_right_columns_and_the_given_crop(tmp_path: Path, width: int) -> None:
+    rows = known_rows(4, width)
+    if width == TF_WIDTH:
+        rows[:, COEFFS] = np.nan  # the TF model's unused focal-length number is never read
+    path = tmp_path / f"w{width}.npy"
+    np.save(path, rows)
+    sequence = load_motion(path, crop=[0.9, 120.0, 130.0])
+    np.testing.assert_array_equal(sequence.values[:, :70], expected_from(_SHARED_SOURCE, 4))
+    np.testing.assert_array_equal(sequence.values[:, 70:], np.tile(np.float32([0.9, 120.0, 130.0]), (4, 1)))
+    assert sequence.meta["layout"] == f"npy-{width}+crop"
+
+
+@pytest.mark.parametrize(
+    ("width", "phrase"),
+    [
+        (
+            COEFFS,
+            "Deep3DFaceRecon coefficients, 257 numbers = identity 80 + expression 64 + texture 80 + "
+            "angles 3 + lighting 27 + translation 3, no crop (s, t0, t1); pass --source-motion",
+        ),
+        (
+            TF_WIDTH,
+            "Deep3DFaceReconstruction TF model output, 258 numbers = the 257 coefficients + 1 unused "
+            "focal-length number, no crop (s, t0, t1); pass --source-motion",
+        ),
+    ],
+)
+def test_npy_257_and_258_without_crop_name_the_layout(tmp_path: Path, width: int, phrase: str) -> None:
+    path = tmp_path / f"w{width}.npy"
+    np.save(path, known_rows(3, width))
+    with motion_error(re.escape(phrase), naming=path):
+        load_motion(path)
+
+
+def test_case_w258_is_refused_without_and_read_with_a_crop(sadtalker: dict[str, Path]) -> None:
+    with motion_error(r"258 numbers = .*no crop .*--source-motion", naming=sadtalker["w258.npy"]):
+        load_motion(sadtalker["w258.npy"])
+    sequence = load_motion(sadtalker["w258.npy"], crop=CASE_CROP)
+    assert sequence.values.shape == (SADTALKER_FRAMES, AUTHORS_WIDTH)
+    np.testing.assert_array_equal(
+        sequence.values[:, 70:], np.tile(np.float32(CASE_CROP), (SADTALKER_FRAMES, 1))
+    )
+
+
+def test_mat_tf_demo_coeff_of_258_is_read_with_transform_params_or_a_crop(tmp_path: Path) -> None:
+    coeff = known_rows(2, TF_WIDTH)
+    params = known_rows(2, 5) + 0.5
+    with_params, alone = tmp_path / "params.mat", tmp_path / "alone.mat"
+    sio.savemat(with_params, {"coeff": coeff, "transform_params": params})
+    sio.savemat(alone, {"coeff": coeff, "lm_5p": np.zeros((5, 2))})
+    sequence = load_motion(with_params)
+    np.testing.assert_array_equal(sequence.values[:, :70], expected_from(_SHARED_SOURCE, 2))
+    np.testing.assert_array_equal(sequence.values[:, 70:], params[:, TRANSFORM_CROP_COLUMNS])
+    assert sequence.meta["layout"] == "deep3d-258+transform_params"
+    completed = load_motion(alone, crop=CASE_CROP)
+    np.testing.assert_array_equal(completed.values[:, :70], expected_from(_SHARED_SOURCE, 2))
+    assert completed.meta["layout"] == "deep3d-258+crop"
+    with motion_error(r"'coeff' \(2, 258\): Deep3DFaceReconstruction TF model output, .*--source-motion"):
+        load_motion(alone)
+
+
+def test_mat_coeff_without_transform_params_takes_the_given_crop(tmp_path: Path) -> None:
+    path = tmp_path / "tf_demo.mat"
+    sio.savemat(path, {"coeff": known_rows(3, COEFFS), "cropped_img": np.zeros((4, 4))})
+    sequence = load_motion(path, crop=[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])  # one per frame
+    np.testing.assert_array_equal(sequence.values[:, :70], expected_from(_SHARED_SOURCE, 3))
+    np.testing.assert_array_equal(sequence.values[:, 70:], [[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+    assert sequence.meta["layout"] == "deep3d-257+crop"
+
+
+def test_mat_full_3dmm_alone_takes_the_given_crop(tmp_path: Path) -> None:
+    path = tmp_path / "full.mat"
+    sio.savemat(path, {"full_3dmm": known_rows(2, COEFFS)})
+    with motion_error(r"'full_3dmm' \(2, 257\): Deep3DFaceRecon coefficients, .*no crop", naming=path):
+        load_motion(path)
+    sequence = load_motion(path, crop=CASE_CROP)
+    np.testing.assert_array_equal(sequence.values[:, :70], expected_from(_SHARED_SOURCE, 2))
+    assert sequence.meta["layout"] == "sadtalker-full_3dmm-257+crop"
+
+
+def test_mat_coeff_3dmm_of_lmdb_rows_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "lmdb_dump.mat"  # the authors' LMDB key is named coeff_3dmm too
+    sio.savemat(path, {"coeff_3dmm": known_rows(3, LMDB_WIDTH)})
+    np.testing.assert_array_equal(load_motion(path).values, expected_from(SOURCE_COLUMNS_260, 3))
+
+
+def test_mat_official_test_fields_take_the_given_crop(tmp_path: Path) -> None:
+    path = tmp_path / "official.mat"
+    widths = {"id": 80, "exp": 64, "tex": 80, "angle": 3, "gamma": 27, "trans": 3}
+    fields = {
+        name: np.full((1, width), float(index), np.float32)
+        for index, (name, width) in enumerate(widths.items())
+    }
+    sio.savemat(path, fields)
+    sequence = load_motion(path, crop=CASE_CROP)
+    np.testing.assert_array_equal(sequence.values[0, :64], np.full(64, 1.0))  # exp
+    np.testing.assert_array_equal(sequence.values[0, 64:67], np.full(3, 3.0))  # angle
+    np.testing.assert_array_equal(sequence.values[0, 67:70], np.full(3, 5.0))  # trans
+    np.testing.assert_array_equal(sequence.values[0, 70:], np.float32(CASE_CROP))
+    assert sequence.meta["layout"] == "deep3d-test.py-70+crop"
+    sio.savemat(path, {**fields, "angle": np.zeros((2, 3))})
+    with motion_error(r"'angle' has shape \(2, 3\), expected \(1, 3\)", naming=path):
+        load_motion(path, crop=CASE_CROP)
+
+
+@pytest.mark.parametrize(
+    ("crop", "match"),
+    [
+        ([1.0, 2.0], r"the crop must be 3 numbers \(s, t0, t1\) or one such row per frame, got shape \(2,\)"),
+        (np.zeros((2, 2, 3)), r"got shape \(2, 2, 3\)"),
+        (np.zeros((0, 3)), r"got shape \(0, 3\)"),
+        ([1.0, float("nan"), 3.0], r"the crop \(s, t0, t1\) holds a non-finite value"),
+        (["a", "b", "c"], r"the crop must be 3 numbers \(s, t0, t1\), got"),
+        (np.ones((4, 3)), r"the crop has 4 rows but the motion has 30 frames"),
+    ],
+)
+def test_bad_crops_are_refused(sadtalker: dict[str, Path], crop: object, match: str) -> None:
+    with motion_error(match, naming=sadtalker["gen.mat"]):
+        load_motion(sadtalker["gen.mat"], crop=crop)  # type: ignore[arg-type]
+
+
+def test_files_with_their_own_crop_ignore_the_given_one(tmp_path: Path, sadtalker: dict[str, Path]) -> None:
+    lmdb_rows, text_row = tmp_path / "rows.npy", tmp_path / "one.txt"
+    np.save(lmdb_rows, known_rows(2, LMDB_WIDTH))
+    np.savetxt(text_row, known_rows(1, TEXT_WIDTH).reshape(-1))
+    archive = save_motion(tmp_path / "own.npz", random_sequence())
+    for path in (sadtalker["gen73.mat"], sadtalker["w73.npy"], lmdb_rows, text_row, archive):
+        plain, given = load_motion(path), load_motion(path, crop=[-1.0, -2.0, -3.0])
+        np.testing.assert_array_equal(given.values, plain.values)
+        assert given.meta == plain.meta and "+crop" not in str(given.meta.get("layout"))
+
+
+def test_motion_crop_needs_the_authors_space() -> None:
+    from pirender.engine.motion.space import OPEN_SPACE, MotionFrame
+
+    with motion_error(r"space 'pirender-open-v1' has no crop \(s, t0, t1\)"):
+        motion_crop(MotionFrame(OPEN_SPACE, np.zeros(OPEN_SPACE.width, np.float32)))
+
+
+@pytest.mark.parametrize("width", [POSE_WIDTH, AUTHORS_WIDTH])
+def test_txt_sadtalker_text_copy_is_refused_with_the_mat_to_use(tmp_path: Path, width: int) -> None:
+    rows = np.random.default_rng(0).normal(0, 1e-4, (3, width)).astype(np.float32)
+    path = tmp_path / "portrait##speech.txt"
+    # SadTalker's generate_facerender_batch: str(x)[:7] + two spaces + tab per number, one line per frame
+    path.write_text("".join("".join(str(v)[:7] + "  \t" for v in row) + "\n" for row in rows))
+    with motion_error(
+        rf"3 line\(s\) of {width} numbers, like SadTalker's text copy .*7 characters .*use the \.mat file",
+        naming=path,
+    ):
+        load_motion(path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The case through the command line (case 10's recipe, on a random portrait and a tiny checkpoint)
+
+
+@pytest.fixture
+def cli_case(tmp_path: Path) -> dict[str, Path]:
+    """Case 10's files with its value ranges (random, SadTalker's shapes), a tiny checkpoint, a portrait."""
+    from pirender.engine.image import save_png
+    from pirender.engine.renderer.checkpoint import random_generator, save_checkpoint
+    from pirender.engine.renderer.pirender.config import TINY_CONFIG
+
+    rng = np.random.default_rng(0)
+    gen = rng.normal(0, 0.1, (SADTALKER_FRAMES, POSE_WIDTH)).astype(np.float32)
+    first73 = np.concatenate([rng.normal(0, 0.1, (1, POSE_WIDTH)), [CASE_CROP]], axis=1).astype(np.float32)
+    paths = sadtalker_files(tmp_path, gen, first73, rng.normal(0, 0.1, (1, COEFFS)).astype(np.float32))
+    paths["tiny.pt"] = save_checkpoint(
+        tmp_path / "tiny.pt", random_generator(TINY_CONFIG, seed=2), image_size_px=64
+    )
+    paths["p.png"] = tmp_path / "p.png"
+    save_png(paths["p.png"], rng.integers(0, 256, (80, 80, 3), dtype=np.uint8))
+    return paths
+
+
+def render_case(files: dict[str, Path], out: str, *motion: str) -> int:
+    from pirender.engine.cli.main import main
+
+    args = ["render", "--source", str(files["p.png"]), "--checkpoint", str(files["tiny.pt"])]
+    for item in motion:
+        args.append(str(files[item]) if item in files else item)
+    return main([*args, "--out", str(files["tiny.pt"].parent / out), "--max-frames", "5"])
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def test_cli_renders_70_wide_coeff_3dmm_with_the_crop_of_source_motion(
+    cli_case: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert render_case(cli_case, "gen.mp4", "--motion", "gen.mat", "--source-motion", "first.mat") == 0
+    printed = capsys.readouterr().out
+    assert "crop (s, t0, t1) = (0.95, 0.5, -0.3) from --source-motion" in printed
+    assert "wrote 5 frames" in printed
+    # the same picture as SadTalker's own 73-wide completion (gen73.mat) with the same source motion
+    assert render_case(cli_case, "gen73.mp4", "--motion", "gen73.mat", "--source-motion", "first.mat") == 0
+    ours, theirs = (
+        decoded(cli_case["tiny.pt"].parent / "gen.mp4"),
+        decoded(cli_case["tiny.pt"].parent / "gen73.mp4"),
+    )
+    assert len(ours) == len(theirs) == 5
+    assert all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+@pytest.mark.parametrize(
+    "motion",
+    [
+        ("--motion", "gen73.mat"),
+        ("--motion", "w70.npy", "--source-motion", "first.mat"),
+        ("--motion", "w258.npy", "--source-motion", "first.mat"),
+        ("--motion", "w73.npy", "--source-motion", "first.mat"),
+        ("--motion", "w73.npy"),
+    ],
+)
+def test_cli_renders_the_other_case_files(cli_case: dict[str, Path], motion: tuple[str, ...]) -> None:
+    assert render_case(cli_case, "o.mp4", *motion) == 0
+    assert len(decoded(cli_case["tiny.pt"].parent / "o.mp4")) == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "phrase"),
+    [
+        ("gen.mat", "'coeff_3dmm' (30, 70): SadTalker coeff_3dmm, 70 numbers = expression 64 + angles 3"),
+        ("w258.npy", "Deep3DFaceReconstruction TF model output, 258 numbers ="),
+    ],
+)
+def test_cli_refuses_a_file_without_crop_saying_to_pass_source_motion(
+    cli_case: dict[str, Path], capsys: pytest.CaptureFixture[str], name: str, phrase: str
+) -> None:
+    assert render_case(cli_case, "o.mp4", "--motion", name) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {cli_case[name]}: ") and phrase in err, err
+    assert "no crop (s, t0, t1); pass --source-motion with the source portrait's 73-wide file" in err
+    assert "\n" not in err and "Traceback" not in err
+    assert not (cli_case["tiny.pt"].parent / "o.mp4").exists()

@@ -3,25 +3,41 @@
 Formats read by :func:`load_motion` (chosen by the file's suffix):
 
 ``.npy``
-    A 2-D float array (a 1-D array is one frame). Its width says the layout: 73 = rows of the
-    authors' space; 260 = the authors' LMDB rows (257 Deep3DFaceRecon coefficients + crop s, t0, t1 in
-    columns 257..259); 262 = the ``coeff_detector`` layout (257 + W0, H0, s, t0, t1: crop in 259..261).
+    A 2-D float array (a 1-D array is one frame). Its width says the layout (:data:`ROW_LAYOUTS`):
+    73 = rows of the authors' space (also SadTalker's ``coeff_3dmm`` of a source image); 70 = SadTalker's
+    generated ``coeff_3dmm`` (expression 64 + angles 3 + translation 3, no crop); 257 = Deep3DFaceRecon
+    coefficients (no crop); 258 = the output of Deep3DFaceReconstruction's TensorFlow model of 2020-06
+    (257 coefficients + one unused focal-length number, no crop); 260 = the authors' LMDB rows (257 +
+    crop s, t0, t1 in columns 257..259); 262 = the ``coeff_detector`` layout (257 + W0, H0, s, t0, t1:
+    crop in 259..261).
 ``.npz``
     This project's own format (:func:`save_motion`): ``values`` (frames, width) float32, ``space``
     (JSON of :meth:`MotionSpace.to_dict`), ``fps`` (scalar) and ``meta`` (JSON, optional).
 ``.mat``
-    PIRender's ``face_recon_videos`` / ``face_recon_images`` output: ``coeff`` (N, 257) +
-    ``transform_params`` (N, 5) = (W0, H0, s, t0, t1); or ``coeff`` (N, 260) = LMDB rows.
-    Files without the alignment numbers (the TF demo's ``coeff`` alone, the official PyTorch
-    ``test.py`` fields ``id/exp/tex/angle/gamma/trans``) are refused with a message saying how to get them.
+    SadTalker's ``coeff_3dmm`` (N, 73) or (N, 70) (``full_3dmm`` (1, 257) beside it holds the first
+    frame's coefficients only and is then ignored); PIRender's ``face_recon_videos`` /
+    ``face_recon_images`` output ``coeff`` (N, 257) + ``transform_params`` (N, 5) = (W0, H0, s, t0, t1),
+    or ``coeff`` of any row layout above (the TF demo writes ``coeff`` (1, 257) or (1, 258) alone);
+    ``full_3dmm`` (N, 257) alone; the official PyTorch ``test.py`` fields ``id/exp/tex/angle/gamma/trans``.
 ``.txt``
     PIRender's ``coeff_detector`` output: 262 numbers (one per line or whitespace-separated) = one frame.
+    (SadTalker's text copy of its coefficients, numbers cut to 7 characters, is refused: read its .mat.)
+
+Layouts without a crop (70, 257, 258, ``coeff`` without ``transform_params``, the ``test.py`` fields) need
+one: :func:`load_motion` takes it as ``crop`` (s, t0, t1), e.g. ``motion_crop`` of the source portrait's
+73-wide file (SadTalker's ``first_frame_dir/<image>.mat``: it pairs the generated 70 numbers with that
+frame's crop); the CLI passes the one of ``--source-motion``. Without it they are refused with a message
+naming the layout and what to pass.
 
 :func:`read_lmdb_motion` reads one video of the authors' training LMDB; :func:`load_expression_presets`
 reads the four expression presets of the authors' intuitive-editing demo (``expression.mat``).
 
 Every problem with the input raises :class:`~pirender.engine.errors.MotionError` with one line that
-names the file and what is wrong. See ``pirender-spec.md`` section 5 and ``deep3d-facts.md`` 1, 3, 4.
+names the file and what is wrong. See ``pirender-spec.md`` section 5 and ``deep3d-facts.md`` 1, 3, 4;
+SadTalker: ``src/utils/preprocess.py`` (coeff_3dmm = exp, angle, trans, trans_params[2:]),
+``src/test_audio2coeff.py`` (70 = exp 64 + pose 6), ``src/generate_facerender_batch.py`` (the first
+frame's crop columns 70:73 appended to the generated rows); the 258th TF number:
+microsoft/Deep3DFaceReconstruction issue #80 (a focal-length prediction, "useless here").
 """
 
 from __future__ import annotations
@@ -34,10 +50,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from ..errors import MotionError, exception_text
+from ..errors import MotionError, describe_value, exception_text
 from ..fileio import write_atomically
-from .space import AUTHORS_SPACE, MotionSequence, MotionSpace, check_values, known_space
+from .space import AUTHORS_SPACE, MotionFrame, MotionSequence, MotionSpace, check_values, known_space
 
 
 @dataclass(frozen=True)
@@ -91,12 +108,108 @@ LMDB_CROP_COLUMNS = slice(COEFF_WIDTH, LMDB_ROW_WIDTH)
 TEXT_ROW_WIDTH = COEFF_WIDTH + TRANSFORM_PARAMS_WIDTH
 #: Crop columns of a ``coeff_detector`` row (after W0, H0).
 TEXT_CROP_COLUMNS = slice(COEFF_WIDTH + TRANSFORM_PARAMS_CROP.start, TEXT_ROW_WIDTH)
+#: Width of SadTalker's generated rows: the authors' slots without the crop (expression, angles,
+#: translation; ``src/test_audio2coeff.py``: exp 64 + pose 6).
+POSE_ROW_WIDTH = AUTHORS_SPACE.width - CROP_WIDTH
+#: Width of the output of Deep3DFaceReconstruction's TensorFlow model of 2020-06: the 257 coefficients
+#: and one more number, a focal-length prediction the authors call useless (their issue #80).
+TF_ROW_WIDTH = COEFF_WIDTH + 1
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """A per-frame layout of motion numbers, recognised by its width.
+
+    Attributes:
+        width: numbers per frame.
+        name: who writes it (e.g. ``"SadTalker coeff_3dmm"``).
+        contents: what the numbers are, in column order.
+        coeff_columns: where the 257 Deep3DFaceRecon coefficients are, or None when the row holds the
+            authors' slots (expression 64, angles 3, translation 3) in its first 70 columns.
+        crop_columns: where the crop (s, t0, t1) is, or None when the row has none (then the reader
+            needs the crop from the caller).
+    """
+
+    width: int
+    name: str
+    contents: str
+    coeff_columns: slice | None
+    crop_columns: slice | None
+
+    def describe(self) -> str:
+        """One phrase for the list of known layouts, e.g. ``"70 = SadTalker coeff_3dmm (...)"``."""
+        crop = "" if self.crop_columns is not None else ", no crop"
+        return f"{self.width} = {self.name} ({self.contents}{crop})"
+
+
+_ALL_COEFFS = slice(0, COEFF_WIDTH)
+#: Every row layout the readers know, by width (``.npy`` arrays, ``.mat`` fields).
+ROW_LAYOUTS: Mapping[int, RowLayout] = {
+    layout.width: layout
+    for layout in (
+        RowLayout(
+            AUTHORS_SPACE.width,
+            "the authors' space, also SadTalker's coeff_3dmm of a source image",
+            "expression 64 + angles 3 + translation 3 + crop s, t0, t1",
+            None,
+            AUTHORS_SPACE.group("crop"),
+        ),
+        RowLayout(
+            POSE_ROW_WIDTH,
+            "SadTalker coeff_3dmm",
+            "expression 64 + angles 3 + translation 3",
+            None,
+            None,
+        ),
+        RowLayout(
+            COEFF_WIDTH,
+            "Deep3DFaceRecon coefficients",
+            "identity 80 + expression 64 + texture 80 + angles 3 + lighting 27 + translation 3",
+            _ALL_COEFFS,
+            None,
+        ),
+        RowLayout(
+            TF_ROW_WIDTH,
+            "Deep3DFaceReconstruction TF model output",
+            f"the {COEFF_WIDTH} coefficients + 1 unused focal-length number",
+            _ALL_COEFFS,
+            None,
+        ),
+        RowLayout(
+            LMDB_ROW_WIDTH,
+            "PIRender LMDB rows",
+            f"{COEFF_WIDTH} coefficients + crop s, t0, t1",
+            _ALL_COEFFS,
+            LMDB_CROP_COLUMNS,
+        ),
+        RowLayout(
+            TEXT_ROW_WIDTH,
+            "PIRender coeff_detector rows",
+            f"{COEFF_WIDTH} coefficients + W0, H0, s, t0, t1",
+            _ALL_COEFFS,
+            TEXT_CROP_COLUMNS,
+        ),
+    )
+}
+#: What to pass when a layout has no crop (the CLI's option and the Python argument).
+CROP_HINT = (
+    "pass --source-motion with the source portrait's 73-wide file (e.g. SadTalker's "
+    "first_frame_dir/<image>.mat) to take the crop from its first frame "
+    "(in Python: load_motion(..., crop=motion_crop(source)))"
+)
 
 #: Frame rate assumed when neither the file nor the caller gives one.
 DEFAULT_FPS = 25.0
 
 #: Fields of the official Deep3DFaceRecon ``test.py`` per-image output (no alignment numbers).
 _OFFICIAL_TEST_FIELDS = ("id", "exp", "tex", "angle", "gamma", "trans")
+#: The ``test.py`` fields that hold the authors' slots, in slot order, with their widths.
+_OFFICIAL_MOTION_FIELDS = (("exp", 64), ("angle", 3), ("trans", 3))
+#: SadTalker's fields: the authors' slots (73, or 70 without crop) and the first frame's 257 coefficients.
+_SADTALKER_FIELD = "coeff_3dmm"
+_SADTALKER_FULL_FIELD = "full_3dmm"
+#: Characters SadTalker keeps of each number in its text copy of the coefficients (``str(x)[:7]``).
+_SADTALKER_TEXT_DIGITS = 7
 #: Names under which a ``.mat`` file may hold the (N, 5) alignment numbers.
 _TRANSFORM_PARAMS_FIELDS = ("transform_params", "trans_params")
 #: How to get coefficients with their alignment numbers.
@@ -173,16 +286,24 @@ def coeffs_to_authors(coeffs: np.ndarray, crop: np.ndarray, *, what: str = "coef
 # Loading
 
 
-def load_motion(path: str | Path, *, fps: float | None = None) -> MotionSequence:
+def load_motion(
+    path: str | Path, *, fps: float | None = None, crop: ArrayLike | None = None
+) -> MotionSequence:
     """Read a motion file (``.npy``, ``.npz``, ``.mat`` or ``.txt``; see the module docstring).
 
     Args:
         path: the file; its suffix (case-insensitive) picks the reader.
         fps: frame rate for formats that do not store one (all but ``.npz``, whose stored rate wins);
             default 25.
+        crop: the crop (s, t0, t1) for layouts without one (SadTalker's 70-wide ``coeff_3dmm``,
+            Deep3DFaceRecon's 257/258 numbers, ``coeff`` without ``transform_params``): 3 numbers used
+            for every frame (what SadTalker does with its first frame's crop), or one row of 3 per frame.
+            Usually :func:`motion_crop` of the source portrait's 73-wide file. Layouts that carry their
+            own crop ignore it. ``meta["layout"]`` ends in ``+crop`` when it was used.
 
     Raises:
-        MotionError: missing/unreadable file, unknown suffix, wrong layout or bad numbers.
+        MotionError: missing/unreadable file, unknown suffix, wrong layout, a layout without crop and no
+            ``crop``, or bad numbers.
     """
     file = _existing_file(path)
     suffix = file.suffix.lower()
@@ -192,11 +313,26 @@ def load_motion(path: str | Path, *, fps: float | None = None) -> MotionSequence
         raise MotionError(
             f"{file}: unknown motion file type {file.suffix or '(no suffix)'!r} (known: {known})"
         )
-    return reader(file, DEFAULT_FPS if fps is None else fps)
+    return reader(file, DEFAULT_FPS if fps is None else fps, _check_crop(file, crop))
 
 
-def _load_npy(file: Path, fps: float) -> MotionSequence:
-    """A 2-D array of width 73, 260 or 262 (a 1-D array is one frame)."""
+def motion_crop(motion: MotionFrame | MotionSequence) -> np.ndarray:
+    """The crop (s, t0, t1) of an authors'-space frame (of a sequence: its first frame), as (3,) float32.
+
+    This is what completes a layout without crop (:func:`load_motion`'s ``crop``): SadTalker pairs its
+    generated 70 numbers per frame with the crop of the source image's first frame.
+    """
+    frame = motion.frame(0) if isinstance(motion, MotionSequence) else motion
+    if frame.space != AUTHORS_SPACE:
+        raise MotionError(
+            f"motion of space {frame.space.name!r} has no crop (s, t0, t1); the crop comes from a "
+            f"{AUTHORS_SPACE.width}-wide file of the authors' space"
+        )
+    return frame.values[AUTHORS_SPACE.group("crop")].copy()
+
+
+def _load_npy(file: Path, fps: float, crop: np.ndarray | None) -> MotionSequence:
+    """A 2-D array of one of the :data:`ROW_LAYOUTS` widths (a 1-D array is one frame)."""
     signature = _signature(file)
     if signature.startswith(_ZIP_SIGNATURE):
         raise MotionError(f"{file}: holds an .npz archive, not a single .npy array (rename it to .npz)")
@@ -208,12 +344,12 @@ def _load_npy(file: Path, fps: float) -> MotionSequence:
         loaded = np.load(file, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise MotionError(f"{file}: corrupt .npy file ({exception_text(exc, with_type=False)})") from None
-    return _sequence_from_rows(file, loaded, fps, source="npy")
+    return _sequence_from_rows(file, loaded, fps, crop, source="npy")
 
 
-def _load_npz(file: Path, fps: float) -> MotionSequence:
+def _load_npz(file: Path, fps: float, crop: np.ndarray | None) -> MotionSequence:
     """This project's own format (see :func:`save_motion`); the stored frame rate wins over ``fps``."""
-    del fps  # the file stores its own frame rate
+    del fps, crop  # the file stores its own frame rate, and its values are complete in their space
     signature = _signature(file)
     if signature.startswith(_NPY_SIGNATURE):
         raise MotionError(f"{file}: holds a single .npy array, not an .npz archive (rename it to .npy)")
@@ -243,58 +379,108 @@ def _load_npz(file: Path, fps: float) -> MotionSequence:
     return _make_sequence(file, check_values(values, space, what=str(file)), space, rate, meta)
 
 
-def _load_mat(file: Path, fps: float) -> MotionSequence:
-    """PIRender's ``coeff`` + ``transform_params`` (or ``coeff`` of LMDB rows)."""
+def _load_mat(file: Path, fps: float, crop: np.ndarray | None) -> MotionSequence:
+    """SadTalker's ``coeff_3dmm``, PIRender's ``coeff`` (+ ``transform_params``), ``full_3dmm`` alone, or
+    the official ``test.py`` fields (the first of these that the file holds)."""
     mat = _read_mat(file)
     fields = _mat_fields(mat)
-    if "coeff" not in mat:
-        if all(name in mat for name in _OFFICIAL_TEST_FIELDS):
-            raise MotionError(
-                f"{file}: official Deep3DFaceRecon test.py output (fields "
-                f"{', '.join(_OFFICIAL_TEST_FIELDS)}) holds no alignment numbers (trans_params: s, t0, t1) "
-                f"that PIRender needs; {_EXTRACTION_HINT}"
-            )
-        hint = ""
-        if any(name.startswith(_PRESET_PREFIX) for name in fields):
-            hint = " (this looks like expression presets: read it with load_expression_presets)"
-        raise MotionError(f"{file}: no 'coeff' field (fields: {', '.join(fields) or 'none'}){hint}")
-    coeff = np.asarray(mat["coeff"])
-    if coeff.ndim != 2 or coeff.shape[1] not in (COEFF_WIDTH, LMDB_ROW_WIDTH):
-        raise MotionError(
-            f"{file}: 'coeff' has shape {coeff.shape}, expected (frames, {COEFF_WIDTH}) with "
-            f"transform_params or (frames, {LMDB_ROW_WIDTH}) LMDB rows"
-        )
-    meta = {"source": str(file)}
-    if coeff.shape[1] == LMDB_ROW_WIDTH:
-        crop = coeff[:, LMDB_CROP_COLUMNS]
-        meta["layout"] = "lmdb-260"
-    else:
-        params_field = next((name for name in _TRANSFORM_PARAMS_FIELDS if name in mat), None)
-        if params_field is None:
-            raise MotionError(
-                f"{file}: 'coeff' {coeff.shape} has no alignment numbers (no transform_params field; fields: "
-                f"{', '.join(fields)}), so the crop (s, t0, t1) PIRender needs is missing; {_EXTRACTION_HINT}"
-            )
+    if _SADTALKER_FIELD in mat:  # beside it, full_3dmm holds the first frame only
+        return _mat_field_rows(file, mat, _SADTALKER_FIELD, fps, crop, source="sadtalker-coeff_3dmm")
+    if "coeff" in mat:
+        return _load_mat_coeff(file, mat, fields, fps, crop)
+    if _SADTALKER_FULL_FIELD in mat:
+        return _mat_field_rows(file, mat, _SADTALKER_FULL_FIELD, fps, crop, source="sadtalker-full_3dmm")
+    if all(name in mat for name in _OFFICIAL_TEST_FIELDS):
+        return _load_mat_official(file, mat, fps, crop)
+    hint = ""
+    if any(name.startswith(_PRESET_PREFIX) for name in fields):
+        hint = " (this looks like expression presets: read it with load_expression_presets)"
+    raise MotionError(
+        f"{file}: no motion field (fields: {', '.join(fields) or 'none'}); motion is read from "
+        f"{_SADTALKER_FIELD} (SadTalker), coeff + transform_params (PIRender's extraction), "
+        f"{_SADTALKER_FULL_FIELD}, or the test.py fields {'/'.join(_OFFICIAL_TEST_FIELDS)}{hint}"
+    )
+
+
+def _load_mat_coeff(
+    file: Path, mat: Mapping[str, Any], fields: list[str], fps: float, crop: np.ndarray | None
+) -> MotionSequence:
+    """``coeff``: 257 (or the TF model's 258) coefficients with ``transform_params`` or the caller's crop;
+    any other width is read as a row layout (e.g. 260 = LMDB rows)."""
+    coeff = _mat_array(file, mat, "coeff")
+    if coeff.shape[1] not in (COEFF_WIDTH, TF_ROW_WIDTH):
+        return _sequence_from_rows(file, coeff, fps, crop, source="mat-coeff", where=f"'coeff' {coeff.shape}")
+    params_field = next((name for name in _TRANSFORM_PARAMS_FIELDS if name in mat), None)
+    meta: dict[str, Any] = {"source": str(file)}
+    if params_field is not None:
         params = np.asarray(mat[params_field])
         if params.ndim != 2 or params.shape != (coeff.shape[0], TRANSFORM_PARAMS_WIDTH):
             raise MotionError(
                 f"{file}: '{params_field}' has shape {params.shape}, expected ({coeff.shape[0]}, "
                 f"{TRANSFORM_PARAMS_WIDTH}) = (W0, H0, s, t0, t1) per frame of 'coeff'"
             )
-        crop = params[:, TRANSFORM_PARAMS_CROP]
-        meta["layout"] = "deep3d-257+transform_params"
-    rows = coeffs_to_authors(coeff[:, :COEFF_WIDTH], crop, what=str(file))
+        crop_rows = params[:, TRANSFORM_PARAMS_CROP]
+        meta["layout"] = f"deep3d-{coeff.shape[1]}+transform_params"
+    elif crop is not None:
+        crop_rows = _crop_rows(file, crop, coeff.shape[0])
+        meta["layout"] = f"deep3d-{coeff.shape[1]}+crop"
+    else:
+        layout = ROW_LAYOUTS[coeff.shape[1]]
+        raise MotionError(
+            f"{file}: 'coeff' {coeff.shape}: {layout.name}, {layout.contents}, and no alignment numbers (no "
+            f"transform_params field; fields: {', '.join(fields)}), so the crop (s, t0, t1) PIRender needs "
+            f"is missing; {CROP_HINT}, or {_EXTRACTION_HINT}"
+        )
+    rows = coeffs_to_authors(coeff[:, :COEFF_WIDTH], crop_rows, what=str(file))
     return _make_sequence(file, rows, AUTHORS_SPACE, fps, meta)
 
 
-def _load_txt(file: Path, fps: float) -> MotionSequence:
-    """PIRender's ``coeff_detector`` file: 262 numbers = one frame."""
+def _load_mat_official(
+    file: Path, mat: Mapping[str, Any], fps: float, crop: np.ndarray | None
+) -> MotionSequence:
+    """The official ``test.py`` fields: expression, angles and translation, completed by the caller's crop."""
+    if crop is None:
+        raise MotionError(
+            f"{file}: official Deep3DFaceRecon test.py output (fields {', '.join(_OFFICIAL_TEST_FIELDS)}) "
+            f"holds no alignment numbers (trans_params: s, t0, t1) that PIRender needs; {CROP_HINT}, or "
+            f"{_EXTRACTION_HINT}"
+        )
+    parts: list[np.ndarray] = []
+    for name, width in _OFFICIAL_MOTION_FIELDS:
+        part = _mat_array(file, mat, name)
+        if part.shape[1] != width or (parts and part.shape[0] != parts[0].shape[0]):
+            frames = f"{parts[0].shape[0]}" if parts else "frames"
+            raise MotionError(f"{file}: '{name}' has shape {part.shape}, expected ({frames}, {width})")
+        parts.append(part)
+    rows = np.concatenate(parts, axis=1)
+    return _sequence_from_rows(file, rows, fps, crop, source="deep3d-test.py")
+
+
+def _mat_field_rows(
+    file: Path, mat: Mapping[str, Any], name: str, fps: float, crop: np.ndarray | None, *, source: str
+) -> MotionSequence:
+    """A .mat field of motion rows in one of the :data:`ROW_LAYOUTS`."""
+    rows = _mat_array(file, mat, name)
+    return _sequence_from_rows(file, rows, fps, crop, source=source, where=f"'{name}' {rows.shape}")
+
+
+def _load_txt(file: Path, fps: float, crop: np.ndarray | None) -> MotionSequence:
+    """PIRender's ``coeff_detector`` file: 262 numbers = one frame (it has its own crop)."""
+    del crop
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MotionError(
             f"{file}: not a readable text file ({exception_text(exc, with_type=False)})"
         ) from None
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    widths = {len(line) for line in lines}
+    if len(widths) == 1 and widths <= {AUTHORS_SPACE.width, POSE_ROW_WIDTH}:
+        raise MotionError(
+            f"{file}: {len(lines)} line(s) of {widths.pop()} numbers, like SadTalker's text copy of its "
+            f"coefficients, which keeps only {_SADTALKER_TEXT_DIGITS} characters of each number "
+            f"(1.23456e-05 becomes 1.23456), so it is not read; use the .mat file of the same name"
+        )
     tokens = text.split()
     numbers = np.empty(len(tokens), dtype=np.float64)
     for position, token in enumerate(tokens):
@@ -307,11 +493,11 @@ def _load_txt(file: Path, fps: float) -> MotionSequence:
             f"{file}: holds {numbers.size} numbers, expected {TEXT_ROW_WIDTH} "
             f"({COEFF_WIDTH} coefficients + W0, H0, s, t0, t1)"
         )
-    return _sequence_from_rows(file, numbers, fps, source="txt")
+    return _sequence_from_rows(file, numbers, fps, None, source="txt")
 
 
-#: Suffix -> reader(file, fps).
-_READERS: Mapping[str, Callable[[Path, float], MotionSequence]] = {
+#: Suffix -> reader(file, fps, crop or None).
+_READERS: Mapping[str, Callable[[Path, float, np.ndarray | None], MotionSequence]] = {
     ".npy": _load_npy,
     ".npz": _load_npz,
     ".mat": _load_mat,
@@ -506,28 +692,101 @@ def _mat_fields(mat: Mapping[str, Any]) -> list[str]:
     return [name for name in mat if not name.startswith("__")]
 
 
-def _sequence_from_rows(file: Path, array: np.ndarray, fps: float, *, source: str) -> MotionSequence:
-    """Rows of width 73 (authors' space), 260 (LMDB) or 262 (coeff_detector) -> authors' sequence."""
+def _mat_array(file: Path, mat: Mapping[str, Any], name: str) -> np.ndarray:
+    """A .mat field that must be a 2-D array of numbers (how ``savemat`` stores any array)."""
+    array = np.asarray(mat[name])
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise MotionError(
+            f"{file}: '{name}' has shape {array.shape} and dtype {array.dtype}, expected (frames, width) "
+            f"real numbers"
+        )
+    return array
+
+
+def _check_crop(file: Path, crop: ArrayLike | None) -> np.ndarray | None:
+    """The caller's crop as (1, 3) or (frames, 3) finite float32, or None."""
+    if crop is None:
+        return None
+    try:
+        array = np.array(crop, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise MotionError(
+            f"{file}: the crop must be 3 numbers (s, t0, t1), got {describe_value(crop)}"
+        ) from None
+    if array.ndim == 1:
+        array = array[None, :]
+    if array.ndim != 2 or array.shape[1] != CROP_WIDTH or array.shape[0] == 0:
+        raise MotionError(
+            f"{file}: the crop must be 3 numbers (s, t0, t1) or one such row per frame, got shape "
+            f"{np.shape(crop)}"
+        )
+    if not np.isfinite(array).all():
+        raise MotionError(f"{file}: the crop (s, t0, t1) holds a non-finite value: {array[0].tolist()}")
+    return array
+
+
+def _crop_rows(file: Path, crop: np.ndarray, frames: int) -> np.ndarray:
+    """The checked crop as one row per frame (one row is repeated, as SadTalker does)."""
+    if crop.shape[0] == 1:
+        return np.repeat(crop, frames, axis=0)
+    if crop.shape[0] != frames:
+        raise MotionError(
+            f"{file}: the crop has {crop.shape[0]} rows but the motion has {frames} frames "
+            f"(give one row for all frames, or one per frame)"
+        )
+    return crop
+
+
+def _unknown_width(label: str, width: int) -> str:
+    """The message for rows of a width no layout has: every known layout, and what to pass."""
+    known = "; ".join(layout.describe() for layout in ROW_LAYOUTS.values())
+    return (
+        f"{label}: {width} numbers per frame is not a layout this reader knows; known: {known}; "
+        f"convert to one of these, and for one without crop {CROP_HINT}"
+    )
+
+
+def _sequence_from_rows(
+    file: Path,
+    array: np.ndarray,
+    fps: float,
+    crop: np.ndarray | None,
+    *,
+    source: str,
+    where: str | None = None,
+) -> MotionSequence:
+    """Rows of one of the :data:`ROW_LAYOUTS` (1-D = one frame) -> authors' sequence.
+
+    ``source`` starts ``meta["layout"]`` (``"<source>-<width>"``, ``+crop`` when ``crop`` completed it);
+    ``where`` names the part of the file in messages (e.g. a .mat field and its shape).
+    """
+    label = f"{file}: {where}" if where else str(file)
     rows = array[None, :] if array.ndim == 1 else array
     if rows.ndim != 2:
-        raise MotionError(f"{file}: expected a 1-D or 2-D array of motion rows, got shape {array.shape}")
+        raise MotionError(f"{label}: expected a 1-D or 2-D array of motion rows, got shape {array.shape}")
     if rows.size == 0:
-        raise MotionError(f"{file}: the sequence is empty (shape {array.shape})")
+        raise MotionError(f"{label}: the sequence is empty (shape {array.shape})")
+    if not np.issubdtype(rows.dtype, np.number) or np.iscomplexobj(rows):
+        raise MotionError(f"{label}: values must be real numbers, got dtype {rows.dtype}")
     width = rows.shape[1]
-    meta: dict[str, Any] = {"source": str(file)}
-    if width == AUTHORS_SPACE.width:
-        values = check_values(rows, AUTHORS_SPACE, what=str(file))
-        meta["layout"] = f"{source}-{AUTHORS_SPACE.width}"
-    elif width in (LMDB_ROW_WIDTH, TEXT_ROW_WIDTH):
-        crop_columns = LMDB_CROP_COLUMNS if width == LMDB_ROW_WIDTH else TEXT_CROP_COLUMNS
-        values = coeffs_to_authors(rows[:, :COEFF_WIDTH], rows[:, crop_columns], what=str(file))
-        meta["layout"] = f"{source}-{width}"
-    else:
+    layout = ROW_LAYOUTS.get(width)
+    if layout is None:
+        raise MotionError(_unknown_width(label, width))
+    meta: dict[str, Any] = {"source": str(file), "layout": f"{source}-{width}"}
+    if layout.crop_columns is not None:
+        crop_rows = rows[:, layout.crop_columns]
+    elif crop is None:
         raise MotionError(
-            f"{file}: {width} numbers per frame; accepted widths are {AUTHORS_SPACE.width} (authors' space), "
-            f"{LMDB_ROW_WIDTH} (LMDB rows: {COEFF_WIDTH} + s, t0, t1) and {TEXT_ROW_WIDTH} "
-            f"(coeff_detector: {COEFF_WIDTH} + W0, H0, s, t0, t1)"
+            f"{label}: {layout.name}, {width} numbers = {layout.contents}, no crop (s, t0, t1); {CROP_HINT}"
         )
+    else:
+        crop_rows = _crop_rows(file, crop, rows.shape[0])
+        meta["layout"] += "+crop"
+    if layout.coeff_columns is not None:
+        values = coeffs_to_authors(rows[:, layout.coeff_columns], crop_rows, what=str(file))
+    else:
+        slots = np.concatenate([rows[:, :POSE_ROW_WIDTH], crop_rows], axis=1)
+        values = check_values(slots, AUTHORS_SPACE, what=str(file))
     return _make_sequence(file, values, AUTHORS_SPACE, fps, meta)
 
 
