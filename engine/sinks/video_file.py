@@ -6,6 +6,11 @@ BT.709, so players show the colours that were written. The default codec is H.26
 constant quality ``crf``), falling back to MPEG-4 part 2 where FFmpeg has no H.264 encoder; mp4/mov
 files get ``+faststart`` so browsers can start playing before the whole file arrives.
 
+Time: by default frame k is shown at ``k / fps`` (a constant rate). A writer opened with
+``timestamps=True`` keeps each frame's own time instead (``write(frame, time_s=...)``): the file then
+plays in real time whatever the frames' rate (a variable-rate recording, a camera's measured rate),
+with ``fps`` as the nominal rate (frames on its grid stay exactly on it).
+
 Errors caused by the caller's input (missing folder, unknown extension, odd size, wrong frame
 shape, encoder failure) are :class:`~pirender.engine.errors.PirenderError` with a one-line message
 that names the file.
@@ -17,6 +22,7 @@ import contextlib
 import math
 import numbers
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +32,7 @@ import av
 import numpy as np
 
 from ..errors import PirenderError, describe_value, exception_text
+from ..motion.timing import measure_rate
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -56,6 +63,19 @@ _MAX_CRF = 51
 # FFmpeg / AVCOL_* code of ITU-R BT.709 for colour primaries, transfer and matrix.
 _BT709 = 1
 
+# Clock rate of timestamped writing, in ticks per second (at least; the MPEG-TS / RTP video clock).
+_TIMED_CLOCK_HZ = 90_000
+
+# Encoders whose time base must fit 16 bits (MPEG-4 part 2: vop_time_increment_resolution).
+_SHORT_CLOCK_CODECS = frozenset({"mpeg4"})
+_SHORT_CLOCK_MAX = 65_535
+
+# Frame times as `VideoFileWriter.write` takes them: seconds, one number or one per frame of a batch.
+FrameTimes = float | Sequence[float] | np.ndarray
+
+# Containers that store one frame per slot of the nominal rate (no per-frame time).
+_CONSTANT_RATE_EXTENSIONS = frozenset({".avi"})
+
 
 def _encoder_available(name: str) -> bool:
     """True where this FFmpeg build has an encoder called ``name``."""
@@ -83,6 +103,26 @@ def _frame_rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+def _timed_clock(rate: Fraction, codec_name: str, extension: str) -> tuple[Fraction, int]:
+    """(time base, ticks per nominal frame) for timestamped writing at nominal ``rate`` = p / q.
+
+    The time base is 1 / (p k): the nominal period q / p is then exactly q k ticks (frames on the
+    rate's grid get exact, evenly spaced pts), with k the smallest giving a clock of at least
+    :data:`_TIMED_CLOCK_HZ`, or, where the encoder's time base must fit 16 bits (MPEG-4 part 2), the
+    largest that fits. AVI has no per-frame time: one tick per frame of the nominal rate.
+    """
+    if extension in _CONSTANT_RATE_EXTENSIONS:
+        return 1 / rate, 1
+    p, q = rate.numerator, rate.denominator
+    if codec_name in _SHORT_CLOCK_CODECS:
+        if p > _SHORT_CLOCK_MAX:  # a rate too odd for a 16-bit clock: the finest one, periods rounded
+            return Fraction(1, _SHORT_CLOCK_MAX), max(1, round(_SHORT_CLOCK_MAX / rate))
+        k = _SHORT_CLOCK_MAX // p
+    else:
+        k = -(-_TIMED_CLOCK_HZ // p)  # ceil
+    return Fraction(1, p * k), q * k
+
+
 class VideoFileWriter:
     """Write RGB frames to a video file; use as a context manager.
 
@@ -91,6 +131,12 @@ class VideoFileWriter:
         with VideoFileWriter("out.mp4", fps=25, size_px=(256, 256)) as writer:
             for frame in frames:          # (256, 256, 3) uint8 RGB
                 writer.write(frame)
+
+    With each frame's time (a variable-rate input, a camera)::
+
+        with VideoFileWriter("out.mp4", fps=30, size_px=(256, 256), timestamps=True) as writer:
+            for frame in frames:
+                writer.write(render(frame), time_s=frame.time_s)
 
     If the block raises, the frames written so far are flushed and the file is closed, so it stays
     playable; the exception then propagates. The file is written in place (not via a temporary file)
@@ -106,18 +152,26 @@ class VideoFileWriter:
         size_px: tuple[int, int],
         codec: str | None = None,
         crf: int = 18,
+        timestamps: bool = False,
     ) -> None:
         """Open ``path`` for writing.
 
         Args:
             path: output file; its extension (one of :data:`SUPPORTED_EXTENSIONS`) picks the container.
             fps: frames per second, > 0; fractional rates such as 29.97 are stored exactly
-                (as 30000/1001).
+                (as 30000/1001). With ``timestamps`` the nominal rate: the stream's declared rate and
+                the last frame's duration.
             size_px: (width, height) of every frame in pixels; both must be even (yuv420p).
             codec: FFmpeg encoder name; ``None`` picks :func:`default_codec`.
             crf: constant-rate factor of libx264, 0 (lossless, not browser-playable) .. 51 (worst);
                 18 is visually lossless. Other encoders get a bitrate of
                 0.5 bit per pixel per frame instead.
+            timestamps: each :meth:`write` gives the frames' times (``time_s``, seconds) and the
+                file keeps them: frame pts from the time minus the first frame's time, on a clock of
+                at least 90 kHz whose tick divides the nominal period (mp4, mov, mkv: variable frame
+                rate; mkv rounds to its 1 ms clock). AVI stores a constant rate: each frame takes the
+                slot of the nominal rate nearest its time (the next free one where two frames fall in
+                one slot). ``False``: frame k is shown at ``k / fps``.
 
         Raises:
             PirenderError: folder missing, unknown extension, bad fps/size/crf, codec unavailable,
@@ -131,6 +185,10 @@ class VideoFileWriter:
         self._width_px = width_px
         self._height_px = height_px
         self._fps = float(fps)
+        self._timestamps = bool(timestamps)
+        self._first_time_s: float | None = None
+        self._last_pts: int | None = None
+        self._last_time_s = 0.0
         codec_name = default_codec() if codec is None else codec
         if not _encoder_available(codec_name):
             raise PirenderError(f"{self._label}: this FFmpeg build has no encoder named {codec_name!r}")
@@ -142,7 +200,13 @@ class VideoFileWriter:
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise PirenderError(f"{self._label}: cannot open for writing ({exception_text(exc)})") from None
         try:
-            self._stream = self._container.add_stream(codec_name, rate=_frame_rate(fps))
+            rate = _frame_rate(fps)
+            self._stream = self._container.add_stream(codec_name, rate=rate)
+            self._time_base: Fraction | None = None
+            self._ticks_per_frame = 1
+            if self._timestamps:
+                self._time_base, self._ticks_per_frame = _timed_clock(rate, codec_name, extension)
+                self._stream.codec_context.time_base = self._time_base
             self._stream.width = width_px
             self._stream.height = height_px
             self._stream.pix_fmt = "yuv420p"
@@ -218,13 +282,25 @@ class VideoFileWriter:
         """True once :meth:`close` has run."""
         return self._closed
 
-    def write(self, frame_rgb: np.ndarray) -> None:
+    @property
+    def timestamps(self) -> bool:
+        """True where each frame is written at its own time (``write(..., time_s=...)``)."""
+        return self._timestamps
+
+    def write(self, frame_rgb: np.ndarray, time_s: FrameTimes | None = None) -> None:
         """Encode one (H, W, 3) uint8 RGB frame, or each frame of a (B, H, W, 3) batch.
 
         H and W must equal the writer's (height, width).
 
+        Args:
+            frame_rgb: the frame or the batch.
+            time_s: with ``timestamps=True`` (then required), the frame's time in seconds, or the
+                (B,) times of a batch: any origin (the first frame written is the file's start),
+                each later than the one before. Without it, ``None``.
+
         Raises:
-            PirenderError: writer closed, wrong dtype/shape, or the encoder/muxer fails.
+            PirenderError: writer closed, wrong dtype/shape, missing/unexpected/non-increasing times,
+                or the encoder/muxer fails.
         """
         if self._closed:
             raise PirenderError(f"{self._label}: write() after close()")
@@ -244,10 +320,51 @@ class VideoFileWriter:
                 f"{self._label}: frame shape must be {expected} (H, W, 3) or (B, *{expected}), "
                 f"got {frame_rgb.shape}"
             )
-        for frame in batch:
-            self._encode_one(frame)
+        times = self._check_times(time_s, len(batch))
+        for index, frame in enumerate(batch):
+            self._encode_one(frame, None if times is None else float(times[index]))
 
-    def _encode_one(self, frame: np.ndarray) -> None:
+    def _check_times(self, time_s: FrameTimes | None, count: int) -> np.ndarray | None:
+        """The (count,) frame times, or ``None`` for a constant-rate writer."""
+        if not self._timestamps:
+            if time_s is not None:
+                raise PirenderError(
+                    f"{self._label}: time_s given but the writer was opened without timestamps=True"
+                )
+            return None
+        if time_s is None:
+            raise PirenderError(f"{self._label}: this writer keeps each frame's time: give time_s (seconds)")
+        try:
+            times = np.asarray(time_s, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise PirenderError(
+                f"{self._label}: time_s must be seconds (a number or one per frame), "
+                f"got {describe_value(time_s)}"
+            ) from None
+        if times.size != count or not np.all(np.isfinite(times)):
+            raise PirenderError(
+                f"{self._label}: time_s must give {count} finite time(s) in seconds, one per frame, "
+                f"got {times.size}"
+            )
+        return times
+
+    def _pts(self, time_s: float) -> int:
+        """The pts of a frame at ``time_s`` (timestamped writing), increasing along the file."""
+        assert self._time_base is not None
+        if self._first_time_s is None:
+            self._first_time_s = time_s
+        pts = round((time_s - self._first_time_s) / self._time_base)
+        if self._last_pts is not None and pts <= self._last_pts:
+            if Path(self._path).suffix.lower() not in _CONSTANT_RATE_EXTENSIONS:
+                raise PirenderError(
+                    f"{self._label}: frame {self._frames_written} at {time_s:.6f} s is not after the "
+                    f"frame before it ({self._last_time_s:.6f} s); frame times must increase"
+                )
+            pts = self._last_pts + 1  # a constant-rate container: the next free slot
+        self._last_pts, self._last_time_s = pts, time_s
+        return pts
+
+    def _encode_one(self, frame: np.ndarray, time_s: float | None) -> None:
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         yuv = video_frame.reformat(
             format="yuv420p",
@@ -256,7 +373,12 @@ class VideoFileWriter:
             dst_color_trc=_BT709,
             dst_color_primaries=_BT709,
         )
-        yuv.pts = self._frames_written
+        if time_s is None:
+            yuv.pts = self._frames_written
+        else:
+            yuv.pts = self._pts(time_s)
+            yuv.time_base = self._time_base
+            yuv.duration = self._ticks_per_frame  # the last frame's; the others end at the next one
         try:
             packets = self._stream.encode(yuv)
             self._container.mux(packets)
@@ -315,7 +437,8 @@ class VideoFileWriter:
         state = "closed" if self._closed else "open"
         return (
             f"VideoFileWriter({self._path!r}, fps={self._fps}, size_px=({self._width_px}, "
-            f"{self._height_px}), codec={self._codec_name!r}, frames_written={self._frames_written}, {state})"
+            f"{self._height_px}), codec={self._codec_name!r}, timestamps={self._timestamps}, "
+            f"frames_written={self._frames_written}, {state})"
         )
 
 
@@ -325,10 +448,16 @@ class VideoInfo:
 
     Attributes:
         frames: number of frames, counted by decoding the whole stream.
-        width: frame width in pixels.
-        height: frame height in pixels.
-        fps: average frame rate in frames per second (29.97002997 for 30000/1001).
+        width: frame width in pixels (as stored).
+        height: frame height in pixels (as stored).
+        fps: average frame rate in frames per second (29.97002997 for 30000/1001): the declared one
+            where the frames' timestamps agree with it, else measured from them
+            (:func:`~pirender.engine.motion.timing.measure_rate`).
         codec: FFmpeg codec name of the stream, e.g. ``h264`` or ``mpeg4``.
+        duration_s: the stream's duration in seconds as the file declares it (first frame's start to
+            last frame's end), else the container's; where neither is declared, the decoded frames'
+            span plus one frame at ``fps``.
+        variable_rate: True where the frames' timestamps are irregular (variable frame rate).
     """
 
     frames: int
@@ -336,6 +465,8 @@ class VideoInfo:
     height: int
     fps: float
     codec: str
+    duration_s: float
+    variable_rate: bool
 
 
 def read_video_info(path: str | os.PathLike[str]) -> VideoInfo:
@@ -354,14 +485,32 @@ def read_video_info(path: str | os.PathLike[str]) -> VideoInfo:
                 raise PirenderError(f"{label}: has no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            frames = sum(1 for _ in container.decode(stream))
-            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            pts = [frame.pts for frame in container.decode(stream)]
+            tick_s = float(stream.time_base) if stream.time_base is not None else 0.0
+            known = [p for p in pts if p is not None] if tick_s > 0 else []
+            declared = stream.average_rate or stream.guessed_rate or stream.base_rate
+            rate = measure_rate(
+                np.asarray(known, dtype=np.float64) * tick_s,
+                tick_s=tick_s,
+                declared_fps=float(declared) if declared else None,
+            )
+            fps = rate.fps if rate is not None else 0.0
+            if stream.duration is not None and tick_s > 0:
+                duration_s = float(stream.duration) * tick_s
+            elif container.duration is not None:
+                duration_s = container.duration / av.time_base
+            elif known and fps > 0:
+                duration_s = (max(known) - min(known)) * tick_s + 1.0 / fps
+            else:
+                duration_s = 0.0
             return VideoInfo(
-                frames=frames,
+                frames=len(pts),
                 width=int(stream.codec_context.width),
                 height=int(stream.codec_context.height),
-                fps=float(rate) if rate else 0.0,
+                fps=fps,
                 codec=str(stream.codec_context.name),
+                duration_s=duration_s,
+                variable_rate=rate is not None and rate.variable,
             )
     except PirenderError:
         raise
