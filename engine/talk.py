@@ -69,19 +69,23 @@ def added_latency_ms(model: AudioMotionFlow, fps: float = 25.0) -> dict[str, flo
 
 
 def speech_mask(samples: np.ndarray, frames: int, fps: float, config: VadConfig) -> np.ndarray:
-    """(frames,) float in [0, 1]: how much each video frame is speech (VAD, smoothed over ~120 ms)."""
+    """(frames,) float in [0, 1]: how much each video frame is speech (VAD, smoothed over three video
+    frames, ~120 ms at 25 fps; beyond the ends counts as silence). Audio shorter than one VAD frame
+    (30 ms) has no speech: all zeros."""
     voiced = VoiceActivity(config).process(samples).astype(np.float32)  # per VAD frame
     times_s = (np.arange(len(voiced)) + 0.5) * config.frame_ms / 1000.0
     frame_times_s = (np.arange(frames) + 0.5) / fps
     mask = np.interp(frame_times_s, times_s, voiced, left=0.0, right=0.0) if len(voiced) else np.zeros(frames)
     kernel = np.ones(3) / 3
-    return np.clip(np.convolve(mask, kernel, mode="same"), 0.0, 1.0)
+    # "valid" over a zero-padded mask: exactly `frames` values, also for one or two frames
+    return np.clip(np.convolve(np.pad(mask, 1), kernel, mode="valid"), 0.0, 1.0)
 
 
 def motion_for_speech(
     samples: np.ndarray, model: AudioMotionFlow, rest: np.ndarray, config: TalkConfig | None = None
 ) -> MotionSequence:
-    """Motion (frames at ``config.fps``) of the speech for one portrait, in the model's space.
+    """Motion of the speech for one portrait, in the model's space: ``ceil(duration * config.fps)``
+    frames (at least one: any speech from one sample up gives a video as long as it).
 
     The flow generates frame by frame (``sample_sequence`` is a loop of the streaming ``step``);
     where the VAD hears no speech the mouth closes smoothly. Open space: ``rest`` is the portrait's
@@ -89,6 +93,8 @@ def motion_for_speech(
     whose expression the silent frames take (the portrait's own coefficients, or the model's mean).
     """
     cfg = config or TalkConfig()
+    if len(samples) == 0:
+        raise PirenderError("no audio samples to make motion from (the speech is empty)")
     authors = model.config.space_name == AUTHORS_SPACE.name
     if authors and rest.shape != (AUTHORS_SPACE.width,):
         raise PirenderError(f"a {AUTHORS_SPACE.width}-wide rest row is needed, got {rest.shape}")

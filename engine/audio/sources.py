@@ -10,6 +10,11 @@ and the one :mod:`pirender.engine.audio.features` and :mod:`pirender.engine.audi
   down-mixed with FFmpeg's default matrix (stereo -> ``(L + R) / sqrt(2)``, so two identical
   channels come out 3 dB above each one; 5.1 sums more), the rate is converted to 16 kHz, and the
   result is clipped to [-1, 1] (lossy codecs and multichannel down-mixes may exceed full scale).
+  This 16 kHz mono signal is for analysis (features, voice activity); a video's soundtrack is made
+  from the original file (:mod:`pirender.engine.sinks.mux`).
+* :class:`AudioFileReader` is the one decoder of audio files behind both (and behind the training
+  pairs): packet by packet, damaged packets skipped with one warning, a rate or channel change
+  mid-stream converted by a new resampler (:class:`AudioConverter`), any length.
 * :class:`MicrophoneStream` reads a local input device through ``sounddevice`` (PortAudio), imported
   only when a stream is opened so that the rest of the engine works without PortAudio.
 
@@ -21,6 +26,8 @@ from __future__ import annotations
 
 import collections
 import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -33,7 +40,10 @@ from ..errors import PirenderError, describe_value, exception_text
 
 __all__ = [
     "SAMPLE_RATE_HZ",
+    "AudioConverter",
     "AudioError",
+    "AudioFileReader",
+    "AudioFormat",
     "MicrophoneConfig",
     "MicrophoneStream",
     "audio_duration_s",
@@ -73,41 +83,254 @@ def audio_duration_s(samples: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) 
     return len(check_samples(samples)) / sample_rate_hz
 
 
-def load_audio(path: str | Path) -> np.ndarray:
+def load_audio(path: str | Path, *, warn: bool = True) -> np.ndarray:
     """Decode the first audio stream of ``path`` to (samples,) float32 mono in [-1, 1] at 16 kHz.
 
-    Any container/codec FFmpeg reads works (WAV, MP3, FLAC, OGG, the AAC track of an MP4, ...).
-    Raises :class:`AudioError` for a missing file, a file FFmpeg cannot read (e.g. a text file), a
-    file without an audio stream (e.g. a video without sound) and an audio stream without samples.
+    Any container/codec FFmpeg reads works (WAV, MP3, FLAC, OGG, the AAC track of an MP4, ...), with
+    any rate and channel count, also when they change mid-stream (concatenated MP3s). Damaged packets
+    are skipped with one warning (``warn=False``: none), like the ``ffmpeg`` command does; see
+    :class:`AudioFileReader`. Raises :class:`AudioError` for a missing file, a file FFmpeg cannot read
+    (e.g. a text file), a file without an audio stream (e.g. a video without sound), an audio stream
+    without samples and one whose every packet is damaged.
     """
-    path = Path(path)
-    if not path.exists():
-        raise AudioError(f"audio file not found: {path}")
-    if not path.is_file():
-        raise AudioError(f"not an audio file (a folder?): {path}")
-    try:
-        container = av.open(str(path))
-    except av.InvalidDataError as exc:
-        raise AudioError(f"{path} is not an audio or video file FFmpeg can read (invalid data)") from exc
-    except (av.FFmpegError, OSError, ValueError) as exc:
-        raise AudioError(f"cannot read {path} as audio or video ({exception_text(exc)})") from exc
-    chunks: list[np.ndarray] = []
-    with container:
-        if not container.streams.audio:
-            kinds = ", ".join(stream.type for stream in container.streams) or "no streams"
-            raise AudioError(f"{path} has no audio stream ({kinds})")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
-        try:
-            for frame in container.decode(audio=0):
-                chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
-            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-        except (av.FFmpegError, ValueError) as exc:
-            raise AudioError(f"cannot decode the audio of {path} ({exception_text(exc)})") from exc
-    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    with AudioFileReader(path) as reader:
+        chunks = [chunk[0] for chunk in reader.chunks(rate_hz=SAMPLE_RATE_HZ, layout="mono")]
+        if warn:
+            reader.warn_if_damaged()
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if samples.size == 0:
-        raise AudioError(f"{path} has an audio stream but no audio samples (empty)")
+        raise AudioError(f"{reader.path} has an audio stream but no audio samples (empty)")
     return np.clip(samples, -1.0, 1.0)
 
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """The rate (Hz), channel layout (FFmpeg's name: ``"mono"``, ``"stereo"``, ``"5.1"``, ...) and
+    channel count of decoded audio."""
+
+    rate_hz: int
+    layout: str
+    channels: int
+
+
+class AudioConverter:
+    """Decoded PyAV audio frames of any format -> float32 (channels, samples) at ``rate_hz`` in
+    ``layout``, with FFmpeg's resampler and down/up-mix matrix (libswresample).
+
+    An ``av.AudioResampler`` takes only frames of the format it was set up with; this keeps one per
+    input format and starts a new one when the format changes (the old one's last samples are
+    flushed first), so a stream that switches rate or channels mid-way converts without a gap.
+    Each segment's output has exactly ``round(input samples * rate_hz / input rate)`` samples.
+    """
+
+    def __init__(self, rate_hz: int, layout: str) -> None:
+        self.rate_hz = int(rate_hz)
+        self.layout = layout
+        self._resampler: av.AudioResampler | None = None
+        self._key: tuple[str, str, int] | None = None
+        self._template: av.AudioFrame | None = None
+        self._in_samples = 0  # of the current segment, at its input rate
+        self._out_samples = 0  # of the current segment, at rate_hz
+
+    def push(self, frame: av.AudioFrame) -> list[np.ndarray]:
+        """The converted audio available after ``frame``: a list of (channels, n) float32 arrays."""
+        key = (frame.format.name, frame.layout.name, int(frame.sample_rate))
+        chunks = self.finish() if key != self._key else []
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="fltp", layout=self.layout, rate=self.rate_hz)
+            self._key = key
+        self._template = frame
+        self._in_samples += frame.samples
+        return chunks + self._take(self._resampler.resample(frame))
+
+    def finish(self) -> list[np.ndarray]:
+        """Flush the current segment (its exact length); the next :meth:`push` starts a new one."""
+        resampler, template = self._resampler, self._template
+        if resampler is None or template is None:
+            return []
+        # libswresample keeps back up to a filter length of input and may return nothing at all
+        # for a tiny segment (a 1 ms file); pad with silence, flush, and cut to the exact length
+        expected = round(self._in_samples * self.rate_hz / template.sample_rate)
+        padding = av.AudioFrame(
+            format=template.format.name, layout=template.layout.name, samples=template.sample_rate // 50
+        )
+        for plane in padding.planes:
+            plane.update(bytes(plane.buffer_size))
+        padding.sample_rate = template.sample_rate
+        padding.time_base = template.time_base
+        if template.pts is not None and template.time_base is not None:  # right after the last frame
+            padding.pts = template.pts + round(template.samples / template.sample_rate / template.time_base)
+        chunks = self._take(resampler.resample(padding) + resampler.resample(None))
+        excess = self._out_samples - expected
+        while excess > 0 and chunks:
+            cut = min(excess, chunks[-1].shape[1])
+            chunks[-1] = chunks[-1][:, : chunks[-1].shape[1] - cut]
+            excess -= cut
+            if chunks[-1].shape[1] == 0:
+                chunks.pop()
+        if excess < 0:
+            chunks.append(np.zeros((len(av.AudioLayout(self.layout).channels), -excess), np.float32))
+        self._resampler, self._key, self._template = None, None, None
+        self._in_samples = self._out_samples = 0
+        return chunks
+
+    def _take(self, frames: list[av.AudioFrame]) -> list[np.ndarray]:
+        chunks = [frame.to_ndarray().astype(np.float32, copy=False) for frame in frames if frame.samples]
+        self._out_samples += sum(chunk.shape[1] for chunk in chunks)
+        return chunks
+
+
+class AudioFileReader:
+    """The first audio stream of a file, decoded packet by packet (a context manager).
+
+    What real files contain is survived the way the ``ffmpeg`` command does:
+
+    * a packet the decoder refuses (damaged data, FFmpeg's "Header missing") is skipped and counted
+      in ``skipped_packets``; the time it covered (its container duration, ``skipped_s``) becomes
+      silence so that what follows keeps its place on the timeline. :meth:`warn_if_damaged` says so
+      once; only a stream of which nothing decodes is an error;
+    * a change of rate or channels mid-stream (concatenated MP3s) converts without a gap
+      (:class:`AudioConverter`);
+    * a container that cannot be read further (cut off) ends the stream with what was decoded.
+
+    ``first_time_s`` is the presentation time (s, on the file's timeline) of the first decoded
+    sample once decoding started, for putting the sound in sync with a video track of the same file.
+    Raises :class:`AudioError` (one line naming the file) for a missing file, a file FFmpeg cannot
+    read and a file without an audio stream.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise AudioError(f"audio file not found: {self.path}")
+        if not self.path.is_file():
+            raise AudioError(f"not an audio file (a folder?): {self.path}")
+        try:
+            self._container = av.open(str(self.path))
+        except av.InvalidDataError as exc:
+            raise AudioError(
+                f"{self.path} is not an audio or video file FFmpeg can read (invalid data)"
+            ) from exc
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise AudioError(f"cannot read {self.path} as audio or video ({exception_text(exc)})") from exc
+        if not self._container.streams.audio:
+            kinds = ", ".join(stream.type for stream in self._container.streams) or "no streams"
+            self._container.close()
+            raise AudioError(f"{self.path} has no audio stream ({kinds})")
+        self._stream = self._container.streams.audio[0]
+        self.skipped_packets = 0
+        self.skipped_s = 0.0
+        self.first_error = ""
+        self.stopped_early = ""  # why reading stopped before the end of the file ("" = it did not)
+        self.first_time_s: float | None = None
+        self.decoded_frames = 0
+        self._used = False
+
+    def __enter__(self) -> AudioFileReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._container.close()
+
+    def frames(self) -> Iterator[tuple[av.AudioFrame, float]]:
+        """(frame, silence_s) in decoding order: ``silence_s`` is the time (s) of the packets skipped
+        just before ``frame`` (0.0 almost always). A reader decodes once."""
+        if self._used:
+            raise AudioError(f"{self.path}: the audio was already decoded (open a new reader)")
+        self._used = True
+        time_base = self._stream.time_base
+        pending_s = 0.0
+        packets = self._container.demux(self._stream)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except (av.FFmpegError, OSError) as exc:  # the container itself: nothing more can be read
+                self.stopped_early = exception_text(exc)
+                break
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as exc:
+                self.skipped_packets += 1
+                self.first_error = self.first_error or (exc.strerror or exception_text(exc))
+                if packet.duration and time_base is not None:
+                    pending_s += float(packet.duration * time_base)
+                    self.skipped_s += float(packet.duration * time_base)
+                continue
+            for frame in decoded:
+                if self.first_time_s is None and frame.time is not None:
+                    self.first_time_s = float(frame.time)
+                self.decoded_frames += 1
+                yield frame, pending_s
+                pending_s = 0.0
+        if self.stopped_early:
+            try:
+                tail = self._stream.codec_context.decode(None)  # what the decoder still holds
+            except av.FFmpegError:
+                tail = []
+            for frame in tail:
+                self.decoded_frames += 1
+                yield frame, pending_s
+                pending_s = 0.0
+
+    def chunks(self, *, rate_hz: int, layout: str) -> Iterator[np.ndarray]:
+        """The whole stream as (channels, n) float32 arrays at ``rate_hz`` in ``layout`` (FFmpeg's
+        conversion, :class:`AudioConverter`), silence where damaged packets were skipped; raises
+        :class:`AudioError` when every packet is damaged."""
+        converter = AudioConverter(rate_hz, layout)
+        channels = len(av.AudioLayout(layout).channels)
+        try:
+            for frame, silence_s in self.frames():
+                if silence_s > 0:
+                    yield from converter.finish()
+                    yield np.zeros((channels, round(silence_s * rate_hz)), np.float32)
+                yield from converter.push(frame)
+            yield from converter.finish()
+        except (av.FFmpegError, ValueError) as exc:  # a format the resampler cannot convert
+            raise AudioError(f"cannot convert the audio of {self.path} ({exception_text(exc)})") from exc
+        if self.decoded_frames == 0 and self.skipped_packets:
+            raise AudioError(
+                f"cannot decode the audio of {self.path}: all {self.skipped_packets} packets are damaged "
+                f"({self.first_error})"
+            )
+
+    def formats(self) -> list[AudioFormat]:
+        """Every format the stream decodes to, in order of appearance (decodes the whole stream)."""
+        seen: list[AudioFormat] = []
+        for frame, _ in self.frames():
+            found = AudioFormat(int(frame.sample_rate), frame.layout.name, len(frame.layout.channels))
+            if found not in seen:
+                seen.append(found)
+        if not seen and self.skipped_packets:
+            raise AudioError(
+                f"cannot decode the audio of {self.path}: all {self.skipped_packets} packets are damaged "
+                f"({self.first_error})"
+            )
+        return seen
+
+    def warn_if_damaged(self) -> None:
+        """One warning (``warnings.warn``) when packets were skipped or reading stopped early."""
+        if self.skipped_packets:
+            warnings.warn(
+                f"{self.path}: skipped {self.skipped_packets} damaged audio packet"
+                f"{'s' if self.skipped_packets != 1 else ''} ({self.first_error}), replaced by "
+                f"{1000 * self.skipped_s:.0f} ms of silence",
+                UserWarning,
+                stacklevel=2,
+            )
+        if self.stopped_early:
+            warnings.warn(
+                f"{self.path}: the audio could not be read to its end ({self.stopped_early}); "
+                f"using what was decoded",
+                UserWarning,
+                stacklevel=2,
+            )
 
 # --------------------------------------------------------------------------------------------------
 # local microphone
