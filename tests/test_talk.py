@@ -203,6 +203,29 @@ def test_returned_audio_is_the_sound_that_drove_each_frame() -> None:
     assert returned.frame(7)[1] is None
 
 
+def test_the_browser_microphone_may_change_its_format_mid_stream() -> None:
+    """A peer's audio switching from 48 kHz stereo to 44.1 kHz mono (a renegotiated or replaced
+    track) keeps feeding the 16 kHz ring: about 16 000 samples per second of either."""
+    import av
+
+    from pirender.engine.stream.sources import MicrophoneSource
+
+    microphone = MicrophoneSource()
+
+    def frame(rate: int, layout: str, samples: int) -> av.AudioFrame:
+        channels = 2 if layout == "stereo" else 1
+        pcm = (np.sin(np.arange(samples) / 10.0) * 8000).astype(np.int16)
+        made = av.AudioFrame.from_ndarray(np.tile(pcm, channels)[None], format="s16", layout=layout)
+        made.sample_rate = rate
+        return made
+
+    for _ in range(50):  # 1 s of 48 kHz stereo in 20 ms frames
+        microphone.feed(frame(48_000, "stereo", 960))
+    for _ in range(50):  # then 1 s of 44.1 kHz mono
+        microphone.feed(frame(44_100, "mono", 882))
+    assert abs(microphone.samples_received - 32_000) < 400
+
+
 @needs_espeak
 def test_talk_drives_pirenderer_with_an_authors_space_flow(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

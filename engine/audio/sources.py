@@ -157,8 +157,8 @@ class AudioConverter:
         for plane in padding.planes:
             plane.update(bytes(plane.buffer_size))
         padding.sample_rate = template.sample_rate
-        padding.time_base = template.time_base
         if template.pts is not None and template.time_base is not None:  # right after the last frame
+            padding.time_base = template.time_base
             padding.pts = template.pts + round(template.samples / template.sample_rate / template.time_base)
         chunks = self._take(resampler.resample(padding) + resampler.resample(None))
         excess = self._out_samples - expected

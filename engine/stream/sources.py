@@ -141,16 +141,17 @@ class MicrophoneSource:
     sample_rate_hz = 16_000
 
     def __init__(self, capacity_s: float = 5.0) -> None:
-        import av
+        from ..audio.sources import AudioConverter
 
-        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sample_rate_hz)
+        # a converter, not one resampler: a peer may switch rate or channels mid-stream
+        self._converter = AudioConverter(self.sample_rate_hz, "mono")
         self._ring = np.zeros(round(capacity_s * self.sample_rate_hz), dtype=np.float32)
         self._written = 0
         self._lock = threading.Lock()
 
     def feed(self, frame: object) -> None:
-        for chunk in self._resampler.resample(frame):  # type: ignore[arg-type]
-            self.feed_samples(chunk.to_ndarray())
+        for chunk in self._converter.push(frame):  # type: ignore[arg-type]
+            self.feed_samples(chunk[0])
 
     def feed_samples(self, samples: np.ndarray) -> None:
         """Mono float32 samples already at 16 kHz (e.g. a local microphone block)."""
