@@ -12,29 +12,43 @@ Conventions (design card ``pirender-spec.md`` section 6.1):
 
 Every error caused by the input is an :class:`~pirender.engine.errors.ImageError` with a one-line
 message that names the file (or says that the image came from memory) and the problem.
+
+One loader (:func:`read_image`) decodes every picture the engine takes (``--source``, ``edit``, the
+server's uploads and ``serve --source``, the live and talk portraits, image sequences, the face
+crop): EXIF orientation, any colour mode to RGB (transparency over white, 16-bit scaled), and one
+size rule, :data:`MAX_DECODE_SIDE_PX` on the longer side. JPEG files are decoded directly at a
+reduced scale (libjpeg's DCT scaling by 1/2, 1/4 or 1/8, Pillow's ``draft``), so a 200-megapixel
+phone photo never exists in memory at full size; other formats are decoded in full first.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import ImageError, describe_value, exception_text
 from .fileio import write_atomically
 
 __all__ = [
     "DEFAULT_SIZE_PX",
+    "MAX_DECODE_SIDE_PX",
+    "MAX_FULL_DECODE_PIXELS",
+    "MAX_JPEG_PIXELS",
     "MIN_SOURCE_SIDE_PX",
+    "DecodedImage",
     "SourceImage",
     "image_to_tensor",
     "load_source_image",
+    "read_image",
     "save_png",
     "tensor_to_images",
 ]
@@ -47,6 +61,24 @@ DEFAULT_SIZE_PX = 256
 #: and the model size are accepted with a warning (``warnings.warn``) that says the picture will be
 #: upscaled and therefore look blurry.
 MIN_SOURCE_SIDE_PX = 64
+
+#: The one size rule: every picture is decoded (or, from memory, scaled) so that its longer side is at
+#: most this many pixels (bicubic, antialiased; smaller pictures are untouched). 4096 px keeps a face
+#: that fills a tenth of a photo's width at about 400 px, more than the model's 256, while the
+#: decoded picture stays under 50 MB.
+MAX_DECODE_SIDE_PX = 4096
+
+#: JPEG files with more pixels than this (about 1.07 gigapixels) are refused. Below it the reduced
+#: decode keeps memory bounded: at most (2 x MAX_DECODE_SIDE_PX)^2 pixels are ever decoded.
+MAX_JPEG_PIXELS = 1 << 30
+
+#: Other formats are decoded in full before they are scaled down, so their size stays bounded by
+#: Pillow's own decompression-bomb limit (its default, twice ``PIL.Image.MAX_IMAGE_PIXELS``,
+#: about 179 megapixels: up to about 0.7 GB while decoding); larger files are refused.
+MAX_FULL_DECODE_PIXELS = 178_956_970
+
+# JPEG files start with an SOI marker followed by another marker.
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 # Background that transparent pixels are composited over (white, as an RGB triple of uint8 levels).
 _BACKGROUND_RGB = (255, 255, 255)
@@ -86,8 +118,92 @@ class SourceImage:
         return int(self.rgb.shape[0])
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """A picture decoded by the one loader (:func:`read_image`).
+
+    Attributes:
+        rgb: (H, W, 3) uint8 RGB pixels, C-contiguous, longer side <= :data:`MAX_DECODE_SIDE_PX`.
+        path: the file it was read from, or ``None`` when it came from memory.
+        label: how messages name it (e.g. ``source image face.jpg``, ``uploaded image``).
+        original_size_px: (width, height) of the picture as stored, after EXIF rotation, in pixels
+            (larger than ``rgb``'s when it was decoded at a reduced size).
+    """
+
+    rgb: np.ndarray
+    path: str | None
+    label: str
+    original_size_px: tuple[int, int]
+
+
+def read_image(
+    source: str | os.PathLike[str] | bytes | Image.Image | np.ndarray | DecodedImage,
+    *,
+    label: str | None = None,
+    formats: Sequence[str] | None = None,
+) -> DecodedImage:
+    """Decode a picture the one way the engine does (module docstring).
+
+    Args:
+        source: a path to any file Pillow reads (animated files: the first frame); the encoded
+            bytes of such a file; a ``PIL.Image.Image`` in any mode (current frame; not modified);
+            a uint8 numpy array: (H, W) or (H, W, 1) grey, (H, W, 3) RGB, (H, W, 4) RGBA; or a
+            :class:`DecodedImage` (returned as it is).
+        label: how error messages and warnings name the picture (default: ``image <path>``,
+            ``image (N bytes)``, ``image (PIL image)``, ``image (numpy array)``).
+        formats: Pillow format names accepted (e.g. ``("PNG", "JPEG", "WEBP")``); ``None``: any.
+
+    Returns:
+        A :class:`DecodedImage`.
+
+    Processing: EXIF orientation (an unreadable EXIF block is ignored with a warning); any mode to
+    RGB as :func:`load_source_image` documents; the size rule. JPEG: decoded at the smallest DCT
+    scale whose result still has a longer side >= :data:`MAX_DECODE_SIDE_PX`, then scaled to it.
+
+    Raises:
+        ImageError: file missing / empty / a folder / not an image / truncated or corrupt / a format
+            not in ``formats`` / more pixels than :data:`MAX_JPEG_PIXELS` (JPEG) or
+            :data:`MAX_FULL_DECODE_PIXELS` (other formats) / an unsupported mode; arrays of the
+            wrong dtype or shape.
+    """
+    if isinstance(source, DecodedImage):
+        return source
+    path: str | None = None
+    if isinstance(source, np.ndarray):
+        label = label or "image (numpy array)"
+        image = _image_from_array(source, label)
+        stored_size = image.size  # arrays carry no EXIF
+    elif isinstance(source, Image.Image):
+        label = label or "image (PIL image)"
+        try:
+            source.load()
+        except _DECODE_ERRORS as exc:
+            raise ImageError(f"{label}: cannot decode its pixels ({exception_text(exc)})") from None
+        image = _apply_exif_orientation(source, label, copy=True)
+        stored_size = image.size
+    elif isinstance(source, bytes | bytearray | memoryview):
+        label = label or f"image ({len(source)} bytes)"
+        if len(source) == 0:
+            raise ImageError(f"{label}: is empty (0 bytes)")
+        image, stored_size = _decode(io.BytesIO(source), label, formats)  # EXIF applied
+    elif isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        label = label or f"image {path}"
+        image, stored_size = _decode_file(path, label, formats)
+    else:
+        raise ImageError(
+            "an image must be a path, encoded bytes, a PIL.Image.Image or a uint8 numpy array, "
+            f"got {type(source).__name__}"
+        )
+    if image.mode in ("L", "RGB") and "transparency" not in image.info:
+        image = _bounded(image)  # the same pixels as after the conversion, with less to convert
+    rgb = np.ascontiguousarray(np.asarray(_bounded(_to_rgb(image, label)), dtype=np.uint8))
+    original_size_px = (int(stored_size[0]), int(stored_size[1]))
+    return DecodedImage(rgb=rgb, path=path, label=label, original_size_px=original_size_px)
+
+
 def load_source_image(
-    path_or_image: str | os.PathLike[str] | Image.Image | np.ndarray,
+    path_or_image: str | os.PathLike[str] | bytes | Image.Image | np.ndarray | DecodedImage,
     *,
     size_px: int = DEFAULT_SIZE_PX,
 ) -> SourceImage:
@@ -99,15 +215,17 @@ def load_source_image(
               use their first frame;
             * a ``PIL.Image.Image`` in any mode (its current frame is used; it is not modified);
             * a uint8 numpy array in RGB order: (H, W) grey, (H, W, 1) grey, (H, W, 3) RGB or
-              (H, W, 4) RGBA.
+              (H, W, 4) RGBA;
+            * the encoded bytes of an image file, or a picture :func:`read_image` decoded.
         size_px: side of the square output in pixels (the model size, 256 for the released weights).
 
     Returns:
         A :class:`SourceImage` whose ``rgb`` is (size_px, size_px, 3) uint8.
 
-    Processing, in order:
+    Processing, in order (1, 2 and the size rule are :func:`read_image`'s, the one loader):
         1. EXIF orientation is applied (``ImageOps.exif_transpose``); an unreadable EXIF block is
-           ignored with a warning.
+           ignored with a warning. Pictures larger than :data:`MAX_DECODE_SIDE_PX` are decoded at
+           that size (JPEG at a reduced DCT scale); smaller ones are used as they are.
         2. Any mode becomes RGB: grey (1, L, I;16*, I, F) is replicated to three channels; palette
            (P) is expanded; alpha modes (RGBA, LA, PA, premultiplied) and palette/grey/RGB images
            with a transparency key are composited over white; CMYK, YCbCr, LAB, HSV use Pillow's
@@ -115,48 +233,40 @@ def load_source_image(
            as 8-bit if its maximum is <= 255, else as 16-bit if <= 65535, else scaled by its maximum;
            negatives clip to 0. Float ``F`` is taken as [0, 1] if its maximum is <= 1, else as
            [0, 255] (clipped); NaN becomes 0. ICC profiles are not applied.
-        3. Size check on the shorter side: below :data:`MIN_SOURCE_SIDE_PX` -> ``ImageError``;
+        3. Size check on the original's shorter side: below :data:`MIN_SOURCE_SIDE_PX` -> ``ImageError``;
            below ``size_px`` -> ``UserWarning`` (upscaled, blurry).
         4. PIL bicubic resize so the shorter side becomes ``size_px`` (the longer side is
            ``int(size_px * long / short)``), then a centre crop to ``size_px`` x ``size_px``.
 
     Raises:
-        ImageError: file missing / empty / a folder / not an image / truncated or corrupt / too
-            large for Pillow's decompression-bomb guard / unsupported mode / too small; arrays of
-            the wrong dtype or shape; ``size_px`` not a positive int.
+        ImageError: file missing / empty / a folder / not an image / truncated or corrupt / more
+            pixels than :data:`MAX_JPEG_PIXELS` (JPEG) or :data:`MAX_FULL_DECODE_PIXELS` (other
+            formats) / unsupported mode / too small; arrays of the wrong dtype or shape;
+            ``size_px`` not a positive int.
     """
     if isinstance(size_px, bool) or not isinstance(size_px, int | np.integer) or size_px < 1:
         raise ImageError(f"size_px must be a positive int (pixels), got {size_px!r}")
     size_px = int(size_px)
-
-    path: str | None
     if isinstance(path_or_image, np.ndarray):
-        path = None
         label = "source image (numpy array)"
-        image = _image_from_array(path_or_image, label)
     elif isinstance(path_or_image, Image.Image):
-        path = None
         label = "source image (PIL image)"
-        try:
-            path_or_image.load()
-        except _DECODE_ERRORS as exc:
-            raise ImageError(f"{label}: cannot decode its pixels ({exception_text(exc)})") from None
-        image = _apply_exif_orientation(path_or_image, label)
     elif isinstance(path_or_image, str | os.PathLike):
-        path = os.fspath(path_or_image)
-        label = f"source image {path}"
-        image = _open_image_file(path, label)  # EXIF orientation already applied
+        label = f"source image {os.fspath(path_or_image)}"
+    elif isinstance(path_or_image, bytes | bytearray | memoryview):
+        label = f"source image ({len(path_or_image)} bytes)"
+    elif isinstance(path_or_image, DecodedImage):
+        label = path_or_image.label
     else:
         raise ImageError(
-            "source image must be a path, a PIL.Image.Image or a uint8 numpy array, "
+            "source image must be a path, encoded bytes, a PIL.Image.Image or a uint8 numpy array, "
             f"got {type(path_or_image).__name__}"
         )
-
-    width_px, height_px = image.size
+    picture = read_image(path_or_image, label=label)
+    width_px, height_px = picture.original_size_px
     _check_size(width_px, height_px, size_px, label)
-    rgb_image = _to_rgb(image, label)
-    rgb = _resize_and_centre_crop(rgb_image, size_px)
-    return SourceImage(rgb=rgb, path=path, original_size_px=(width_px, height_px))
+    rgb = _resize_and_centre_crop(Image.fromarray(picture.rgb, mode="RGB"), size_px)
+    return SourceImage(rgb=rgb, path=picture.path, original_size_px=(width_px, height_px))
 
 
 def image_to_tensor(
@@ -263,8 +373,8 @@ def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
 # helpers
 
 
-def _open_image_file(path: str, label: str) -> Image.Image:
-    """Open and fully decode the first frame of an image file; the file is closed on return."""
+def _decode_file(path: str, label: str, formats: Sequence[str] | None) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode an image file (see :func:`_decode`); the file is closed on return."""
     p = Path(path)
     if not p.exists():
         raise ImageError(f"{label}: file not found")
@@ -273,20 +383,79 @@ def _open_image_file(path: str, label: str) -> Image.Image:
     try:
         if p.stat().st_size == 0:
             raise ImageError(f"{label}: file is empty (0 bytes)")
-        with Image.open(p) as opened:
-            opened.load()  # the first frame of animated files: Image.open starts there
-            image = _apply_exif_orientation(opened, label)  # an independent, decoded copy
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{label}: too many pixels, refused as a decompression bomb ({exc})") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{label}: not an image file Pillow can read") from None
+        with open(p, "rb") as handle:
+            return _decode(handle, label, formats)
     except PermissionError:
         raise ImageError(f"{label}: permission denied") from None
+
+
+def _decode(
+    handle: io.BufferedIOBase | io.BytesIO, label: str, formats: Sequence[str] | None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode the first frame of an encoded picture, EXIF orientation applied, JPEG at a reduced
+    scale; returns the image and the picture's full (width, height) after EXIF rotation."""
+    try:
+        is_jpeg = handle.read(3) == _JPEG_SIGNATURE
+        handle.seek(0)
+        if is_jpeg:
+            # Pillow's JPEG opener itself: ``Image.open`` would apply its decompression-bomb guard to
+            # the full size, which this reduced decode never allocates (MAX_JPEG_PIXELS applies)
+            image: Image.Image = JpegImagePlugin.jpeg_factory(handle)
+        else:
+            with warnings.catch_warnings():  # the limit is MAX_FULL_DECODE_PIXELS, below
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(handle)
+        kind = "JPEG" if image.format == "MPO" else str(image.format)
+        if formats is not None and kind not in formats:
+            accepted = ", ".join(_format_name(f) for f in formats)
+            raise ImageError(
+                f"{label}: {_format_name(kind)} pictures are not accepted here (accepted: {accepted})"
+            )
+        width_px, height_px = image.size
+        pixels = width_px * height_px
+        limit = MAX_JPEG_PIXELS if is_jpeg else MAX_FULL_DECODE_PIXELS
+        if pixels > limit:
+            advice = "" if is_jpeg else " (JPEG files may be larger: they are decoded at a reduced scale)"
+            raise ImageError(
+                f"{label}: {width_px}x{height_px} px ({pixels / 1e6:.0f} megapixels) is more than the "
+                f"{limit / 1e6:.0f} megapixels a {_format_name(kind)} picture may have{advice}; "
+                "make it smaller"
+            )
+        if is_jpeg:
+            scale = MAX_DECODE_SIDE_PX / max(width_px, height_px)
+            if scale < 1.0:
+                image.draft(None, (max(1, int(width_px * scale)), max(1, int(height_px * scale))))
+        image.load()  # the first frame of animated files: opening starts there
+        decoded_size = image.size
+        image = _apply_exif_orientation(image, label, copy=False)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"{label}: more than the {MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels a picture in this format "
+            "may have (JPEG files may be larger: they are decoded at a reduced scale); make it smaller"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label}: not an image file Pillow can read") from None
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{label}: truncated or corrupt image ({exception_text(exc)})") from None
-    return image
+    turned = image.size == decoded_size[::-1] and decoded_size[0] != decoded_size[1]
+    return image, ((height_px, width_px) if turned else (width_px, height_px))
+
+
+def _format_name(pillow_format: str) -> str:
+    """A format as people write it (Pillow says WEBP)."""
+    return "WebP" if pillow_format == "WEBP" else pillow_format
+
+
+def _bounded(image: Image.Image) -> Image.Image:
+    """The image scaled (bicubic, antialiased) so that its longer side is <= MAX_DECODE_SIDE_PX."""
+    width_px, height_px = image.size
+    scale = MAX_DECODE_SIDE_PX / max(width_px, height_px)
+    if scale >= 1.0:
+        return image
+    size = (max(1, round(width_px * scale)), max(1, round(height_px * scale)))
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
 def _image_from_array(array: np.ndarray, label: str) -> Image.Image:
@@ -312,18 +481,21 @@ def _image_from_array(array: np.ndarray, label: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array), mode=mode)
 
 
-def _apply_exif_orientation(image: Image.Image, label: str) -> Image.Image:
-    """Rotate/flip as the EXIF Orientation tag says; a broken EXIF block is ignored with a warning."""
+def _apply_exif_orientation(image: Image.Image, label: str, *, copy: bool) -> Image.Image:
+    """Rotate/flip as the EXIF Orientation tag says; a broken EXIF block is ignored with a warning.
+    With ``copy`` the result never shares pixels with ``image`` (a caller's image stays unmodified)."""
     try:
         transposed = ImageOps.exif_transpose(image)
     except Exception as exc:  # any failure of Pillow's EXIF parser means "no usable tag"
         warnings.warn(
             f"{label}: EXIF orientation unreadable, image used as stored ({exception_text(exc)})",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-        return image.copy()  # independent of the (soon closed) file
-    return image.copy() if transposed is None else transposed
+        transposed = None
+    if transposed is None:
+        return image.copy() if copy else image
+    return transposed
 
 
 def _check_size(width_px: int, height_px: int, size_px: int, label: str) -> None:

@@ -13,10 +13,15 @@ from PIL import Image
 
 from pirender.engine.errors import ImageError, PirenderError
 from pirender.engine.image import (
+    MAX_DECODE_SIDE_PX,
+    MAX_FULL_DECODE_PIXELS,
+    MAX_JPEG_PIXELS,
     MIN_SOURCE_SIDE_PX,
+    DecodedImage,
     SourceImage,
     image_to_tensor,
     load_source_image,
+    read_image,
     save_png,
     tensor_to_images,
 )
@@ -417,3 +422,130 @@ def test_save_png_errors(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="uint8"):
         save_png(tmp_path / "out.png", np.zeros((4, 4, 3), np.float32))
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# the one loader (read_image): the size rule, large photos, bytes, formats
+
+
+def _gradient(width_px: int, height_px: int, mode: str = "RGB") -> Image.Image:
+    """A smooth picture (fast to make and encode, survives a reduced decode) with a white mark at the
+    top left: grey from black (top) to white (bottom); RGB adds a left-to-right gradient as green."""
+    vertical = Image.linear_gradient("L").resize((width_px, height_px), Image.Resampling.BILINEAR)
+    vertical.paste(255, (0, 0, width_px // 8, height_px // 8))
+    if mode == "L":
+        return vertical
+    horizontal = Image.linear_gradient("L").transpose(Image.Transpose.TRANSPOSE)
+    return Image.merge("RGB", (vertical, horizontal.resize((width_px, height_px)), vertical))
+
+
+def test_pictures_up_to_the_size_rule_are_decoded_as_they_are(tmp_path: Path) -> None:
+    path = tmp_path / "edge.png"
+    _gradient(MAX_DECODE_SIDE_PX, 300).save(path)
+    decoded = read_image(path)
+    with Image.open(path) as original:
+        np.testing.assert_array_equal(decoded.rgb, np.asarray(original.convert("RGB")))
+    assert decoded.original_size_px == (MAX_DECODE_SIDE_PX, 300) and decoded.path == str(path)
+
+
+def test_larger_pictures_are_scaled_to_the_size_rule(tmp_path: Path) -> None:
+    path = tmp_path / "long.png"
+    _gradient(6000, 400).save(path)
+    decoded = read_image(path)
+    assert decoded.rgb.shape == (273, MAX_DECODE_SIDE_PX, 3) and decoded.original_size_px == (6000, 400)
+    with Image.open(path) as original:
+        reference = np.asarray(original.resize((MAX_DECODE_SIDE_PX, 273), Image.Resampling.BICUBIC))
+    assert np.abs(decoded.rgb.astype(int) - reference).mean() < 1.0
+
+
+def test_a_108_megapixel_jpeg_is_decoded_reduced_without_a_warning(tmp_path: Path) -> None:
+    """12000 x 9000 (case 12's big108): decoded at 1/2 DCT scale, then scaled to 4096 x 3072; Pillow's
+    decompression-bomb warning (it starts at 89 megapixels) is not printed."""
+    path = tmp_path / "big108.jpg"
+    _gradient(12000, 9000, "L").save(path, quality=80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded = read_image(path)
+        source = load_source_image(path)
+    assert decoded.rgb.shape == (3072, 4096, 3) and decoded.original_size_px == (12000, 9000)
+    assert source.original_size_px == (12000, 9000)
+    # the same picture as a full-size decode would give, scaled the same way
+    reference = np.asarray(_gradient(4096, 3072, "L"))
+    assert np.abs(decoded.rgb[..., 0].astype(int) - reference).mean() < 2.0
+
+
+def test_a_reduced_decode_keeps_the_exif_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "sideways.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    _gradient(8400, 4200).save(path, quality=80, exif=exif.tobytes())
+    decoded = read_image(path)
+    assert decoded.original_size_px == (4200, 8400)  # upright
+    assert decoded.rgb.shape == (MAX_DECODE_SIDE_PX, 2048, 3)
+    assert decoded.rgb[:100, -100:, 0].min() > 240  # the bright mark (stored top left) is now top right
+
+
+def _png_header(width_px: int, height_px: int) -> bytes:
+    """A PNG claiming a size: signature, IHDR, and a few bytes of (unusable) pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width_px, height_px, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(bytes(64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def _jpeg_claiming(width_px: int, height_px: int) -> bytes:
+    """A small real JPEG whose frame header (SOF0) claims another size."""
+    import io
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), RED).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"\xff\xc0")
+    data[at + 5 : at + 9] = struct.pack(">HH", height_px, width_px)
+    return bytes(data)
+
+
+def test_absurd_sizes_are_refused_clearly(tmp_path: Path) -> None:
+    message = r"huge\.png: more than the 179 megapixels a picture in this format may have \(JPEG"
+    with pytest.raises(ImageError, match=message):
+        read_image(_write(tmp_path / "huge.png", _png_header(20000, 10000)))
+    assert MAX_FULL_DECODE_PIXELS < 20000 * 10000
+    message = r"huge\.jpg: 40000x40000 px \(1600 megapixels\) is more than the 1074 megapixels a JPEG"
+    with pytest.raises(ImageError, match=message):
+        read_image(_write(tmp_path / "huge.jpg", _jpeg_claiming(40000, 40000)))
+    assert MAX_JPEG_PIXELS < 40000 * 40000
+    # between Pillow's warning (89 MP) and its refusal: no warning; this header has no pixels behind it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageError, match="truncated or corrupt"):
+            read_image(_write(tmp_path / "big.png", _png_header(12000, 9000)))
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_bytes_decode_like_the_file_and_formats_can_be_limited(tmp_path: Path) -> None:
+    path = tmp_path / "face.webp"
+    _gradient(400, 300).save(path, lossless=True)
+    raw = path.read_bytes()
+    from_bytes = read_image(raw, label="uploaded image")
+    np.testing.assert_array_equal(from_bytes.rgb, read_image(path).rgb)
+    assert from_bytes.path is None and from_bytes.label == "uploaded image"
+    assert read_image(from_bytes) is from_bytes  # a decoded picture passes through
+    np.testing.assert_array_equal(load_source_image(from_bytes).rgb, load_source_image(path).rgb)
+    assert isinstance(from_bytes, DecodedImage)
+    message = r"uploaded image: WebP pictures are not accepted here \(accepted: PNG, JPEG\)"
+    with pytest.raises(ImageError, match=message):
+        read_image(raw, label="uploaded image", formats=("PNG", "JPEG"))
+    with pytest.raises(ImageError, match=r"image \(0 bytes\): is empty"):
+        read_image(b"")
+    with pytest.raises(ImageError, match="must be a path, encoded bytes"):
+        read_image(3.5)  # type: ignore[arg-type]
