@@ -7,6 +7,7 @@ import sys
 import time
 import types
 import warnings
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from PIL import Image
 
 from pirender.engine.errors import PirenderError
 from pirender.engine.sources.frames import (
+    RATE_PROBE_PACKETS,
     CameraFrames,
     Frame,
     ImageSequenceFrames,
@@ -94,6 +96,7 @@ def test_video_frames_count_size_times_and_colours(tmp_path: Path, codec: str, s
     with VideoFileFrames(path) as source:
         assert source.fps == pytest.approx(FPS)
         assert source.size_px == (WIDTH_PX, HEIGHT_PX)
+        assert not source.variable_rate and source.rotation_deg == 0 and not source.mirrored
         frames = list(source)
     assert [f.index for f in frames] == list(range(len(COLOURS)))
     times_s = np.array([f.time_s for f in frames])
@@ -240,6 +243,211 @@ def test_real_driving_clip() -> None:
     assert abs(len(times_s) - 175) <= 5
     assert np.all(np.diff(times_s) > 0)
     np.testing.assert_allclose(times_s, np.arange(len(times_s)) / 25.0, atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------------
+# orientation: the container's display matrix
+
+
+def _pattern(size_px: tuple[int, int] = (WIDTH_PX, HEIGHT_PX)) -> np.ndarray:
+    """(H, W, 3) uint8 picture that no rotation or mirror maps onto itself: three coloured blocks."""
+    width_px, height_px = size_px
+    rgb = np.full((height_px, width_px, 3), 90, np.uint8)
+    rgb[:8, :16] = (220, 30, 30)  # top left, wide
+    rgb[-16:, -8:] = (30, 220, 30)  # bottom right, tall
+    rgb[20:28, 30:34] = (30, 30, 220)
+    return rgb
+
+
+def write_turned_video(
+    path: Path, stored: np.ndarray, *, degrees: float, hflip: bool = False, vflip: bool = False
+) -> Path:
+    """A video of ``stored`` pictures whose display matrix says: rotate ``degrees`` counter-clockwise,
+    then mirror (PyAV's VideoStream.set_display_rotation, as phones and ``ffmpeg -metadata rotate``)."""
+    height_px, width_px = stored.shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(_encoder("libx264"), rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = width_px, height_px, "yuv420p"
+        stream.options = {"qp": "0"}  # lossless luma: the comparison below is about geometry
+        stream.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+# (degrees counter-clockwise, hflip, vflip) -> (rotation_deg, mirrored) the source reports
+ORIENTATIONS = {
+    (90, False, False): (90, False),
+    (180, False, False): (180, False),
+    (270, False, False): (-90, False),
+    (-90, False, False): (-90, False),  # a phone held upright: stored sideways, "rotate=-90"
+    (0, True, False): (0, True),
+    (0, False, True): (180, True),  # a vertical mirror is a half turn and a horizontal one
+    (90, True, False): (90, True),
+    (-90, True, False): (-90, True),
+}
+
+
+@pytest.mark.parametrize(("degrees", "hflip", "vflip"), list(ORIENTATIONS))
+def test_display_matrix_is_applied(tmp_path: Path, degrees: int, hflip: bool, vflip: bool) -> None:
+    stored = _pattern()
+    path = write_turned_video(tmp_path / "turned.mp4", stored, degrees=degrees, hflip=hflip, vflip=vflip)
+    shown = np.rot90(stored, degrees // 90)  # what players show (np.rot90: counter-clockwise)
+    if hflip:
+        shown = shown[:, ::-1]
+    if vflip:
+        shown = shown[::-1]
+    with VideoFileFrames(path) as source:
+        assert source.size_px == (shown.shape[1], shown.shape[0])
+        assert (source.rotation_deg, source.mirrored) == ORIENTATIONS[(degrees, hflip, vflip)]
+        frames = list(source)
+    assert len(frames) == 3
+    for frame in frames:
+        assert frame.rgb.shape == shown.shape and frame.rgb.flags.c_contiguous
+        error = np.abs(frame.rgb.astype(int) - shown.astype(int))
+        assert error.mean() < 3, f"frame {frame.index}: mean error {error.mean():.1f}"
+
+
+def test_a_rotation_that_is_not_a_right_angle_is_ignored_with_a_warning(tmp_path: Path) -> None:
+    stored = _pattern()
+    path = write_turned_video(tmp_path / "tilted.mp4", stored, degrees=30)
+    with pytest.warns(UserWarning, match=r"tilted\.mp4: its display matrix rotates by 30\.0 degrees"):
+        source = VideoFileFrames(path)
+    with source:
+        assert source.size_px == (WIDTH_PX, HEIGHT_PX) and source.rotation_deg == 0
+        assert np.abs(next(iter(source)).rgb.astype(int) - stored.astype(int)).mean() < 3
+
+
+def _pan_clip(seconds: float) -> tuple[list[np.ndarray], float]:
+    """The shared clip d18 with the face panning left-right, as the case 3_phone_rotation makes it:
+    a 360x480 window at x = 60 + 55 sin(2 pi t / 1.5) px, scaled to 240x320; its frames and rate."""
+    path = shared_data("driving", "d18.mp4")
+    pictures = []
+    with VideoFileFrames(path, max_frames=round(seconds * 30)) as source:
+        fps = source.fps or 30.0
+        for frame in source:
+            left_px = round(60 + 55 * np.sin(2 * np.pi * frame.time_s / 1.5))
+            window = Image.fromarray(frame.rgb[:, left_px : left_px + 360])
+            pictures.append(np.asarray(window.resize((240, 320), Image.Resampling.BILINEAR)))
+    return pictures, fps
+
+
+def _write_clip(path: Path, pictures: list[np.ndarray], fps: float, *, degrees: float | None = None) -> Path:
+    height_px, width_px = pictures[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(_encoder("libx264"), rate=round(fps))
+        stream.width, stream.height, stream.pix_fmt = width_px, height_px, "yuv420p"
+        stream.options = {"crf": "18"}
+        if degrees is not None:
+            stream.set_display_rotation(degrees)
+        for picture in pictures:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), "rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_phone_video_stored_sideways_tracks_like_the_upright_one(tmp_path: Path) -> None:
+    """Case 3_phone_rotation: a clip stored sideways with a -90 degree display matrix gives the same
+    motion as the upright clip: tx varies (std ~0.37 of the eye distance), ty ~constant, roll ~0."""
+    pytest.importorskip("mediapipe")
+    from pirender.engine.cli.main import main
+    from pirender.engine.motion.io import load_motion
+    from pirender.engine.motion.space import OPEN_SPACE
+
+    pictures, fps = _pan_clip(seconds=1.5)  # one period of the pan
+    upright = _write_clip(tmp_path / "pan_up.mp4", pictures, fps)
+    # stored turned a quarter counter-clockwise (ffmpeg transpose=2); players turn it back clockwise
+    phone = _write_clip(tmp_path / "pan_phone.mp4", [np.rot90(p, 1) for p in pictures], fps, degrees=-90)
+    with VideoFileFrames(upright) as up_frames, VideoFileFrames(phone) as phone_frames:
+        assert phone_frames.size_px == up_frames.size_px == (240, 320)
+        assert phone_frames.rotation_deg == -90
+        for up, turned in zip(up_frames, phone_frames, strict=True):
+            assert np.abs(up.rgb.astype(int) - turned.rgb.astype(int)).mean() < 4  # same picture
+
+    motion = {}
+    for name, clip in (("up", upright), ("phone", phone)):
+        out = tmp_path / f"{name}.npz"
+        assert main(["track", str(clip), "--out", str(out)]) == 0
+        motion[name] = load_motion(out)
+    column = {slot: OPEN_SPACE.slot_names.index(slot) for slot in ("roll", "tx", "ty")}
+    up, turned = motion["up"].values, motion["phone"].values
+    assert up.shape == turned.shape == (len(pictures), len(OPEN_SPACE.slot_names))
+    for values in (up, turned):
+        assert 0.3 < values[:, column["tx"]].std() < 0.45  # the left-right pan
+        assert values[:, column["ty"]].std() < 0.05  # no up-down motion
+        assert abs(values[:, column["roll"]].mean()) < 0.1  # upright (sideways: -1.54 rad)
+    assert np.corrcoef(up[:, column["tx"]], turned[:, column["tx"]])[0, 1] > 0.99
+    np.testing.assert_allclose(turned[:, column["tx"]], up[:, column["tx"]], atol=0.05)
+
+
+# --------------------------------------------------------------------------------------------------
+# time: frame rates and timestamps
+
+
+def write_timed_webm(
+    path: Path, times_ms: list[int], *, codec: str = "libvpx", declared_fps: int | None = None
+) -> Path:
+    """A WebM as browsers record it (MediaRecorder): a 1 ms clock, frames at ``times_ms``, and no
+    declared frame rate (``declared_fps``: a default rate written anyway, as some muxers do)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(_encoder(codec), rate=declared_fps)
+        stream.width, stream.height, stream.pix_fmt = WIDTH_PX, HEIGHT_PX, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        if declared_fps is None:
+            stream.codec_context.framerate = Fraction(0, 1)
+        for index, time_ms in enumerate(times_ms):
+            rgb = np.empty((HEIGHT_PX, WIDTH_PX, 3), dtype=np.uint8)
+            rgb[:] = COLOURS[index % len(COLOURS)]
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = time_ms, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+# Irregular frame intervals of a browser recording, in ms.
+BROWSER_INTERVALS_MS = [33, 34, 50, 67, 20, 33, 41, 34, 100, 33, 17, 50, 33, 34, 33]
+
+
+@pytest.mark.parametrize("codec", ["libvpx", "libvpx-vp9"])
+def test_browser_webm_without_a_rate_gives_its_real_times_and_rate(tmp_path: Path, codec: str) -> None:
+    times_ms = [int(t) for t in np.cumsum([0, *BROWSER_INTERVALS_MS])]
+    path = write_timed_webm(tmp_path / "recording.webm", times_ms, codec=codec)
+    with av.open(str(path)) as container:  # what the file declares: no usable rate
+        stream = container.streams.video[0]
+        assert stream.average_rate is None and stream.time_base == Fraction(1, 1000)
+    with VideoFileFrames(path) as source:
+        assert source.variable_rate
+        assert source.fps == pytest.approx((len(times_ms) - 1) / (times_ms[-1] / 1000))
+        frames = list(source)
+    np.testing.assert_allclose([f.time_s for f in frames], np.array(times_ms) / 1000, atol=1e-9)
+
+
+def test_a_declared_rate_the_timestamps_contradict_is_replaced(tmp_path: Path) -> None:
+    times_ms = [int(t) for t in np.cumsum([0, *BROWSER_INTERVALS_MS])]
+    path = write_timed_webm(tmp_path / "recording.webm", times_ms, declared_fps=24)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].average_rate == 24
+    with VideoFileFrames(path) as source:
+        assert source.variable_rate
+        assert source.fps == pytest.approx((len(times_ms) - 1) / (times_ms[-1] / 1000))  # 21.2, not 24
+
+
+def test_constant_rate_webm_on_a_millisecond_clock_is_constant(tmp_path: Path) -> None:
+    times_ms = [round(index * 1000 / 30) for index in range(45)]  # 0, 33, 67, 100 ...
+    path = write_timed_webm(tmp_path / "steady.webm", times_ms)
+    with VideoFileFrames(path) as source:
+        assert source.fps == 30.0 and not source.variable_rate
+        assert len(list(source)) == 45
+
+
+def test_long_clip_rate_from_the_first_packets_only(tmp_path: Path) -> None:
+    # more packets than the probe reads, B-frames reordered: the cut does not look like a gap
+    colours = [COLOURS[index % len(COLOURS)] for index in range(RATE_PROBE_PACKETS + 40)]
+    path = write_video(tmp_path / "long.mp4", colours, codec="libx264")
+    with VideoFileFrames(path) as source:
+        assert source.fps == FPS and not source.variable_rate
 
 
 # --------------------------------------------------------------------------------------------------
@@ -392,6 +600,7 @@ def test_camera_frames_are_rgb_timed_and_stop_with_a_warning(monkeypatch: pytest
     with CameraFrames(0) as camera:
         assert camera.size_px == (640, 480)
         assert camera.fps is None  # the driver reported 0
+        assert camera.variable_rate  # its frames' times are measured, whatever it announces
         with pytest.warns(UserWarning, match="camera 0: no frame could be read .* after 3 frames"):
             frames = list(camera)
     assert [f.index for f in frames] == [0, 1, 2]

@@ -5,7 +5,8 @@ Every source is a :class:`FrameSource`: iterating it yields :class:`Frame` objec
 are context managers (``with open_frames("camera") as frames: ...``) and release their file or device
 on :meth:`FrameSource.close`.
 
-* :class:`VideoFileFrames`: any file FFmpeg (PyAV) decodes; times from the presentation timestamps.
+* :class:`VideoFileFrames`: any file FFmpeg (PyAV) decodes; times from the presentation timestamps,
+  pictures turned the way players show them (the container's rotation / display matrix applied).
 * :class:`ImageSequenceFrames`: image files in a folder or matching a glob, in natural sorted order;
   times at a fixed frame rate.
 * :class:`CameraFrames`: a webcam through OpenCV; times from ``time.monotonic()`` since opening.
@@ -37,7 +38,8 @@ import av
 import numpy as np
 
 from ..errors import PirenderError, describe_value, exception_text
-from ..image import _open_image_file, _to_rgb
+from ..image import read_image
+from ..motion.timing import measure_rate
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -66,6 +68,15 @@ _CAMERA_SPEC = re.compile(r"camera(?::(\d+))?|(\d+)", re.IGNORECASE)
 
 # Characters that make a string a glob pattern (as `glob` understands it).
 _GLOB_CHARACTERS = frozenset("*?[")
+
+#: Packets whose timestamps give a video's frame rate (the first ones: about 10 s at 30 frames/s).
+RATE_PROBE_PACKETS = 300
+
+# Frames a decoder may hold back for reordering (H.264/HEVC allow up to 16).
+_REORDER_PACKETS = 16
+
+# A display-matrix entry this small relative to the largest one counts as zero (right angles).
+_MATRIX_ZERO = 1e-3
 
 # A video that ends more than this many frames before the end its index declares is reported as
 # probably cut off (a warning: the frames decoded so far are good).
@@ -105,13 +116,19 @@ class FrameSource(ABC):
     """Base of every frame source: an iterable of :class:`Frame` and a context manager.
 
     Attributes:
-        fps: nominal frame rate in frames per second, or ``None`` where the source does not say.
+        fps: frame rate in frames per second (the average rate for a variable-rate source), or
+            ``None`` where the source does not say.
+        variable_rate: True where the frames do not come at a constant rate (a variable-rate video,
+            a live camera): their real times are ``time_s``, not ``index / fps``. Consumers that need
+            a constant rate resample by ``time_s``
+            (:func:`~pirender.engine.motion.timing.resample_uniform`); writers take the times.
         size_px: (width, height) of the frames in pixels, or ``None`` where it is not known before
             the first frame.
         label: what error messages and warnings call the source (e.g. ``"video clip.mp4"``).
     """
 
     fps: float | None
+    variable_rate: bool = False
     size_px: tuple[int, int] | None
     label: str
 
@@ -162,9 +179,22 @@ class VideoFileFrames(FrameSource):
         * ``time_s`` is the frame's presentation timestamp (pts x stream time base) minus the stream's
           start time, in seconds; where a frame has no pts it is ``index / fps``. A time that would not
           increase (broken timestamps) becomes the previous time plus one frame period, so times are
-          strictly increasing.
-        * ``fps`` is the stream's average frame rate (``None`` where the file declares none; times then
-          use :data:`FALLBACK_FPS`). ``size_px`` is the coded (width, height).
+          strictly increasing. Times are real time whatever the rate: a variable-rate file keeps
+          its irregular times.
+        * ``fps`` is the real average rate, measured from the timestamps of the first
+          :data:`RATE_PROBE_PACKETS` packets and checked against what the stream declares
+          (:func:`~pirender.engine.motion.timing.measure_rate`): the declared average rate where the
+          two agree within 1 % (exact rates such as 30000/1001 are kept), the measured one where the
+          file declares none or a bogus one (browser WebM: no rate, or 1000/s from its 1 ms time base,
+          with irregular frame durations). ``None`` only where neither exists (a one-frame file
+          without a rate; times then use :data:`FALLBACK_FPS`). ``variable_rate`` says whether those
+          timestamps are irregular.
+        * Pictures are turned the way players show them: the container's display matrix (a phone
+          video stored sideways with a rotation of 90/180/270 degrees, possibly mirrored) is applied
+          when decoding, and ``size_px`` is the displayed (width, height). ``rotation_deg`` and
+          ``mirrored`` say what was applied: a counter-clockwise rotation (0, 90, 180 or -90
+          degrees), then a left-right mirror or not. A rotation that is not a multiple of 90 degrees
+          is ignored with a ``UserWarning`` (frames come as stored).
         * An empty video (a video stream with 0 frames) yields nothing and raises nothing: the caller
           decides how to report it.
         * A file cut off at the end (an interrupted copy whose index survived) often decodes cleanly up
@@ -194,16 +224,29 @@ class VideoFileFrames(FrameSource):
         container = self._open()
         try:
             stream = self._video_stream(container)
-            rate = stream.average_rate or stream.guessed_rate
-            self.fps: float | None = float(rate) if rate is not None and rate > 0 else None
+            packet_pts, matrix = _probe_stream(container, stream)
+            self.fps, self.variable_rate = _frame_rate(stream, packet_pts)
+            self._orientation = _Orientation.from_display_matrix(matrix, self.label)
             width_px, height_px = stream.codec_context.width, stream.codec_context.height
             self.size_px: tuple[int, int] | None = (
-                (int(width_px), int(height_px)) if width_px > 0 and height_px > 0 else None
+                self._orientation.displayed_size(int(width_px), int(height_px))
+                if width_px > 0 and height_px > 0
+                else None
             )
         finally:
             container.close()
         self._open_containers: list[av.container.InputContainer] = []
         self._closed = False
+
+    @property
+    def rotation_deg(self) -> int:
+        """Counter-clockwise rotation applied to the stored pictures (0, 90, 180 or -90 degrees)."""
+        return self._orientation.rotation_deg
+
+    @property
+    def mirrored(self) -> bool:
+        """True where the display matrix also mirrors the picture (applied with the rotation)."""
+        return self._orientation.mirrored
 
     @property
     def closed(self) -> bool:
@@ -261,7 +304,7 @@ class VideoFileFrames(FrameSource):
                     if av_frame is None:
                         self._warn_if_truncated(container, stream, index, previous_s + period_s, period_s)
                         return
-                    rgb = av_frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+                    rgb = self._orientation.apply(av_frame.to_ndarray(format="rgb24"))  # (H, W, 3) uint8
                 except (av.FFmpegError, ValueError) as exc:
                     raise PirenderError(
                         f"{self.label}: corrupt data at frame {index}, cannot decode ({exception_text(exc)})"
@@ -312,6 +355,134 @@ class VideoFileFrames(FrameSource):
                 UserWarning,
                 stacklevel=3,
             )
+
+
+def _probe_stream(
+    container: av.container.InputContainer, stream: av.VideoStream
+) -> tuple[list[int], list[int] | None]:
+    """The pts of the first :data:`RATE_PROBE_PACKETS` packets and the first frame's display matrix.
+
+    Demuxing reads no more than those packets; only the first frame is decoded. A file that fails
+    here (corrupt data) gives what was read so far: the iteration reports the error.
+    """
+    packet_pts: list[int] = []
+    matrix: list[int] | None = None
+    decoding = True
+    cut_short = False
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                packet_pts.append(int(packet.pts))
+            if decoding:
+                for av_frame in stream.decode(packet):
+                    matrix = _display_matrix(av_frame)
+                    decoding = False
+                    break
+            if len(packet_pts) >= RATE_PROBE_PACKETS and not decoding:
+                cut_short = True
+                break
+    except (av.FFmpegError, ValueError):
+        cut_short = True
+    if cut_short:
+        # packets come in decoding order: the latest presentation times read so far may still have
+        # gaps that later packets fill (B-frames); drop as many as a reordering can reach
+        packet_pts = sorted(packet_pts)[: max(0, len(packet_pts) - _REORDER_PACKETS)]
+    return packet_pts, matrix
+
+
+def _display_matrix(av_frame: av.VideoFrame) -> list[int] | None:
+    """The frame's DISPLAYMATRIX side data: 9 int32 (16.16 fixed point; 2.30 in the last column)."""
+    for side_data in av_frame.side_data:
+        if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            data = bytes(side_data)
+            if len(data) == 36:
+                return [int(v) for v in np.frombuffer(data, dtype="<i4")]
+    return None
+
+
+def _frame_rate(stream: av.VideoStream, packet_pts: list[int]) -> tuple[float | None, bool]:
+    """(fps, variable_rate) of ``stream`` from its packets' timestamps and its declared average rate."""
+    declared = stream.average_rate
+    declared_fps = float(declared) if declared is not None and declared > 0 else None
+    tick_s = float(stream.time_base) if stream.time_base is not None else 0.0
+    times_s = np.asarray(packet_pts if tick_s > 0 else [], dtype=np.float64) * tick_s
+    rate = measure_rate(times_s, tick_s=tick_s, declared_fps=declared_fps)
+    return (None, False) if rate is None else (rate.fps, rate.variable)
+
+
+# (transpose, flip rows, flip columns) -> (counter-clockwise rotation in degrees, then a left-right
+# mirror?): the eight right-angle orientations, as PyAV's VideoStream.set_display_rotation writes them.
+_TURNS: dict[tuple[bool, bool, bool], tuple[int, bool]] = {
+    (False, False, False): (0, False),
+    (False, True, True): (180, False),
+    (False, False, True): (0, True),
+    (False, True, False): (180, True),
+    (True, True, False): (90, False),
+    (True, False, True): (-90, False),
+    (True, True, True): (90, True),
+    (True, False, False): (-90, True),
+}
+
+
+@dataclass(frozen=True)
+class _Orientation:
+    """How stored pictures are turned for display: a transpose, then flips of rows and columns.
+
+    These three cover the eight right-angle orientations (four rotations, each possibly mirrored).
+    """
+
+    transpose: bool = False
+    flip_rows: bool = False
+    flip_columns: bool = False
+
+    @classmethod
+    def from_display_matrix(cls, matrix: list[int] | None, label: str) -> _Orientation:
+        """The orientation of FFmpeg's display matrix (``None``: upright).
+
+        The matrix maps a stored pixel (x, y) to the displayed one by
+        ``(x', y') = (a x + c y, b x + d y)`` (plus a shift) with ``a, b, c, d = m[0], m[1], m[3],
+        m[4]``; for right angles one of the pairs (a, d) or (b, c) is zero.
+        """
+        if matrix is None:
+            return cls()
+        a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+        diagonal, cross = max(abs(a), abs(d)), max(abs(b), abs(c))
+        if cross <= _MATRIX_ZERO * diagonal:  # x' from x, y' from y
+            return cls(transpose=False, flip_rows=d < 0, flip_columns=a < 0)
+        if diagonal <= _MATRIX_ZERO * cross:  # x' from y, y' from x
+            return cls(transpose=True, flip_rows=b < 0, flip_columns=c < 0)
+        angle = -math.degrees(math.atan2(b, a))
+        warnings.warn(
+            f"{label}: its display matrix rotates by {angle:.1f} degrees, not a multiple of 90; "
+            "the frames are used as stored",
+            UserWarning,
+            stacklevel=3,
+        )
+        return cls()
+
+    @property
+    def rotation_deg(self) -> int:
+        """Counter-clockwise rotation, in degrees (0, 90, 180 or -90), as "rotate, then mirror"."""
+        return _TURNS[(self.transpose, self.flip_rows, self.flip_columns)][0]
+
+    @property
+    def mirrored(self) -> bool:
+        """True where the turn ends with a left-right mirror (an odd number of reflections)."""
+        return _TURNS[(self.transpose, self.flip_rows, self.flip_columns)][1]
+
+    def displayed_size(self, width_px: int, height_px: int) -> tuple[int, int]:
+        """(width, height) of a stored (width, height) picture once turned."""
+        return (height_px, width_px) if self.transpose else (width_px, height_px)
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) stored pixels -> the displayed picture, C-contiguous."""
+        if self.transpose:
+            rgb = rgb.transpose(1, 0, 2)
+        if self.flip_rows:
+            rgb = rgb[::-1]
+        if self.flip_columns:
+            rgb = rgb[:, ::-1]
+        return np.ascontiguousarray(rgb)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -418,10 +589,9 @@ def _natural_key(path: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def _load_rgb(path: str) -> np.ndarray:
-    """(H, W, 3) uint8 C-contiguous RGB pixels of an image file, EXIF orientation applied."""
-    label = f"image {path}"
-    image = _to_rgb(_open_image_file(path, label), label)
-    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    """(H, W, 3) uint8 C-contiguous RGB pixels of an image file, by the one loader (``image.read_image``:
+    EXIF orientation, transparency over white, longer side at most ``image.MAX_DECODE_SIDE_PX``)."""
+    return read_image(path, label=f"image {path}").rgb
 
 
 # --------------------------------------------------------------------------------------------------
@@ -441,7 +611,8 @@ class CameraFrames(FrameSource):
 
     Behaviour:
         * ``time_s`` is ``time.monotonic()`` when a frame's read returned, minus the time the camera
-          was opened, in seconds.
+          was opened, in seconds: the camera's real (measured) rate, whatever ``fps`` says;
+          ``variable_rate`` is True.
         * Frames are numbered from 0 since opening, across iterations: iterating again continues the
           live stream.
         * A failed read (camera unplugged or taken away) ends the iteration with a ``UserWarning``
@@ -486,6 +657,7 @@ class CameraFrames(FrameSource):
         )
         actual_fps = float(capture.get(cv2.CAP_PROP_FPS))
         self.fps: float | None = actual_fps if math.isfinite(actual_fps) and actual_fps > 0 else None
+        self.variable_rate = True  # frames come when the camera delivers them: time_s is their time
         self._capture: Any = capture
         self._opened_at_s = time.monotonic()
         self._next_index = 0
