@@ -206,14 +206,20 @@ def test_uploads_are_checked_and_a_good_one_changes_the_portrait() -> None:
                     return None
 
             text = base64.b64encode(b"hello").decode()
-            assert "not a readable image" in (await upload(f"data:image/png;base64,{text}"))["message"]
+            reply = await upload(f"data:image/png;base64,{text}")  # the loader's own words
+            assert "uploaded image: not an image file Pillow can read" in reply["message"]
             assert "data URL" in (await upload("http://example.org/x.png"))["message"]
             huge = "A" * (int(8.5 * 1024 * 1024) * 4 // 3)  # over the upload limit, under the message limit
             assert "upload limit" in (await upload(f"data:image/png;base64,{huge}"))["message"]
             gif = io.BytesIO()
             Image.new("RGB", (64, 64)).save(gif, format="GIF")
             gif_url = "data:image/gif;base64," + base64.b64encode(gif.getvalue()).decode()
-            assert "PNG, JPEG or WebP" in (await upload(gif_url))["message"]
+            reply = await upload(gif_url)
+            assert "GIF pictures are not accepted here (accepted: PNG, JPEG, WebP)" in reply["message"]
+            flat = io.BytesIO()
+            Image.new("RGB", (320, 240), (90, 100, 110)).save(flat, format="PNG")
+            flat_url = "data:image/png;base64," + base64.b64encode(flat.getvalue()).decode()
+            assert "uploaded image: no human face found" in (await upload(flat_url))["message"]
             face = shared_data("vox_demo", "id10593_cY3-UkuZhJM_007714_007874_00186.jpg").read_bytes()
             assert await upload("data:image/jpeg;base64," + base64.b64encode(face).decode()) is None
             after = (await client.receive(4))[-1]
@@ -384,3 +390,64 @@ def test_talk_mode_sends_the_voice_back_with_the_video(tmp_path) -> None:  # typ
         assert scores.max() > 0.5, scores.max()
 
     asyncio.run(run())
+
+
+def _upload_variants(folder) -> dict:  # type: ignore[no-untyped-def]
+    """The demo portrait as an EXIF-rotated JPEG, an RGBA PNG with a transparent border and a
+    16-bit grey PNG: the kinds the upload used to decode differently from the CLI."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    grace = Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).convert("RGB")
+    paths = {}
+    rotated = grace.transpose(Image.Transpose.ROTATE_90)  # stored sideways ...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ... and tagged "rotate 90 degrees clockwise to show"
+    paths["exif"] = folder / "sideways.jpg"
+    rotated.save(paths["exif"], quality=95, exif=exif.tobytes())
+    rgba = Image.new("RGBA", (700, 800), (0, 0, 0, 0))  # transparent: white once composited
+    rgba.paste(grace, (94, 100))
+    paths["rgba"] = folder / "cutout.png"
+    rgba.save(paths["rgba"])
+    grey16 = (np.asarray(grace.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    paths["grey16"] = folder / "grey16.png"
+    Image.fromarray(grey16).save(paths["grey16"])
+    return paths
+
+
+def test_an_upload_decodes_and_frames_as_the_cli_does(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same file through the upload and through the CLI's loader (``--source``, ``--face-crop``)
+    gives identical pixels, and the kinds the upload used to get wrong come out right."""
+    from pirender.engine.image import load_source_image, read_image
+    from pirender.engine.server.app import upload_portrait
+    from pirender.engine.track.crop import crop_to_face
+
+    paths = _upload_variants(tmp_path)
+    for kind, path in paths.items():
+        raw = path.read_bytes()
+        np.testing.assert_array_equal(read_image(raw).rgb, read_image(path).rgb, err_msg=kind)
+        np.testing.assert_array_equal(load_source_image(raw).rgb, load_source_image(path).rgb, err_msg=kind)
+        uploaded = upload_portrait(raw, size_px=256)
+        np.testing.assert_array_equal(uploaded.rgb, crop_to_face(path).rgb, err_msg=kind)
+    assert read_image(paths["exif"]).original_size_px == (512, 600)  # upright, as the EXIF tag says
+    assert (read_image(paths["rgba"]).rgb[:50, :50] == 255).all()  # transparency over white
+    grey = read_image(paths["grey16"]).rgb
+    assert grey.max() > 200 and (grey[..., 0] == grey[..., 2]).all()  # scaled, not clipped to 255
+
+
+def test_upload_errors_are_the_loaders(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from PIL import Image
+
+    from pirender.engine.errors import ImageError
+    from pirender.engine.server.app import upload_portrait
+
+    with pytest.raises(ImageError, match="uploaded image: not an image file Pillow can read"):
+        upload_portrait(b"hello", size_px=256)
+    with pytest.raises(ImageError, match="uploaded image: truncated or corrupt"):
+        upload_portrait(b"\xff\xd8\xff\xe0" + bytes(64), size_px=256)
+    bmp = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(bmp, format="BMP")
+    with pytest.raises(ImageError, match="BMP pictures are not accepted here"):
+        upload_portrait(bmp.getvalue(), size_px=256)

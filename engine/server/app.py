@@ -11,13 +11,13 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import io
 import json
 import logging
 import mimetypes
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,13 @@ import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from PIL import Image
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..errors import PirenderError
+from ..image import SourceImage, read_image
 from ..motion.io import load_motion
 from ..motion.space import OPEN_SPACE, MotionSequence
 from ..renderer.base import PreparedSource
@@ -47,6 +47,8 @@ from .protocol import MAX_MESSAGE_BYTES, MAX_STREAMS, MAX_UPLOAD_BYTES, MODES, V
 
 log = logging.getLogger("pirender.server")
 WEB_ROOT = Path(__file__).resolve().parents[2] / "web_client"
+#: picture formats an upload may have (Pillow's names); decoded by the one loader, image.read_image
+UPLOAD_FORMATS = ("PNG", "JPEG", "WEBP")
 
 
 @dataclass
@@ -343,14 +345,11 @@ class AvatarServer:
             raw = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("the upload is not valid base64") from None
-        try:
-            with Image.open(io.BytesIO(raw)) as image:
-                if image.format not in ("PNG", "JPEG", "WEBP"):
-                    raise ValueError(f"uploads must be PNG, JPEG or WebP, not {image.format}")
-                picture = image.convert("RGB")
-        except (OSError, Image.DecompressionBombError):
-            raise ValueError("the upload is not a readable image") from None
-        source = await self.service.prepare(crop_to_face(np.asarray(picture), size_px=self.config.size_px))
+        # off the event loop: a large photo takes a second to decode and search
+        portrait = await asyncio.get_running_loop().run_in_executor(
+            None, partial(upload_portrait, raw, size_px=self.config.size_px)
+        )
+        source = await self.service.prepare(portrait)
         return source, self.renderer.rest_row(source)
 
     async def _connection(self, websocket: ServerConnection) -> None:
@@ -392,6 +391,18 @@ class AvatarServer:
         headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
                            ("Cache-Control", "no-store")])  # fmt: skip
         return Response(200, "OK", headers, body)
+
+
+def upload_portrait(raw: bytes, *, size_px: int) -> SourceImage:
+    """An uploaded picture's encoded bytes -> the portrait framed on its face, as ``--face-crop`` frames a
+    file: the one loader (``image.read_image``: EXIF rotation, transparency over white, 16-bit, the
+    size rule; formats limited to :data:`UPLOAD_FORMATS`) and ``track.crop.crop_to_face``.
+
+    Raises:
+        ImageError: not a readable picture, a format not accepted, too many pixels, no human face.
+    """
+    picture = read_image(raw, label="uploaded image", formats=UPLOAD_FORMATS)
+    return crop_to_face(picture, size_px=size_px)
 
 
 def _without_mdns_candidates(sdp: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PirenderError
+from ..logs import quiet_native_logs
 
 LANDMARK_COUNT = 478
 
@@ -110,13 +111,17 @@ class FaceMesh:
             raise PirenderError(
                 "face tracking needs mediapipe 0.10.14: pip install 'pirender-live[track]'"
             ) from None
-        self._mesh: Any = mp_face_mesh.FaceMesh(
-            static_image_mode=static_images,
-            max_num_faces=self.config.max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=self.config.min_detection_confidence,
-            min_tracking_confidence=self.config.min_tracking_confidence,
-        )
+        with quiet_native_logs():  # the graph starts (and logs) on its first run: run it now
+            self._mesh: Any = mp_face_mesh.FaceMesh(
+                static_image_mode=static_images,
+                max_num_faces=self.config.max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=self.config.min_detection_confidence,
+                min_tracking_confidence=self.config.min_tracking_confidence,
+            )
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*GetPrototype.*")
+                self._mesh.process(np.zeros((64, 64, 3), dtype=np.uint8))
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         """All faces of an (H, W, 3) uint8 RGB frame: a list of (478, 3) float64 pixel landmarks."""
