@@ -18,6 +18,7 @@ import torch
 
 from ..errors import MotionError, PirenderError
 from ..image import SourceImage
+from ..motion.limits import limits_for, soft_limit
 from ..motion.space import MotionSequence, MotionSpace
 
 
@@ -114,7 +115,13 @@ class Renderer(ABC):
         mode: RenderMode | str | None = None,
         extras: bool = False,
     ) -> RenderOutput:
-        """windows (B, width, T) or (width, T) -> frames (B, 3, H, W); ``extras`` adds warped + flow."""
+        """windows (B, width, T) or (width, T) -> frames (B, 3, H, W); ``extras`` adds warped + flow.
+
+        Every backend and every motion source goes through here: the windows are first kept within
+        their space's documented ranges (``motion.limits.soft_limit``: unchanged inside each slot's
+        identity range, smoothly saturated beyond; a copy, the caller's array is not changed).
+        Spaces without documented ranges (a checkpoint's own space) pass unchanged.
+        """
         chosen = source or self._default_source
         if chosen is None:
             raise PirenderError("render() before prepare(): give the renderer a source portrait first")
@@ -123,6 +130,12 @@ class Renderer(ABC):
         self.check_windows(tuple(windows.shape))
         if not _finite(windows):
             raise MotionError("windows hold non-finite numbers (NaN or inf)")
+        if limits_for(self.space) is not None:
+            if isinstance(windows, np.ndarray) and not np.issubdtype(windows.dtype, np.floating):
+                windows = windows.astype(np.float32)
+            elif isinstance(windows, torch.Tensor) and not windows.is_floating_point():
+                windows = windows.float()
+            windows = soft_limit(windows, self.space, axis=1)
         return self._render(windows, chosen, RenderMode(mode or self.mode), extras)
 
     def check_windows(self, shape: tuple[int, ...]) -> None:

@@ -1,47 +1,38 @@
 """The ``mesh`` renderer backend: weight-free, realtime on a CPU, driven by the open motion space.
 
-``prepare`` finds the source portrait's 478 landmarks once and precomputes, for every cell of the
-flow grid (1/4 of the image size, the neural warping net's format):
+``prepare`` finds the source portrait's 478 landmarks once and precomputes the source-only part of
+the dense motion on the flow grid (1/4 of the image size, the neural warping net's format; see
+``field``): a slope-limited depth proxy for the head, the head region that follows its rigid motion
+(falling smoothly to the still shoulders and background), and how the face's expression moves spread
+over the grid.
 
-- inside the face: barycentric weights on a triangulation of the source landmarks (the face follows
-  the mesh exactly);
-- outside: how much the cell follows the head's rigid motion (1 on hair, ears and the upper neck,
-  falling smoothly to 0 in the background) plus the non-rigid motion of the nearest face-outline
-  landmarks (so the jaw line and the neck stay continuous).
-
-``render`` then moves the landmarks (rigid pose about the head + the expression rig), turns their
-displacements into a dense forward displacement of the grid, inverts it into a backward flow by a few
-fixed-point steps, and samples the source with the one warp function. A dark mouth cavity with a
-hint of teeth fills what the warp cannot create when the mouth opens beyond the source's.
+``render`` then moves the landmarks (the expression rig in the source's picture, then the head's
+rigid motion), builds the dense forward displacement of the grid from them, inverts it exactly into a
+backward flow, and samples the source with the one warp function. A dark mouth cavity with a hint of
+teeth fills what the warp cannot create when the mouth opens beyond the source's. Motion arrives
+within the documented ranges (``motion.limits``, applied by ``Renderer.render``), over which the map
+does not fold (``field`` module docstring).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import sparse
-from scipy.spatial import Delaunay
 
 from ...errors import PirenderError
 from ...image import SourceImage, image_to_tensor
 from ...motion.space import OPEN_SPACE
 from ...track import landmarks as lm
-from ...track.geometry import rotation_from_euler
-from ...track.landmarks import FaceMesh
+from ...track.crop import FaceFinder
+from ...track.geometry import Similarity, rotation_from_euler
 from ...track.open_space import NeutralFace
 from ..base import PreparedSource, Renderer, RenderMode, RenderOutput
 from ..warp import base_grid, get_warp
-from .rig import build_rig
+from .field import HeadField, RigidMotion, build_head_field, ease_tilt, invert_displacement
+from .rig import apply_rig, build_rig
 
 #: flow grid = image / 4, like the neural warping net
 FLOW_DOWNSAMPLE = 4
-#: backward-map refinement steps
-INVERSION_STEPS = 4
-#: rigid-follow region: head ellipse radii in IOD (half-width, up, down) and falloff width
-_HEAD_RADII_IOD = (1.45, 1.9, 1.45)
-_FALLOFF_IOD = 0.9
-#: outline residuals fade over this distance (IOD)
-_RESIDUAL_SIGMA_IOD = 0.35
 _CAVITY_RGB = np.array([52, 22, 24], dtype=np.float32)
 _TEETH_RGB = np.array([196, 186, 172], dtype=np.float32)
 _MIN_OPENING = 0.05  # lips this much (x 0.08 IOD) more apart than in the source before painting
@@ -70,122 +61,91 @@ class MeshRenderer(Renderer):
         cells = (np.arange(self.flow_px) + 0.5) * FLOW_DOWNSAMPLE - 0.5
         xs, ys = np.meshgrid(cells, cells)
         self._cells = np.stack([xs.ravel(), ys.ravel()], axis=1)
-        self._mesh: FaceMesh | None = None
+        self._faces: FaceFinder | None = None
 
     # ------------------------------------------------------------------------------------------
     def _prepare(self, image: SourceImage) -> PreparedSource:
-        if self._mesh is None:
-            self._mesh = FaceMesh(static_images=True)
-        faces = self._mesh.detect(image.rgb)
+        if self._faces is None:
+            self._faces = FaceFinder()
+        faces = self._faces.find(image.rgb)  # human faces (the one rule, track.face_check), largest first
         if not faces:
             raise PirenderError(
                 f"no human face found in the source portrait {image.path or ''}".rstrip()
                 + " (the mesh renderer moves a face it can see; animals and some drawings have none)"
             )
-        points = max(faces, key=lambda f: np.ptp(f[:, 0]) * np.ptp(f[:, 1]))  # the largest face
-        return PreparedSource(image=image, cache=self._build_cache(image, points))
+        return PreparedSource(image=image, cache=self._build_cache(image, faces[0].landmarks))
 
     def _build_cache(self, image: SourceImage, points: np.ndarray) -> dict[str, object]:
         neutral = NeutralFace.from_landmarks([points])
-        iod_px = neutral.frame.scale
-        cells = self._cells
-        # inside the face: barycentric weights of the cell in the source triangulation
-        triangulation = Delaunay(points[:, :2])
-        simplex = triangulation.find_simplex(cells)
-        inside = simplex >= 0
-        rows = np.nonzero(inside)[0]
-        transform = triangulation.transform[simplex[inside]]  # (n, 3, 2)
-        partial = np.einsum("nij,nj->ni", transform[:, :2], cells[inside] - transform[:, 2])
-        bary = np.concatenate([partial, 1 - partial.sum(axis=1, keepdims=True)], axis=1)
-        vertices = triangulation.simplices[simplex[inside]]
-        face_weights = sparse.csr_matrix(
-            (bary.ravel(), (np.repeat(rows, 3), vertices.ravel())), shape=(len(cells), len(points))
+        stable = list(lm.STABLE)
+        head = build_head_field(self._cells, points, neutral.frame, self.image_size_px)
+        # the landmarks on the depth proxy (field.py): what the warp rotates; the rest pose and the
+        # expression rig stay those of the real landmarks
+        limited = head.on_surface(points[:, :2])
+        frame = Similarity(
+            neutral.frame.scale,
+            neutral.frame.rotation,
+            np.array([*neutral.frame.translation[:2], limited[stable, 2].mean()]),
         )
-        # outside: rigid follow (head ellipse) and outline residuals, both fading out
-        center = points[list(lm.STABLE), :2].mean(axis=0)
-        offset = (cells - center) / iod_px
-        down = offset[:, 1] > 0
-        radius_y = np.where(down, _HEAD_RADII_IOD[2], _HEAD_RADII_IOD[1])
-        ellipse = np.sqrt((offset[:, 0] / _HEAD_RADII_IOD[0]) ** 2 + (offset[:, 1] / radius_y) ** 2)
-        beyond_iod = np.maximum(ellipse - 1.0, 0.0) * np.minimum(_HEAD_RADII_IOD[0], radius_y)
-        rigid_follow = np.clip(1.0 - beyond_iod / _FALLOFF_IOD, 0.0, 1.0)
-        rigid_follow = rigid_follow * rigid_follow * (3 - 2 * rigid_follow)  # smoothstep
-        rigid_follow[inside] = 0.0
-        outline = np.array(lm.FACE_OVAL)
-        gap_iod = (
-            np.linalg.norm(cells[:, None, :] - points[outline, None, :2].transpose(1, 0, 2), axis=2) / iod_px
-        )
-        nearest = np.exp(-((gap_iod - gap_iod.min(axis=1, keepdims=True)) ** 2) / (2 * 0.15**2))
-        nearest /= nearest.sum(axis=1, keepdims=True)
-        fade = np.exp(-(gap_iod.min(axis=1) ** 2) / (2 * _RESIDUAL_SIGMA_IOD**2))
-        residual_weights = (nearest * (fade * ~inside)[:, None]).astype(np.float64)  # (G, outline)
-        # depth of each cell for the rigid motion: interpolated inside, the outline's depth outside
-        depth = np.where(inside, face_weights @ points[:, 2], nearest @ points[outline, 2])
-        cell_points = np.column_stack([cells, depth])
         mouth_gap_px = float(np.mean(points[[14, 87, 317], 1] - points[[13, 82, 312], 1]))
         return {
             "source32": image_to_tensor(image.rgb),
-            "points": points,
+            "points": limited,
             "neutral": neutral,
+            "warp_frame": frame,
             "rig": build_rig(neutral.canonical),
-            "face_weights": face_weights,
-            "rigid_follow": rigid_follow,
-            "outline": outline,
-            "residual_weights": residual_weights,
-            "cell_points": cell_points,
+            "head": head,
             "mouth_gap_px": mouth_gap_px,
         }
 
     # ------------------------------------------------------------------------------------------
+    def _motion(self, row: np.ndarray, cache: dict[str, object]) -> RigidMotion:
+        """The head's rigid motion from the source to one open-space row (its turn away from the
+        source's own pose eased beyond ``field.TILT_KNEE_DEG``)."""
+        frame: Similarity = cache["warp_frame"]  # type: ignore[assignment]
+        rotation = rotation_from_euler(*row[:3].astype(np.float64))
+        relative = ease_tilt(rotation @ frame.rotation.T)
+        return RigidMotion.of(
+            relative,
+            float(row[OPEN_SPACE.index("scale")]),
+            center=frame.translation,
+            shift=np.array([row[3], row[4], 0.0]) * frame.scale,
+        )
+
     def target_landmarks(self, row: np.ndarray, cache: dict[str, object]) -> np.ndarray:
-        """(478, 3) pixel landmarks of the source moved to one open-space row."""
-        neutral: NeutralFace = cache["neutral"]  # type: ignore[assignment]
+        """(478, 3) pixel landmarks of the source moved to one open-space row (depth: the warp's
+        slope-limited depth proxy, ``field.limited_depth``)."""
+        return self._target(self._motion(row, cache), self._expression_px(row, cache), cache)
+
+    def _expression_px(self, row: np.ndarray, cache: dict[str, object]) -> np.ndarray:
+        """(478, 2) the landmarks' expression moves in the source's picture (px), before the head moves."""
+        frame: Similarity = cache["warp_frame"]  # type: ignore[assignment]
         rig: np.ndarray = cache["rig"]  # type: ignore[assignment]
         expression = row[OPEN_SPACE.group("expression")].astype(np.float64)
-        canonical = neutral.canonical + np.tensordot(expression, rig, axes=1)
-        rotation = rotation_from_euler(*row[:3].astype(np.float64))
-        scale = neutral.frame.scale * float(row[OPEN_SPACE.index("scale")])
-        shift = np.array([row[3], row[4], 0.0]) * neutral.frame.scale
-        return scale * canonical @ rotation.T + neutral.frame.translation + shift
+        canonical = apply_rig(np.zeros_like(rig[0]), rig, expression)
+        return frame.scale * canonical @ frame.rotation[:2].T
+
+    def _target(self, motion: RigidMotion, expression_px: np.ndarray, cache: dict[str, object]) -> np.ndarray:
+        # the expression in the source's picture, lifted onto the depth proxy, then the head's motion
+        points: np.ndarray = cache["points"]  # type: ignore[assignment]
+        head: HeadField = cache["head"]  # type: ignore[assignment]
+        moved = head.on_surface(points[:, :2] + expression_px)
+        return moved + motion.displacement(moved)
+
+    def forward_displacement(
+        self, row: np.ndarray, cache: dict[str, object]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Forward displacement (flow_px, flow_px, 2) of every flow-grid cell (image px, x then y) for
+        one open-space row (``field`` module docstring), and the target landmarks."""
+        head: HeadField = cache["head"]  # type: ignore[assignment]
+        motion, expression_px = self._motion(row, cache), self._expression_px(row, cache)
+        displacement = head.displacement(motion, expression_px)
+        return displacement.reshape(self.flow_px, self.flow_px, 2), self._target(motion, expression_px, cache)
 
     def _backward_map(self, row: np.ndarray, cache: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:
         """Source pixel position (G, 2) read by each flow-grid cell, and the target landmarks."""
-        neutral: NeutralFace = cache["neutral"]  # type: ignore[assignment]
-        points: np.ndarray = cache["points"]  # type: ignore[assignment]
-        target = self.target_landmarks(row, cache)
-        moved = target - points  # (478, 3)
-        # rigid motion of any source point: P -> M (P - t_s) + t_t
-        rotation = rotation_from_euler(*row[:3].astype(np.float64))
-        relative = float(row[OPEN_SPACE.index("scale")]) * rotation @ neutral.frame.rotation.T
-        shift = np.array([row[3], row[4], 0.0]) * neutral.frame.scale
-
-        # Products here avoid numpy's BLAS (np.einsum without optimize runs its own loops): BLAS
-        # worker threads left spinning next to torch's OpenMP threads made a 512 px frame 8x slower
-        # on 2 cores (measured: 55 ms instead of 6 ms).
-        def rigid(p: np.ndarray) -> np.ndarray:
-            centred = p - neutral.frame.translation
-            return np.einsum("nj,ij->ni", centred, relative) + neutral.frame.translation + shift - p
-
-        outline: np.ndarray = cache["outline"]  # type: ignore[assignment]
-        residual = (moved[outline] - rigid(points[outline]))[:, :2]
-        cell_points: np.ndarray = cache["cell_points"]  # type: ignore[assignment]
-        field = cache["face_weights"] @ moved[:, :2]  # type: ignore[operator]  # sparse, no BLAS
-        field += cache["rigid_follow"][:, None] * rigid(cell_points)[:, :2]  # type: ignore[index]
-        field += np.einsum("gn,nc->gc", cache["residual_weights"], residual)  # type: ignore[arg-type]
-        # invert the forward displacement: p = q - D(p), by fixed-point steps on the grid
-        grid_field = torch.from_numpy(field.reshape(1, self.flow_px, self.flow_px, 2).transpose(0, 3, 1, 2))
-        source = self._cells.copy()
-        for _ in range(INVERSION_STEPS):
-            sample = torch.from_numpy(
-                ((source + 0.5) / FLOW_DOWNSAMPLE * 2 / self.flow_px - 1).reshape(
-                    1, self.flow_px, self.flow_px, 2
-                )
-            )
-            displacement = torch.nn.functional.grid_sample(
-                grid_field, sample, mode="bilinear", padding_mode="border", align_corners=False
-            )
-            source = self._cells - displacement[0].numpy().reshape(2, -1).T
-        return source, target
+        displacement, target = self.forward_displacement(row, cache)
+        return invert_displacement(displacement, self._cells, FLOW_DOWNSAMPLE), target
 
     def _flow(self, source_px: np.ndarray) -> torch.Tensor:
         """Backward map (G, 2) in image pixels -> flow (1, 2, h, w) in the warp's convention."""
