@@ -48,6 +48,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .api import build_renderer
 from .errors import PirenderError
 from .image import SourceImage, image_to_tensor, load_source_image
+from .motion.limits import limits_for
 from .motion.space import AUTHORS_SPACE, MotionSpace
 from .renderer.base import Precision, Renderer, RenderMode
 from .renderer.checkpoint import (
@@ -303,10 +304,17 @@ def source_image(size_px: int) -> tuple[SourceImage, str]:
     return load_source_image(rgb, size_px=size_px), f"random uint8 image (numpy seed {SEED})"
 
 
-def make_windows(batch: int, width: int, frames: int, device: torch.device) -> torch.Tensor:
-    """(batch, width, frames) float32 standard normal, fixed seed (batch b is a prefix of batch b+1)."""
+def make_windows(batch: int, space: MotionSpace, frames: int, device: torch.device) -> torch.Tensor:
+    """(batch, width, frames) float32 standard normal, fixed seed (batch b is a prefix of batch b+1),
+    clamped into each slot's identity range (``motion.limits``) where the space has one: motion every
+    renderer takes unchanged, so the reference and the renderers see the same numbers."""
     generator = torch.Generator().manual_seed(SEED)
-    return torch.randn(batch, width, frames, generator=generator).to(device)
+    windows = torch.randn(batch, space.width, frames, generator=generator)
+    limits = limits_for(space)
+    if limits is not None:
+        knee_low, knee_high = (torch.as_tensor(r, dtype=torch.float32)[:, None] for r in limits.table[1:3])
+        windows = torch.maximum(torch.minimum(windows, knee_high), knee_low)
+    return windows.to(device)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -734,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     image, image_text = source_image(size_px)
     source32 = image_to_tensor(image.rgb, device=device)
     frames = max(WINDOW_FRAMES, models.config.min_window_frames)
-    windows = make_windows(max(args.batch), models.space.width, frames, device)
+    windows = make_windows(max(args.batch), models.space, frames, device)
     threads = torch.get_num_threads()
 
     meta: dict[str, Any] = {
@@ -767,7 +775,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"command:   {meta['command']}",
         f"weights:   {meta['weights']}",
         f"source:    {meta['source']} at {size_px}x{size_px}",
-        f"windows:   (B, {models.space.width}, {frames}) standard normal, torch seed {SEED}",
+        f"windows:   (B, {models.space.width}, {frames}) standard normal in the identity ranges, torch "
+        f"seed {SEED}",
         f"timing:    {meta['timer']}; per (mode, batch) every row gets {args.warmup} warm-up + "
         f"{args.repeats} timed calls, round-robin",
         "reference: ref-fp32 = eager fp32 FaceGenerator.forward(source, window[, stage='warp']) of the "

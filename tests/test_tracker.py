@@ -514,11 +514,14 @@ def test_cli_track_writes_open_space_motion(tmp_path: Path) -> None:
     rest = np.asarray(motion.meta["neutral_rest"], dtype=np.float32)
     assert rest.shape == (OPEN_SPACE.width,)
     assert rest[_slot("scale")] == 1.0
-    # the calibration frames are measured against the neutral they built (their mean): no step after
+    # the neutral is the clip's calmest frontal frames (issue 11), the rest pose their median: the
+    # calibration frames are measured against it like every other frame (measured on d20's first 60
+    # frames: expression means within 0.15 of 0, pose within 0.03 rad of the rest), no step after them
     calibration = motion.values[:4]
-    np.testing.assert_allclose(calibration[:, 6:].mean(axis=0), 0.0, atol=0.1)
-    assert np.abs(calibration[:, :3].mean(axis=0) - rest[:3]).max() < 0.02
+    np.testing.assert_allclose(calibration[:, 6:].mean(axis=0), 0.0, atol=0.2)
+    assert np.abs(np.median(motion.values[:, :3], axis=0) - rest[:3]).max() < 0.05
     assert np.abs(motion.values[4, :3] - motion.values[3, :3]).max() < 0.1
+    assert motion.meta["cuts_s"] == [] and len(motion.meta["segments"]) == 1
     assert motion.meta["states"] == [["calibrating", 4], ["tracking", 56]]
 
 

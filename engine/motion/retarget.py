@@ -72,6 +72,31 @@ class OpenRetargeter:
         return moved
 
 
+class FollowingRetargeter:
+    """Live tracker rows onto a source while the driver's neutral may change (a shot change or a
+    new person gives the tracker a new neutral, and with it a new rest pose).
+
+    ``retarget(row, driver_rest)``: the row moved onto the source, relative to ``driver_rest`` (the
+    tracker's current neutral rest row, or None while it has none); rows held while the tracker
+    recalibrates keep the previous retargeting. None until there is a row and a rest.
+    """
+
+    def __init__(self, source_rest: np.ndarray) -> None:
+        self._source_rest = np.asarray(source_rest, dtype=np.float32).copy()
+        self._driver_rest: np.ndarray | None = None
+        self._retarget: OpenRetargeter | None = None
+
+    def __call__(self, row: np.ndarray | None, driver_rest: np.ndarray | None) -> np.ndarray | None:
+        if driver_rest is not None and (
+            self._driver_rest is None or not np.array_equal(driver_rest[:3], self._driver_rest[:3])
+        ):
+            self._driver_rest = np.array(driver_rest, dtype=np.float32)
+            self._retarget = OpenRetargeter(self._driver_rest, self._source_rest)
+        if row is None or self._retarget is None:
+            return None
+        return self._retarget(row)
+
+
 def retarget_open(driving: MotionSequence, source_rest: np.ndarray) -> MotionSequence:
     """A whole open-space sequence moved onto a source (see :class:`OpenRetargeter`); the driver's
     neutral is ``driving.meta["neutral_rest"]``, a frontal neutral when absent."""

@@ -9,29 +9,16 @@ from collections import deque
 import numpy as np
 
 from ..motion.edit import demo_open_motion
-from ..motion.retarget import OpenRetargeter, frontal_rest_row, retarget_open
+from ..motion.limits import OPEN_LIMITS
+from ..motion.retarget import FollowingRetargeter, OpenRetargeter, frontal_rest_row, retarget_open
 from ..motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence
 from ..track.tracker import FaceTracker
 
-#: Slider ranges (open-space units; pose in radians added to the portrait's own pose) and defaults.
+#: Slider ranges (open-space units; pose in radians added to the portrait's own pose, scale a factor on
+#: it) and defaults: each slot's identity range of ``motion.limits`` (values there pass unchanged).
 SLIDER_RANGES: dict[str, tuple[float, float, float, str]] = {
-    "pitch": (-0.6, 0.6, 0.0, "rad"),
-    "yaw": (-0.6, 0.6, 0.0, "rad"),
-    "roll": (-0.6, 0.6, 0.0, "rad"),
-    "tx": (-1.0, 1.0, 0.0, "IOD"),
-    "ty": (-1.0, 1.0, 0.0, "IOD"),
-    "scale": (0.7, 1.4, 1.0, "x"),
-    "jaw_open": (0.0, 1.2, 0.0, ""),
-    "smile_right": (-0.5, 1.5, 0.0, ""),
-    "smile_left": (-0.5, 1.5, 0.0, ""),
-    "lip_pucker": (-1.0, 1.0, 0.0, ""),
-    "blink_right": (0.0, 1.0, 0.0, ""),
-    "blink_left": (0.0, 1.0, 0.0, ""),
-    "brow_raise_right": (-0.7, 1.5, 0.0, ""),
-    "brow_raise_left": (-0.7, 1.5, 0.0, ""),
-    "brow_frown": (-1.0, 1.5, 0.0, ""),
-    "gaze_x": (-0.3, 0.3, 0.0, "eye widths"),
-    "gaze_y": (-0.3, 0.3, 0.0, "eye widths"),
+    name: (slot.knee_low, slot.knee_high, 1.0 if name == "scale" else 0.0, slot.unit)
+    for name, slot in zip(OPEN_SPACE.slot_names, OPEN_LIMITS.ranges, strict=True)
 }
 _IDLE_LOOP_S = 12.0
 _EXPRESSION = AUTHORS_SPACE.group("expression")
@@ -93,7 +80,7 @@ class CameraSource:
     def __init__(self, rest: np.ndarray) -> None:
         self._rest = rest.astype(np.float32)
         self._tracker = FaceTracker()
-        self._retarget: OpenRetargeter | None = None
+        self._retarget = FollowingRetargeter(self._rest)
         self._latest = self._rest.copy()
         self._lock = threading.Lock()
         self.frames_seen = 0
@@ -103,11 +90,11 @@ class CameraSource:
         result = self._tracker.process(rgb, time_s)
         self.frames_seen += 1
         self.frames_with_face += result.landmarks is not None
-        if result.motion is None or self._tracker.neutral is None:
+        moved = self._retarget(
+            None if result.motion is None else result.motion.values, self._tracker.rest_row()
+        )
+        if moved is None:
             return
-        if self._retarget is None:
-            self._retarget = OpenRetargeter(self._tracker.neutral.rest_row(), self._rest)
-        moved = self._retarget(result.motion.values)
         with self._lock:
             self._latest = moved
 

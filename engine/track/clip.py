@@ -1,25 +1,84 @@
-"""Tracking a whole clip (video file, image sequence or camera) into motion sequences."""
+"""Tracking a whole clip (video file, image sequence or camera) into motion sequences.
+
+Two passes. The first runs the live tracker (``tracker.FaceTracker``) frame by frame: shot changes,
+the person followed, the segments (one per person acquired: a cut, or a new person after the last one
+was lost) and every followed face's landmarks. The second knows each segment's every frame, so it
+calibrates each segment's neutral on the segment's calmest frontal frames (``NeutralFace.robust``, or
+the frame the user names), measures every frame against its own segment's neutral, keeps the values
+within the documented ranges (soft limits) and smooths them like the live tracker. A variable-rate
+source (a browser's WebM recording, a camera) gives motion resampled to a constant rate over the same
+real time (``motion.timing``), so the motion plays at the speed it was recorded. Rotations of later
+segments are expressed relative to the first segment's rest pose, so one ``neutral_rest`` (in
+``meta``) serves the whole sequence. Frames without a followed face hold the last motion, then ease to
+the rest pose (as live); frames before the first face repeat the first face's motion.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from ..errors import PirenderError
 from ..motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence
-from ..sources.frames import FrameSource
+from ..motion.timing import measure_rate, resample_uniform
+from ..sources.frames import FALLBACK_FPS, FrameSource
 from .deep3d import Deep3DRegressor
+from .geometry import euler_from_rotation, rotation_from_euler
+from .identity import colour_distance, shape_distance
 from .landmarks import five_points
-from .tracker import FaceTracker, TrackState
+from .open_space import NeutralFace
+from .tracker import FaceTracker, MotionEmitter, TrackerConfig, TrackState
+
+#: The most frames a segment's neutral is computed from (evenly spread over the segment).
+MAX_NEUTRAL_FRAMES = 600
+
+
+@dataclass
+class Segment:
+    """Frames in which one person was followed without a break in the shot.
+
+    Attributes:
+        index: 0, 1, ... in the clip's order.
+        first_frame, last_frame: 0-based frame indices (inclusive).
+        frames_with_face: frames of the segment in which the person's face was found.
+        person: 1, 2, ...: segments whose faces look alike (skin colour, proportions) share a number.
+        neutral_frames: frames the neutral was computed from (0: never frontal enough, no motion).
+        neutral_turned_deg: how far the neutral face is turned (max of |pitch|, |yaw|), degrees.
+        starts_at_cut: the segment begins at a shot change.
+    """
+
+    index: int
+    first_frame: int
+    last_frame: int
+    frames_with_face: int = 0
+    person: int = 0
+    neutral_frames: int = 0
+    neutral_turned_deg: float = float("nan")
+    starts_at_cut: bool = False
+
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "first_frame": self.first_frame,
+            "last_frame": self.last_frame,
+            "person": self.person,
+            "frames_with_face": self.frames_with_face,
+            "neutral_frames": self.neutral_frames,
+            "starts_at_cut": self.starts_at_cut,
+        }
 
 
 @dataclass
 class TrackedClip:
-    """Motion of every frame of a clip (the calibration frames measured against the neutral they
-    built, unsmoothed; frames without a face hold the previous motion)."""
+    """Motion of every frame of a clip and what the tracker saw.
+
+    ``frames_with_face`` counts frames in which the followed person's face was found;
+    ``frames_turned_away`` frames with faces but none the tracker could follow (turned too far from
+    frontal, too small, or not human); ``cuts_s`` the times of shot changes.
+    """
 
     open_motion: MotionSequence
     authors_motion: MotionSequence | None
@@ -27,14 +86,57 @@ class TrackedClip:
     frames_with_face: int
     states: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    cuts_s: list[float] = field(default_factory=list)
+    segments: list[Segment] = field(default_factory=list)
+    frames_without_face: int = 0
+    frames_turned_away: int = 0
+
+    @property
+    def people(self) -> int:
+        return len({segment.person for segment in self.segments if segment.neutral_frames})
 
     def describe(self) -> str:
         share = 100.0 * self.frames_with_face / max(self.frames, 1)
         fps = self.frames / self.seconds if self.seconds > 0 else float("inf")
-        return (
+        lines = [
             f"tracked {self.frames} frames ({self.frames_with_face} with a face, {share:.0f}%) in "
             f"{self.seconds:.1f} s ({fps:.0f} frames/s)"
-        )
+        ]
+        if self.cuts_s:
+            times = ", ".join(f"{t:.2f}" for t in self.cuts_s)
+            lines.append(f"{len(self.cuts_s)} shot change(s), at {times} s: re-acquired and re-calibrated")
+        followed = [s for s in self.segments if s.neutral_frames]
+        if followed:
+            parts = [f"frames {s.first_frame}-{s.last_frame} person {s.person}" for s in followed]
+            noun = "person" if self.people == 1 else "people"
+            lines.append(f"followed {self.people} {noun} in {len(followed)} segment(s): " + "; ".join(parts))
+        for segment in self.segments:
+            if not segment.neutral_frames:
+                lines.append(
+                    f"frames {segment.first_frame}-{segment.last_frame}: the face was never within "
+                    "30 degrees of frontal, so it was not calibrated on (motion held)"
+                )
+        quiet = []
+        if self.frames_without_face:
+            quiet.append(f"{self.frames_without_face} frames without a face")
+        if self.frames_turned_away:
+            quiet.append(
+                f"{self.frames_turned_away} frames with only faces the tracker does not follow "
+                "(turned far from frontal, too small or not human)"
+            )
+        if quiet:
+            lines.append("; ".join(quiet) + " (motion held, then eased to the rest pose)")
+        return "\n".join(lines)
+
+
+@dataclass
+class _FrameRecord:
+    time_s: float
+    state: str
+    segment: int | None
+    landmarks: np.ndarray | None  # (478, 3) float32
+    turned_deg: float
+    cut: bool
 
 
 def track_clip(
@@ -43,28 +145,37 @@ def track_clip(
     tracker: FaceTracker | None = None,
     regressor: Deep3DRegressor | None = None,
     progress: bool = True,
+    config: TrackerConfig | None = None,
 ) -> TrackedClip:
     """Run the tracker over every frame; with a Deep3DFaceRecon ``regressor``, also the authors' space.
 
-    A clip in which no face is ever found is an error (the documented behaviour for e.g. an animal).
+    ``config`` (or ``tracker.config``) sets the tracker's rules, e.g. ``neutral_frame``.
+
+    Raises:
+        PirenderError: a clip without frames; no human face found in any frame; no face frontal
+            enough to calibrate on; ``neutral_frame`` outside the clip or on a frame without the
+            followed face.
     """
     owned = tracker is None
-    tracker = tracker or FaceTracker()
-    rows: list[np.ndarray | None] = []
-    calibration_landmarks: dict[int, np.ndarray] = {}
+    tracker = tracker or FaceTracker(config)
+    config = tracker.config
+    records: list[_FrameRecord] = []
     authors_rows: list[np.ndarray | None] = []
-    states: list[str] = []
-    with_face = 0
     started = time.perf_counter()
-    fps = frames.fps or 25.0
     try:
         for frame in tqdm(frames, unit="frame", disable=not progress, dynamic_ncols=True):
             result = tracker.process(frame.rgb, frame.time_s)
-            states.append(result.state.value)
-            with_face += result.landmarks is not None
-            if result.motion is None and result.landmarks is not None:
-                calibration_landmarks[len(rows)] = result.landmarks
-            rows.append(None if result.motion is None else result.motion.values.copy())
+            landmarks = None if result.landmarks is None else result.landmarks.astype(np.float32)
+            records.append(
+                _FrameRecord(
+                    time_s=frame.time_s,
+                    state=result.state.value,
+                    segment=result.segment if result.landmarks is not None else None,
+                    landmarks=landmarks,
+                    turned_deg=float("nan") if result.turned_deg is None else result.turned_deg,
+                    cut=result.cut,
+                )
+            )
             if regressor is not None:
                 authors_rows.append(
                     None
@@ -74,35 +185,153 @@ def track_clip(
     finally:
         if owned:
             tracker.close()
-    if not rows:
+    if not records:
         raise PirenderError("the clip has no frames")
-    if not tracker.finish_calibration():
+    segments = _segments(records, tracker)
+    if not any(s.frames_with_face for s in segments):
         raise PirenderError(
-            f"no human face found in any of the {len(rows)} frames (the tracker follows human faces)"
+            f"no human face found in any of the {len(records)} frames (the tracker follows human faces"
+            + (
+                "; faces were seen but all turned far from frontal)"
+                if any(r.state == TrackState.TURNED_AWAY for r in records)
+                else ")"
+            )
         )
-    neutral = tracker.neutral
-    assert neutral is not None
-    for index, landmarks in calibration_landmarks.items():
-        rows[index] = neutral.motion(landmarks).values
-    rest = neutral.rest_row()
-    values = np.stack(_fill_gaps([rest if rows[0] is None else rows[0], *rows[1:]]))
-    meta = {"neutral_rest": [float(v) for v in rest], "states": _run_lengths(states)}
+    values, rest = _measure(records, segments, config)
+    authors = None if regressor is None else _fill_gaps(authors_rows)
+    meta: dict[str, Any] = {
+        "neutral_rest": [float(v) for v in rest],
+        "states": _run_lengths([r.state for r in records]),
+        "cuts_s": [round(t, 4) for t in tracker.cuts_s],
+        "segments": [s.to_meta() for s in segments],
+    }
+    fps = frames.fps or FALLBACK_FPS
+    times_s = np.array([r.time_s for r in records])
+    if getattr(frames, "variable_rate", False) and len(records) > 1:
+        # a variable-rate source (browser recording, camera): motion at a constant rate in real time
+        rate = measure_rate(times_s, declared_fps=frames.fps)
+        fps = rate.fps if rate is not None else fps
+        values = resample_uniform(times_s, values, fps)
+        authors = None if authors is None else resample_uniform(times_s, authors, fps)
+        meta["resampled"] = {"from_frames": len(records), "variable_rate_source": True}
     open_motion = MotionSequence(OPEN_SPACE, values, fps=fps, meta=meta)
-    authors_motion = None
-    if regressor is not None:
-        authors_motion = MotionSequence(AUTHORS_SPACE, _fill_gaps(authors_rows), fps=fps)
+    authors_motion = None if authors is None else MotionSequence(AUTHORS_SPACE, authors, fps=fps)
     return TrackedClip(
         open_motion=open_motion,
         authors_motion=authors_motion,
-        frames=len(rows),
-        frames_with_face=with_face,
-        states=states,
+        frames=len(records),
+        frames_with_face=sum(r.landmarks is not None for r in records),
+        states=[r.state for r in records],
         seconds=time.perf_counter() - started,
+        cuts_s=list(tracker.cuts_s),
+        segments=segments,
+        frames_without_face=sum(r.state == TrackState.NO_FACE for r in records),
+        frames_turned_away=sum(r.state == TrackState.TURNED_AWAY for r in records),
     )
 
 
+def _segments(records: list[_FrameRecord], tracker: FaceTracker) -> list[Segment]:
+    """The followed-person segments of pass one, numbered into people by appearance."""
+    segments: dict[int, Segment] = {}
+    for index, record in enumerate(records):
+        if record.segment is None:
+            continue
+        segment = segments.get(record.segment)
+        if segment is None:
+            segment = segments[record.segment] = Segment(
+                index=record.segment, first_frame=index, last_frame=index, starts_at_cut=record.cut
+            )
+        segment.last_frame = index
+        segment.frames_with_face += 1
+    ordered = [segments[key] for key in sorted(segments)]
+    people: list[tuple[np.ndarray, np.ndarray]] = []  # (colour, shape) of each person
+    identity = tracker.config.identity
+    for segment in ordered:
+        model = tracker.segment_people[segment.index]
+        for number, (colour, shape) in enumerate(people, start=1):
+            if (
+                colour_distance(colour, model.colour) <= identity.same_person_colour
+                and shape_distance(shape, model.shape) <= identity.max_shape_iod
+            ):
+                segment.person = number
+                break
+        else:
+            people.append((model.colour, model.shape))
+            segment.person = len(people)
+    return ordered
+
+
+def _neutral(
+    records: list[_FrameRecord], segment: Segment, config: TrackerConfig
+) -> tuple[NeutralFace | None, int, float]:
+    """A segment's neutral, the number of frames it came from and how far it is turned (degrees)."""
+    own = [
+        r for r in records[segment.first_frame : segment.last_frame + 1] if r.segment == segment.index
+    ]
+    if config.neutral_frame is not None and segment.first_frame <= config.neutral_frame <= segment.last_frame:
+        chosen = records[config.neutral_frame]
+        if chosen.landmarks is None or chosen.segment != segment.index:
+            raise PirenderError(
+                f"--neutral-frame {config.neutral_frame}: the followed face is not found in that frame "
+                f"(it is in frames {segment.first_frame}-{segment.last_frame}, not all of them)"
+            )
+        return NeutralFace.from_landmarks([chosen.landmarks.astype(np.float64)]), 1, chosen.turned_deg
+    for limit in (config.frontal_deg, config.fallback_frontal_deg):
+        frontal = [r for r in own if r.landmarks is not None and r.turned_deg <= limit]
+        if frontal:
+            break
+    else:
+        return None, 0, float("nan")
+    if len(frontal) > MAX_NEUTRAL_FRAMES:
+        picks = np.linspace(0, len(frontal) - 1, MAX_NEUTRAL_FRAMES).round().astype(int)
+        frontal = [frontal[i] for i in picks]
+    landmarks = [r.landmarks.astype(np.float64) for r in frontal if r.landmarks is not None]
+    return NeutralFace.robust(landmarks), len(landmarks), float(np.median([r.turned_deg for r in frontal]))
+
+
+def _measure(
+    records: list[_FrameRecord], segments: list[Segment], config: TrackerConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(frames, 17) motion of every frame and the reference rest row (pass two)."""
+    neutrals: dict[int, NeutralFace] = {}
+    for segment in segments:
+        neutral, count, turned = _neutral(records, segment, config)
+        segment.neutral_frames, segment.neutral_turned_deg = count, turned
+        if neutral is not None:
+            neutrals[segment.index] = neutral
+    if not neutrals:
+        raise PirenderError(
+            f"the face was never within {config.fallback_frontal_deg:.0f} degrees of frontal, so no "
+            "neutral could be calibrated (the tracker does not calibrate on turned faces)"
+        )
+    if config.neutral_frame is not None and config.neutral_frame >= len(records):
+        raise PirenderError(f"--neutral-frame {config.neutral_frame}: the clip has {len(records)} frames")
+    reference = neutrals[min(neutrals)]
+    rest = reference.rest_row()
+    to_reference = {
+        index: neutral.frame.rotation.T @ reference.frame.rotation for index, neutral in neutrals.items()
+    }
+    emitter = MotionEmitter(config.smoothing, config.hold_s, config.ease_s)
+    rows: list[np.ndarray | None] = []
+    current: int | None = None
+    for record in records:
+        segment = record.segment
+        if record.landmarks is not None and segment in neutrals:
+            if segment != current:
+                emitter.reset()  # a new person or shot: no smoothing across it
+                current = segment
+            raw = neutrals[segment].motion(record.landmarks.astype(np.float64)).values.copy()
+            rotation = rotation_from_euler(*raw[:3].astype(np.float64)) @ to_reference[segment]
+            raw[:3] = euler_from_rotation(rotation)
+            rows.append(emitter.measured(raw, record.time_s).copy())
+        else:
+            _, row = emitter.lost(record.time_s, rest)
+            rows.append(None if row is None else row.copy())
+    return _fill_gaps(rows), rest
+
+
 def _fill_gaps(rows: list[np.ndarray | None]) -> np.ndarray:
-    """Frames without a face repeat the previous face's numbers (the first found, at the start)."""
+    """Frames without motion repeat the previous frame's (the first motion, at the start)."""
     first = next(row for row in rows if row is not None)
     filled, last = [], first
     for row in rows:
@@ -122,4 +351,4 @@ def _run_lengths(states: list[str]) -> list[list[object]]:
     return runs
 
 
-__all__ = ["TrackState", "TrackedClip", "track_clip"]
+__all__ = ["Segment", "TrackState", "TrackedClip", "track_clip"]

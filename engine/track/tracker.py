@@ -1,144 +1,355 @@
-"""FaceTracker: camera frames -> open-space motion every frame, smoothed, robust to losing the face.
+"""FaceTracker: camera frames -> open-space motion every frame, following one person through real footage.
 
-- Landmarks from MediaPipe's face mesh in video mode (detection only when the face is lost).
-- Several faces: the first frame picks the largest face (ties: the most central); later frames follow
-  the face whose box overlaps the previous one most.
-- Neutral: the first ``calibration_frames`` frames with a face (or :meth:`set_neutral` on demand).
-- No face is a state, not an exception: the last motion is held for ``hold_s``, then eases back to
-  the neutral's rest pose over ``ease_s``.
-- Motion is smoothed with a One-Euro filter.
+What it does with each frame (RGB uint8 and its time in seconds):
+
+1. **Shot changes** (``shots.ShotDetector``): a cut ends the current segment; the person is
+   re-acquired and the neutral re-calibrated (unless the face after the cut is plainly the same
+   person in the same place: a false alarm, e.g. a caption appearing, then nothing changes).
+2. **One person** (``identity``): the face followed is the one near where the person was, of a
+   similar size, whose appearance and proportions do not contradict the person's; other faces in the
+   picture are ignored. When the person is lost, the last motion is held for ``hold_s`` and then
+   eased to the rest pose over ``ease_s``; only after that may another person be acquired (a new
+   segment), so the tracker never jumps to someone in the background.
+3. **Acquiring** a person: among the faces that MediaPipe finds, that pass the human-face rule
+   (``face_check``) and are at least ``min_iod_px`` large and turned at most ``fallback_frontal_deg``
+   from frontal, the largest (in 5 % area steps), then the most central.
+4. **Calibrating** the neutral only on frames turned at most ``frontal_deg`` from frontal (after
+   ``fallback_after_s`` without one, up to ``fallback_frontal_deg``; never further): the first
+   ``calibration_frames`` such frames give a robust neutral (``NeutralFace.robust``: calmest frames
+   per region), refined as the stream goes on from a bounded reservoir of frontal frames (expression
+   only; the pose reference stays), or frame ``neutral_frame`` when given.
+5. **Motion** of the followed face against the neutral, kept within the open space's documented
+   ranges by soft limits (``motion.limits``), smoothed with a One-Euro filter.
+
+States (``TrackState``): no_face, turned_away (faces seen, none frontal enough to follow), calibrating,
+tracking, holding, easing.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 
+from ..motion.limits import soft_limit
 from ..motion.space import OPEN_SPACE, MotionFrame
+from .face_check import HumanFaceCheck
 from .filters import OneEuroConfig, OneEuroFilter
+from .identity import FaceObservation, IdentityConfig, PersonModel, colour_distance, observe
 from .landmarks import FaceMesh, FaceMeshConfig
 from .open_space import NeutralFace
+from .shots import ShotConfig, ShotDetector
 
 
 class TrackState(StrEnum):
-    CALIBRATING = "calibrating"  # collecting neutral frames; no motion yet
+    NO_FACE = "no_face"  # no face in the picture (and no motion to hold)
+    TURNED_AWAY = "turned_away"  # faces seen, none frontal (or large) enough to start following
+    CALIBRATING = "calibrating"  # following a person, collecting frontal frames for the neutral
     TRACKING = "tracking"
-    HOLDING = "holding"  # face lost: last motion held
-    EASING = "easing"  # face lost longer: easing back to the rest pose
-    NO_FACE = "no_face"  # never seen a face yet
+    HOLDING = "holding"  # the person is lost: last motion held
+    EASING = "easing"  # lost longer: easing back to the rest pose
 
 
 @dataclass(frozen=True)
 class TrackerConfig:
+    """How the tracker follows a person (angles in degrees, times in seconds, sizes in pixels)."""
+
     mesh: FaceMeshConfig = field(default_factory=FaceMeshConfig)
     smoothing: OneEuroConfig = field(default_factory=lambda: OneEuroConfig(min_cutoff_hz=1.5, beta=0.3))
     calibration_frames: int = 5
     hold_s: float = 0.5
     ease_s: float = 1.0
+    frontal_deg: float = 20.0
+    fallback_frontal_deg: float = 30.0
+    fallback_after_s: float = 1.5
+    min_iod_px: float = 12.0
+    refine_frames: int = 250  # frontal frames kept for refining the neutral (every 2nd frame)
+    neutral_frame: int | None = None  # 0-based frame index whose face is the neutral
+    shots: ShotConfig = field(default_factory=ShotConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
 
 
 @dataclass(frozen=True)
 class TrackResult:
     state: TrackState
     motion: MotionFrame | None  # None before the neutral is known (no face yet, or calibrating)
-    landmarks: np.ndarray | None  # (478, 3) pixels of the followed face, None when not found
+    landmarks: np.ndarray | None  # (478, 3) pixels of the followed face, None when not followed
     faces: int  # faces seen in this frame
+    cut: bool = False  # this frame starts a new shot
+    segment: int | None = None  # which followed-person segment the frame belongs to (0, 1, ...)
+    turned_deg: float | None = None  # how far the followed face is turned (max of |pitch|, |yaw|)
 
 
-def _box(points: np.ndarray) -> np.ndarray:
-    return np.concatenate([points[:, :2].min(axis=0), points[:, :2].max(axis=0)])
+#: A rule "is this a human face": (RGB frame, (478, 3) landmarks) -> True/False.
+HumanFaceRule = Callable[[np.ndarray, np.ndarray], bool]
 
 
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    inter = np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None).prod()
-    union = (a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod() - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def choose_face(faces: list[np.ndarray], frame_size: tuple[int, int], previous: np.ndarray | None) -> int:
-    """Index of the face to follow: most overlap with ``previous`` box, else largest then central."""
-    boxes = [_box(f) for f in faces]
-    if previous is not None:
-        overlaps = [_overlap(b, previous) for b in boxes]
-        if max(overlaps) > 0.1:
-            return int(np.argmax(overlaps))
+def choose_face(faces: list[FaceObservation], frame_size: tuple[int, int]) -> int:
+    """Index of the face to acquire: the largest (in 5 %-of-frame area steps), then the most central."""
     height, width = frame_size
     center = np.array([width / 2, height / 2])
 
     def key(i: int) -> tuple[float, float]:
-        area = float((boxes[i][2:] - boxes[i][:2]).prod())
-        distance = float(np.linalg.norm((boxes[i][:2] + boxes[i][2:]) / 2 - center))
-        return (-round(area / (0.05 * width * height)), distance)  # 5% area steps, then centrality
+        area_step = -round(faces[i].area_px / (0.05 * width * height))
+        return (area_step, float(np.linalg.norm(faces[i].center - center)))
 
     return min(range(len(faces)), key=key)
+
+
+class MotionEmitter:
+    """The motion a tracker emits: measured rows smoothed (One-Euro), and when the face is lost the
+    last row held for ``hold_s`` then eased to a rest row over ``ease_s``."""
+
+    def __init__(self, smoothing: OneEuroConfig, hold_s: float, ease_s: float) -> None:
+        self.hold_s = hold_s
+        self.ease_s = ease_s
+        self._filter = OneEuroFilter(OPEN_SPACE.width, smoothing)
+        self._limited = np.empty(OPEN_SPACE.width, dtype=np.float32)
+        self._scratch = np.empty(OPEN_SPACE.width, dtype=np.float32)
+        self.last_row: np.ndarray | None = None  # the last measured (smoothed) row
+        self.last_emitted: np.ndarray | None = None  # the last row given out (measured, held or eased)
+        self._last_time_s: float | None = None
+        self._lost_since_s: float | None = None
+
+    def reset(self) -> None:
+        """Forget everything (a new person or shot)."""
+        self._filter.reset()
+        self.last_row = None
+        self.last_emitted = None
+        self._last_time_s = None
+        self._lost_since_s = None
+
+    def measured(self, row: np.ndarray, time_s: float) -> np.ndarray:
+        """Soft-limit and smooth one measured (17,) row; returns the emitted row (float32)."""
+        dt_s = 0.0 if self._last_time_s is None else time_s - self._last_time_s
+        self._last_time_s = time_s
+        self._lost_since_s = None
+        np.copyto(self._limited, row)
+        soft_limit(self._limited, OPEN_SPACE, out=self._limited, scratch=self._scratch)
+        self.last_row = self._filter(self._limited, dt_s).astype(np.float32)
+        self.last_emitted = self.last_row
+        return self.last_row
+
+    def lost(self, time_s: float, rest: np.ndarray) -> tuple[TrackState, np.ndarray | None]:
+        """The state and row of a frame without the face: held, then eased to ``rest``."""
+        self._last_time_s = time_s
+        if self.last_row is None:
+            return TrackState.NO_FACE, None
+        if self._lost_since_s is None:
+            self._lost_since_s = time_s
+        lost_s = time_s - self._lost_since_s
+        if lost_s <= self.hold_s:
+            self.last_emitted = self.last_row
+            return TrackState.HOLDING, self.last_row
+        amount = min(1.0, (lost_s - self.hold_s) / self.ease_s)
+        self._filter.reset()
+        self.last_emitted = ((1 - amount) * self.last_row + amount * rest).astype(np.float32)
+        return TrackState.EASING, self.last_emitted
 
 
 class FaceTracker:
     """Call :meth:`process` with every frame (RGB uint8) and its capture time in seconds."""
 
-    def __init__(self, config: TrackerConfig | None = None, *, mesh: FaceMesh | None = None) -> None:
+    def __init__(
+        self,
+        config: TrackerConfig | None = None,
+        *,
+        mesh: FaceMesh | None = None,
+        human_face: HumanFaceRule | None = None,
+    ) -> None:
         self.config = config or TrackerConfig()
         self.mesh = mesh or FaceMesh(self.config.mesh)
+        self._face_check: HumanFaceCheck | None = None
+        if human_face is None:
+            self._face_check = HumanFaceCheck()
+            human_face = self._is_human
+        self.human_face = human_face
         self.neutral: NeutralFace | None = None
+        self.segment = -1  # index of the current person segment (-1: none yet)
+        self.cuts_s: list[float] = []
+        self.segment_people: list[PersonModel] = []  # the person of each segment, by segment index
+        self._shots = ShotDetector(self.config.shots)
+        self._emitter = MotionEmitter(self.config.smoothing, self.config.hold_s, self.config.ease_s)
+        self._person: PersonModel | None = None
+        self._previous_person: PersonModel | None = None  # before the last cut
+        self._acquired_s = 0.0
+        self._person_lost_since_s: float | None = None
+        self._held_row: np.ndarray | None = None  # the last row before a new segment
         self._calibration: list[np.ndarray] = []
-        self._filter = OneEuroFilter(OPEN_SPACE.width, self.config.smoothing)
-        self._last_box: np.ndarray | None = None
-        self._last_row: np.ndarray | None = None
-        self._last_time_s: float | None = None
-        self._lost_since_s: float | None = None
+        self._reference: NeutralFace | None = None  # the first neutral of the segment (pose reference)
+        self._reservoir: deque[np.ndarray] = deque(maxlen=self.config.refine_frames)
+        self._frontal_seen = 0
+        self._next_refine = 0
+        self._neutral_fixed = False
+        self._frame_index = -1
 
+    # ---------------------------------------------------------------------------------------------
     def set_neutral(self, landmarks: list[np.ndarray] | None = None) -> None:
-        """Recalibrate: from the given landmarks, or from the next frames with a face."""
+        """Recalibrate: from the given landmarks (kept as they are), or from the next frontal frames."""
         self._calibration = []
-        self.neutral = NeutralFace.from_landmarks(landmarks) if landmarks else None
-        self._filter.reset()
+        self._reservoir.clear()
+        self.neutral = NeutralFace.robust(landmarks) if landmarks else None
+        self._reference = self.neutral
+        self._neutral_fixed = bool(landmarks)
+        self._emitter.reset()
 
     def finish_calibration(self) -> bool:
         """Build the neutral from the frames collected so far (a clip shorter than the calibration);
-        False when no face has been seen at all."""
+        False when no face has been calibrated on at all."""
         if self.neutral is None and self._calibration:
-            self.neutral = NeutralFace.from_landmarks(self._calibration)
-            self._calibration = []
+            self._set_neutral(NeutralFace.robust(self._calibration))
         return self.neutral is not None
 
-    def process(self, rgb: np.ndarray, time_s: float) -> TrackResult:
-        faces = self.mesh.detect(rgb)
-        dt_s = 0.0 if self._last_time_s is None else time_s - self._last_time_s
-        self._last_time_s = time_s
-        if not faces:
-            return self._lost(time_s)
-        chosen = faces[choose_face(faces, rgb.shape[:2], self._last_box)]
-        self._last_box = _box(chosen)
-        self._lost_since_s = None
-        if self.neutral is None:
-            self._calibration.append(chosen)
-            if len(self._calibration) < self.config.calibration_frames:
-                return TrackResult(TrackState.CALIBRATING, None, chosen, len(faces))
-            self.neutral = NeutralFace.from_landmarks(self._calibration)
-            self._calibration = []
-            self._filter.reset()
-        raw = self.neutral.motion(chosen).values
-        self._last_row = self._filter(raw, dt_s).astype(np.float32)
-        return TrackResult(TrackState.TRACKING, MotionFrame(OPEN_SPACE, self._last_row), chosen, len(faces))
+    def rest_row(self) -> np.ndarray | None:
+        """The current neutral's rest row (its own head pose, no move, no expression), if calibrated."""
+        return None if self.neutral is None else self.neutral.rest_row()
 
-    def _lost(self, time_s: float) -> TrackResult:
-        self._last_box = None
-        if self.neutral is None or self._last_row is None:
-            calibrating = self.neutral is not None or bool(self._calibration)
-            state = TrackState.CALIBRATING if calibrating else TrackState.NO_FACE
-            return TrackResult(state, None, None, 0)
-        if self._lost_since_s is None:
-            self._lost_since_s = time_s
-        lost_s = time_s - self._lost_since_s
-        if lost_s <= self.config.hold_s:
-            return TrackResult(TrackState.HOLDING, MotionFrame(OPEN_SPACE, self._last_row), None, 0)
-        amount = min(1.0, (lost_s - self.config.hold_s) / self.config.ease_s)
-        eased = (1 - amount) * self._last_row + amount * self.neutral.rest_row()
-        self._filter.reset()
-        return TrackResult(TrackState.EASING, MotionFrame(OPEN_SPACE, eased.astype(np.float32)), None, 0)
+    # ---------------------------------------------------------------------------------------------
+    def process(self, rgb: np.ndarray, time_s: float) -> TrackResult:
+        self._frame_index += 1
+        cut = self._shots(rgb, time_s)
+        if cut:
+            self.cuts_s.append(time_s)
+            if self._person is not None:
+                self._previous_person = self._person
+            self._person = None
+        faces = self.mesh.detect(rgb)
+        observations = [observe(rgb, points) for points in faces]
+        face = self._follow(rgb, observations, time_s, cut)
+        if face is None:
+            if self._person_lost_since_s is None:
+                self._person_lost_since_s = time_s
+            return self._lost(time_s, observations, cut)
+        self._person_lost_since_s = None
+        turned = face.turned_deg()
+        if self._frame_index == self.config.neutral_frame:
+            self._set_neutral(NeutralFace.from_landmarks([face.landmarks]), fixed=True)
+        elif not self._neutral_fixed:
+            self._calibrate(face, turned, time_s)
+        if self.neutral is None:  # hold the previous motion (if any) while calibrating
+            held = None if self._held_row is None else MotionFrame(OPEN_SPACE, self._held_row)
+            return TrackResult(
+                TrackState.CALIBRATING, held, face.landmarks, len(faces), cut, self.segment, turned
+            )
+        row = self._emitter.measured(self.neutral.motion(face.landmarks).values, time_s)
+        motion = MotionFrame(OPEN_SPACE, row)
+        return TrackResult(TrackState.TRACKING, motion, face.landmarks, len(faces), cut, self.segment, turned)
+
+    # ---------------------------------------------------------------------------------------------
+    def _follow(
+        self, rgb: np.ndarray, faces: list[FaceObservation], time_s: float, cut: bool
+    ) -> FaceObservation | None:
+        """The followed person's face in this frame (acquiring a new person where allowed)."""
+        person = self._person
+        if person is not None and faces:
+            costs = [person.matches(face, time_s) for face in faces]
+            found = [(cost, i) for i, cost in enumerate(costs) if cost is not None]
+            if found:
+                face = faces[min(found)[1]]
+                person.update(face, time_s)
+                return face
+        lost_s = 0.0 if self._person_lost_since_s is None else time_s - self._person_lost_since_s
+        if person is not None and lost_s < self.config.hold_s + self.config.ease_s:
+            return None  # the person may come back: nobody else is followed meanwhile
+        candidates = [face for face in faces if self._acquirable(rgb, face)]
+        if not candidates:
+            return None
+        face = candidates[choose_face(candidates, rgb.shape[:2])]
+        previous = self._previous_person
+        false_alarm = cut and previous is not None and self.neutral is not None
+        if false_alarm and previous is not None and self._same_place(previous, face, time_s):
+            self._person = previous  # a false alarm: the same person in the same place
+            previous.update(face, time_s)
+            return face
+        self._start_segment(face, time_s)
+        return face
+
+    def _acquirable(self, rgb: np.ndarray, face: FaceObservation) -> bool:
+        return (
+            face.iod_px >= self.config.min_iod_px
+            and face.turned_deg() <= self.config.fallback_frontal_deg
+            and self.human_face(rgb, face.landmarks)
+        )
+
+    def _same_place(self, person: PersonModel, face: FaceObservation, time_s: float) -> bool:
+        d = person.differences(face, time_s)
+        return (
+            d["jump_iod"] <= self.config.identity.max_jump_iod
+            and d["size_ratio"] <= 1.2
+            and colour_distance(person.colour, face.colour) <= self.config.identity.same_person_colour
+        )
+
+    def _start_segment(self, face: FaceObservation, time_s: float) -> None:
+        self.segment += 1
+        self._person = PersonModel(face, time_s, self.config.identity)
+        self.segment_people.append(self._person)
+        self._previous_person = None
+        self._acquired_s = time_s
+        self._calibration = []
+        self._reservoir.clear()
+        self._frontal_seen = 0
+        self.neutral = None
+        self._reference = None
+        self._neutral_fixed = False
+        if self._emitter.last_emitted is not None:
+            self._held_row = self._emitter.last_emitted
+        self._emitter.reset()
+        self._person_lost_since_s = None
+
+    # ---------------------------------------------------------------------------------------------
+    def _calibrate(self, face: FaceObservation, turned_deg: float, time_s: float) -> None:
+        """Collect frontal frames; build the neutral, then refine its expression now and then."""
+        cfg = self.config
+        limit = cfg.frontal_deg
+        if self.neutral is None and time_s - self._acquired_s >= cfg.fallback_after_s:
+            limit = cfg.fallback_frontal_deg
+        if turned_deg > limit:
+            return
+        if self.neutral is None:
+            self._calibration.append(face.landmarks)
+            if len(self._calibration) >= cfg.calibration_frames:
+                self._reservoir.extend(self._calibration)
+                self._set_neutral(NeutralFace.robust(self._calibration))
+                self._next_refine = 2 * len(self._reservoir)
+            return
+        self._frontal_seen += 1
+        if self._frontal_seen % 2:
+            return
+        self._reservoir.append(face.landmarks)
+        if len(self._reservoir) >= self._next_refine or (
+            len(self._reservoir) == self._reservoir.maxlen and self._frontal_seen % 100 == 0
+        ):
+            self.neutral = NeutralFace.robust(list(self._reservoir), reference=self._reference)
+            self._next_refine = 2 * len(self._reservoir)
+
+    def _set_neutral(self, neutral: NeutralFace, *, fixed: bool = False) -> None:
+        self.neutral = neutral
+        self._reference = neutral
+        self._neutral_fixed = fixed
+        self._calibration = []
+
+    def _lost(self, time_s: float, faces: list[FaceObservation], cut: bool) -> TrackResult:
+        rest = self.neutral.rest_row() if self.neutral is not None else None
+        if rest is None:
+            state = TrackState.TURNED_AWAY if faces else TrackState.NO_FACE
+            if self._person is not None and faces:
+                state = TrackState.CALIBRATING
+            motion = None if self._held_row is None else MotionFrame(OPEN_SPACE, self._held_row)
+            return TrackResult(state, motion, None, len(faces), cut=cut, segment=None)
+        state, row = self._emitter.lost(time_s, rest)
+        motion = None if row is None else MotionFrame(OPEN_SPACE, row)
+        return TrackResult(state, motion, None, len(faces), cut=cut, segment=None)
+
+    def _is_human(self, rgb: np.ndarray, landmarks: np.ndarray) -> bool:
+        """The project's one human-face rule (``face_check``, shared with the portrait loader)."""
+        assert self._face_check is not None
+        return self._face_check.check(rgb, landmarks).human
 
     def close(self) -> None:
         self.mesh.close()
+        if self._face_check is not None:
+            self._face_check.close()
+

@@ -1,0 +1,359 @@
+"""The tracker on footage as users bring it: cuts, several people, faces turned away, clips that do
+not start neutral (issue 11). Real clips of ``../shared/data`` are joined and composed into the
+situations; every expected value was measured on them first (mediapipe 0.10.14, CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pirender.engine.motion.limits import OPEN_LIMITS
+from pirender.engine.motion.space import OPEN_SPACE
+from pirender.engine.sinks.video_file import VideoFileWriter
+from pirender.engine.sources.frames import open_frames
+from pirender.engine.track.clip import TrackedClip, track_clip
+from pirender.engine.track.geometry import rotation_from_euler
+from pirender.engine.track.landmarks import FaceMesh
+from pirender.engine.track.shots import ShotDetector
+from pirender.engine.track.tracker import FaceTracker, TrackerConfig, TrackResult, TrackState
+
+from conftest import shared_data
+
+pytest.importorskip("mediapipe", reason="face tracking needs mediapipe: pip install 'pirender-live[track]'")
+pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype.. is deprecated:UserWarning")
+
+FPS = 25
+CANVAS = (640, 360)
+
+
+def _slot(name: str) -> int:
+    return OPEN_SPACE.index(name)
+
+
+def _clip_frames(name: str, count: int, start: int = 0) -> list[np.ndarray]:
+    """``count`` RGB frames of a driving clip from frame ``start``."""
+    frames: list[np.ndarray] = []
+    with open_frames(shared_data("driving", f"{name}.mp4")) as source:
+        for frame in source:
+            if frame.index >= start:
+                frames.append(frame.rgb)
+            if len(frames) == count:
+                break
+    return frames
+
+
+def _paste(canvas: Image.Image, rgb: np.ndarray, side_px: int, x: int, y: int) -> None:
+    canvas.paste(Image.fromarray(rgb).resize((side_px, side_px), Image.Resampling.LANCZOS), (x, y))
+
+
+def _write(path: Path, frames: list[np.ndarray]) -> Path:
+    with VideoFileWriter(path, fps=FPS, size_px=(frames[0].shape[1], frames[0].shape[0])) as writer:
+        for rgb in frames:
+            writer.write(rgb)
+    return path
+
+
+#: Where the larger person (d20) sits in the two-person shots of the stage clip: x 40..340.
+LARGE_X = (40, 340)
+
+
+def _two_people(large: np.ndarray, small: np.ndarray) -> np.ndarray:
+    canvas = Image.new("RGB", CANVAS, (60, 60, 70))
+    _paste(canvas, large, 300, LARGE_X[0], 30)
+    _paste(canvas, small, 150, 460, 150)
+    return np.asarray(canvas)
+
+
+def _one_person(rgb: np.ndarray) -> np.ndarray:
+    canvas = Image.new("RGB", CANVAS, (30, 30, 30))
+    _paste(canvas, rgb, 360, 140, 0)
+    return np.asarray(canvas)
+
+
+@pytest.fixture(scope="module")
+def stage_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s at 25 fps: 1 s without a face; a two-person shot (d20 large on the left, d19 small on the
+    right) for 2 s; a cut to d12 alone for 2 s; a cut back to the two-person shot for 1 s."""
+    frames = [np.full((CANVAS[1], CANVAS[0], 3), 90, dtype=np.uint8)] * FPS
+    large, small = _clip_frames("d20", 2 * FPS), _clip_frames("d19", 2 * FPS)
+    frames += [_two_people(a, b) for a, b in zip(large, small, strict=True)]
+    frames += [_one_person(rgb) for rgb in _clip_frames("d12", 2 * FPS)]
+    large, small = _clip_frames("d20", FPS, start=100), _clip_frames("d19", FPS, start=100)
+    frames += [_two_people(a, b) for a, b in zip(large, small, strict=True)]
+    return _write(tmp_path_factory.mktemp("stage") / "stage.mp4", frames)
+
+
+@pytest.fixture(scope="module")
+def tracked_stage(stage_clip: Path) -> TrackedClip:
+    with open_frames(stage_clip) as frames:
+        return track_clip(frames, progress=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# shot changes
+
+
+def test_cuts_between_real_clips_are_found_and_talking_is_not_a_cut() -> None:
+    """Joined first 40 frames of d18, d20, d12 (and d12's fast head shake near its end): cuts exactly
+    at the joins. Measured scores: continuous frames of the six driving clips at most 17 (d20's
+    camera wobble, d12's head shake), the joins 30-60."""
+    parts = [_clip_frames("d18", 40), _clip_frames("d20", 40), _clip_frames("d12", 40, start=140)]
+    detector = ShotDetector()
+    cuts = [
+        index
+        for index, rgb in enumerate(rgb for part in parts for rgb in part)
+        if detector(rgb, index / FPS)
+    ]
+    assert cuts == [40, 80]
+
+
+def test_the_stage_clip_reports_its_cuts_people_and_empty_frames(tracked_stage: TrackedClip) -> None:
+    clip = tracked_stage
+    assert clip.frames == 6 * FPS
+    assert clip.cuts_s == pytest.approx([1.0, 3.0, 5.0])
+    assert [(s.first_frame, s.last_frame) for s in clip.segments] == [(25, 74), (75, 124), (125, 149)]
+    # d20 before and after d12 is one person again (skin colour and proportions), d12 another
+    assert [s.person for s in clip.segments] == [1, 2, 1]
+    assert clip.people == 2
+    assert clip.frames_without_face == FPS
+    assert clip.frames_with_face == 5 * FPS
+    summary = clip.describe()
+    assert "3 shot change(s), at 1.00, 3.00, 5.00 s" in summary
+    assert "followed 2 people in 3 segment(s)" in summary
+    assert "25 frames without a face" in summary
+    meta = clip.open_motion.meta
+    assert meta["cuts_s"] == pytest.approx([1.0, 3.0, 5.0])
+    assert [s["person"] for s in meta["segments"]] == [1, 2, 1]
+
+
+def test_the_larger_person_is_followed_not_the_one_behind(stage_clip: Path) -> None:
+    """In the two-person shots the tracker follows the large d20 face the whole time; the small d19
+    face beside it never takes over."""
+    tracker = FaceTracker()
+    followed_x: list[float] = []
+    try:
+        with open_frames(stage_clip) as frames:
+            for frame in frames:
+                result = tracker.process(frame.rgb, frame.time_s)
+                two_people = FPS <= frame.index < 3 * FPS or frame.index >= 5 * FPS
+                if two_people:
+                    assert result.faces == 2
+                    assert result.landmarks is not None
+                    followed_x.append(float(result.landmarks[:, 0].mean()))
+    finally:
+        tracker.close()
+    assert LARGE_X[0] < min(followed_x) and max(followed_x) < LARGE_X[1]
+
+
+def test_the_stage_clip_stays_within_the_documented_ranges(tracked_stage: TrackedClip) -> None:
+    values = tracked_stage.open_motion.values
+    low, high = OPEN_LIMITS.table[0], OPEN_LIMITS.table[3]
+    assert (values >= low).all() and (values <= high).all()
+    # each person is measured against their own neutral: the head stays near its rest size and place
+    assert np.abs(values[:, _slot("scale")] - 1).max() < 0.2
+    assert np.abs(values[:, _slot("tx")]).max() < 1.0 and np.abs(values[:, _slot("ty")]).max() < 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# faces turned away are never calibrated on
+
+
+class _ScriptedMesh:
+    """A face mesh that returns prepared landmark sets, one list per call."""
+
+    def __init__(self, script: list[list[np.ndarray]]) -> None:
+        self._script: Iterator[list[np.ndarray]] = iter(script)
+
+    def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
+        return [face.copy() for face in next(self._script)]
+
+    def close(self) -> None:
+        pass
+
+
+def _turned(points: np.ndarray, yaw_deg: float) -> np.ndarray:
+    """Real landmarks of a frontal face, the head turned by ``yaw_deg`` about its own centre."""
+    centre = points.mean(axis=0)
+    return (points - centre) @ rotation_from_euler(0.0, np.radians(yaw_deg), 0.0).T + centre
+
+
+@pytest.fixture(scope="module")
+def frontal_points() -> np.ndarray:
+    cbook = pytest.importorskip("matplotlib.cbook")
+    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    with Image.open(path) as image, FaceMesh(static_images=True) as mesh:
+        return mesh.detect(np.asarray(image.convert("RGB")))[0]
+
+
+def _run(script: list[list[np.ndarray]]) -> tuple[list[TrackResult], FaceTracker]:
+    """Every frame's result and the tracker, for a scripted sequence of faces on a grey picture."""
+    mesh = _ScriptedMesh(script)
+    tracker = FaceTracker(mesh=mesh, human_face=lambda rgb, points: True)  # type: ignore[arg-type]
+    grey = np.full((600, 512, 3), 100, dtype=np.uint8)
+    return [tracker.process(grey, index / FPS) for index in range(len(script))], tracker
+
+
+def test_a_face_turned_42_degrees_is_never_calibrated_on(frontal_points: np.ndarray) -> None:
+    """The stage clip's audience member: 2 s of a face at yaw 42 degrees, then a frontal one. The
+    turned face is not followed (no neutral, no motion); the neutral comes from the frontal face."""
+    turned = _turned(frontal_points, 42.0)
+    results, tracker = _run([[turned]] * 50 + [[frontal_points]] * 10)
+    assert all(r.state is TrackState.TURNED_AWAY and r.motion is None for r in results[:50])
+    assert [r.state for r in results[50:55]] == [TrackState.CALIBRATING] * 4 + [TrackState.TRACKING]
+    rest_yaw = np.degrees(tracker.neutral.rest_row()[_slot("yaw")])
+    assert abs(rest_yaw) < 5  # grace hopper's own yaw, not 42
+
+
+def test_a_face_turned_25_degrees_is_calibrated_on_only_when_nothing_better_comes(
+    frontal_points: np.ndarray,
+) -> None:
+    """25 degrees: followed (within the 30-degree limit) but calibrated on only after 1.5 s without a
+    frame within 20 degrees (the fallback)."""
+    turned = _turned(frontal_points, 25.0)
+    results, tracker = _run([[turned]] * 50)
+    states = [r.state for r in results]
+    fallback = int(1.5 * FPS)
+    assert states[:fallback] == [TrackState.CALIBRATING] * fallback
+    assert states[fallback + 5] is TrackState.TRACKING
+    assert np.degrees(tracker.neutral.rest_row()[_slot("yaw")]) == pytest.approx(25.0, abs=3.0)
+
+
+def test_another_face_is_not_followed_while_the_person_may_come_back(frontal_points: np.ndarray) -> None:
+    """The person leaves; a face elsewhere in the picture is ignored while the motion is held and
+    eased (1.5 s), then acquired as a new person (a new segment, recalibrated)."""
+    elsewhere = frontal_points + np.array([250.0, 0.0, 0.0])
+    script = [[frontal_points]] * 10 + [[elsewhere]] * 50
+    results, _ = _run(script)
+    assert results[9].state is TrackState.TRACKING and results[9].segment == 0
+    lost = results[10 : 10 + int(1.5 * FPS)]
+    assert all(r.landmarks is None for r in lost)
+    assert [r.state for r in lost][:3] == [TrackState.HOLDING] * 3
+    later = results[10 + int(1.5 * FPS) + 1]
+    assert later.landmarks is not None and later.segment == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# clips that do not start neutral (case 4_nonneutral_start)
+
+
+def _nonneutral_clip(tmp_path: Path, held_frame: int) -> Path:
+    """8 copies of d18's frame ``held_frame`` (140: mouth wide open; 96: eyes closed), then the first
+    3 s of d18 (30 fps), as the case's recipe makes them."""
+    first = _clip_frames("d18", 90)
+    held = _clip_frames("d18", 1, start=held_frame)[0]
+    path = tmp_path / f"start_{held_frame}.mp4"
+    with VideoFileWriter(path, fps=30, size_px=(480, 480)) as writer:
+        for rgb in [held] * 8 + first:
+            writer.write(rgb)
+    return path
+
+
+@pytest.mark.parametrize(("held_frame", "what"), [(140, "open mouth"), (96, "closed eyes")])
+def test_a_clip_that_starts_with_an_open_mouth_or_closed_eyes(
+    tmp_path: Path, held_frame: int, what: str
+) -> None:
+    """Measured before the fix: jaw_open -1.57..-0.39 after an open-mouth start, blink_right
+    +13.8..+18.7 after a closed-eyes start. Now: the neutral is the clip's calmest frontal frames, so
+    after the prefix jaw_open stays in [0, 1.2] (d18 alone: 0..1.15) and the blinks in [0, 1]; the
+    prefix itself shows the open mouth / the closed eyes."""
+    with open_frames(_nonneutral_clip(tmp_path, held_frame)) as frames:
+        clip = track_clip(frames, progress=False)
+    values = clip.open_motion.values
+    after = values[8:]
+    jaw, blinks = after[:, _slot("jaw_open")], after[:, [_slot("blink_right"), _slot("blink_left")]]
+    assert jaw.min() >= -0.05 and 0.8 < jaw.max() <= 1.2
+    assert blinks.min() >= -0.2 and blinks.max() <= 1.0
+    prefix = values[1:8]  # frame 0 is the filter's start
+    if what == "open mouth":
+        assert prefix[:, _slot("jaw_open")].min() > 0.8
+    else:
+        assert prefix[:, [_slot("blink_right"), _slot("blink_left")]].min() > 0.5
+
+
+def test_the_live_tracker_refines_its_neutral_after_an_open_mouth_start(tmp_path: Path) -> None:
+    """Live, the first five frames (all open-mouthed) make a provisional neutral with open lips,
+    refined from the frontal frames that follow: within half a second the neutral's lips are closed
+    and the calm frames measure jaw_open about 0 (d18 talks: its mouth opens again later)."""
+    tracker = FaceTracker()
+    gaps: list[float] = []
+    jaw: list[float] = []
+    try:
+        with open_frames(_nonneutral_clip(tmp_path, 140)) as frames:
+            for frame in frames:
+                result = tracker.process(frame.rgb, frame.time_s)
+                if tracker.neutral is not None and result.motion is not None:
+                    gaps.append(tracker.neutral.measures.lip_gap)
+                    jaw.append(float(result.motion.values[_slot("jaw_open")]))
+    finally:
+        tracker.close()
+    assert gaps[0] > 0.5  # provisional: lips apart by more than half an IOD
+    assert max(gaps[15:]) < 0.1  # refined: closed lips
+    assert np.abs(jaw[25:60]).max() < 0.15  # d18's calm first second, measured against it
+
+
+def test_the_neutral_frame_option_takes_that_frame(tmp_path: Path) -> None:
+    path = _nonneutral_clip(tmp_path, 140)
+    with open_frames(path) as frames:
+        clip = track_clip(frames, progress=False, config=TrackerConfig(neutral_frame=30))
+    expression = clip.open_motion.values[:, OPEN_SPACE.group("expression")]
+    assert np.abs(expression[30]).max() < 0.35  # the chosen frame is (about) the rest, after smoothing
+    with open_frames(path) as frames, pytest.raises(Exception, match="--neutral-frame 500"):
+        track_clip(frames, progress=False, config=TrackerConfig(neutral_frame=500))
+
+
+def test_d18_stays_within_the_documented_ranges() -> None:
+    """Before: smile_left/right down to -2.8 on the plain shared clip d18."""
+    with open_frames(shared_data("driving", "d18.mp4")) as frames:
+        clip = track_clip(frames, progress=False)
+    low, high = OPEN_LIMITS.table[0], OPEN_LIMITS.table[3]
+    values = clip.open_motion.values
+    assert (values >= low).all() and (values <= high).all()
+    assert clip.cuts_s == [] and len(clip.segments) == 1
+
+
+
+# --------------------------------------------------------------------------------------------------
+# a browser recording: no frame rate, a 1 ms clock, irregular frame times
+
+
+def test_a_variable_rate_recording_gives_motion_in_real_time(tmp_path: Path) -> None:
+    """d20's first 4 s recorded as a browser does (WebM, 1 ms clock, no declared rate) with frames
+    dropped irregularly (70 of 100 kept). The motion comes out at a constant rate over the same 4 s
+    and follows the full-rate clip's motion at the same times."""
+    import av
+
+    encoder = next((name for name in ("libvpx", "libvpx-vp9") if name in av.codecs_available), None)
+    if encoder is None:
+        pytest.skip("this FFmpeg build has no VP8/VP9 encoder")
+    pictures = _clip_frames("d20", 100)
+    kept = sorted(np.random.default_rng(3).choice(np.arange(1, 99), size=68, replace=False).tolist())
+    kept = [0, *kept, 99]
+    path = tmp_path / "recording.webm"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(encoder)
+        stream.width, stream.height, stream.pix_fmt = 480, 480, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        stream.codec_context.framerate = Fraction(0, 1)
+        for index in kept:
+            frame = av.VideoFrame.from_ndarray(pictures[index], format="rgb24")
+            frame.pts, frame.time_base = index * 40, Fraction(1, 1000)  # d20 is 25 fps: 40 ms apart
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with open_frames(path) as frames:
+        clip = track_clip(frames, progress=False)
+    motion = clip.open_motion
+    duration_s = len(motion) / motion.fps
+    assert clip.frames == len(kept)
+    assert duration_s == pytest.approx(99 * 0.04 + 1 / motion.fps, abs=1.5 / motion.fps)
+    assert motion.meta["resampled"]["from_frames"] == len(kept)
+    with open_frames(shared_data("driving", "d20.mp4"), max_frames=100) as frames:
+        full = track_clip(frames, progress=False).open_motion
+    times = np.arange(len(motion)) / motion.fps
+    jaw_full = np.interp(times, np.arange(100) * 0.04, full.values[:, _slot("jaw_open")])
+    assert np.corrcoef(motion.values[:, _slot("jaw_open")], jaw_full)[0, 1] > 0.85
