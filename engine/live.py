@@ -4,6 +4,11 @@ a virtual webcam (:func:`run_webcam`: the avatar as a camera that video-call app
 Every frame is stamped with one monotonic clock at capture and after each stage, so the summary
 gives real per-stage latencies (ms) and the achieved frame rate. The streaming server (WebRTC) runs
 the same stages as an asyncio pipeline.
+
+Time: the output keeps the input's real time. A recording is written with each input frame's time
+(a 30 frames/s clip gives a 30 frames/s file of the same duration, a variable-rate clip keeps its
+times, a camera its measured rate), and a virtual camera fed from a file gets each frame at its time
+(:class:`RealTimePacer`) and announces the input's rate.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 
 from .errors import PirenderError
 from .image import SourceImage, load_source_image, tensor_to_images
-from .motion.retarget import OpenRetargeter
+from .motion.retarget import FollowingRetargeter
 from .motion.space import OPEN_SPACE
 from .motion.window import StreamWindow, WindowSpec
 from .renderer.base import PreparedSource
@@ -27,9 +32,9 @@ from .renderer.mesh.renderer import MeshRenderer
 from .sinks.preview import PreviewWindow
 from .sinks.video_file import VideoFileWriter
 from .sinks.virtual_cam import VirtualCamera
-from .sources.frames import CameraFrames, open_frames
+from .sources.frames import FALLBACK_FPS, CameraFrames, FrameSource, open_frames
 from .track.crop import crop_to_face
-from .track.tracker import FaceTracker
+from .track.tracker import FaceTracker, TrackerConfig
 
 _STAGES = ("track", "render", "sink")
 
@@ -41,6 +46,8 @@ class LiveStats:
     stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in _STAGES})
     total_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    cuts: int = 0  # shot changes the tracker found
+    segments: int = 0  # people acquired (one per cut or change of person)
 
     def describe(self) -> str:
         def median(values: list[float]) -> float:
@@ -48,29 +55,70 @@ class LiveStats:
 
         stages = ", ".join(f"{name} {median(v):.1f}" for name, v in self.stage_ms.items())
         fps = self.frames / self.wall_s if self.wall_s > 0 else float("inf")
+        followed = f"; {self.cuts} shot change(s), {self.segments} person segment(s)" if self.cuts else ""
         return (
-            f"{self.frames} frames ({self.frames_with_face} with a face), {fps:.1f} frames/s; median ms "
-            f"per frame: {stages}; capture to output {median(self.total_ms):.1f}"
+            f"{self.frames} frames ({self.frames_with_face} with a face{followed}), {fps:.1f} frames/s; "
+            f"median ms per frame: {stages}; capture to output {median(self.total_ms):.1f}"
         )
+
+
+class RealTimePacer:
+    """Holds frames back until their time comes, so a file plays at its own rate (real time).
+
+    The first frame sets the origin; frame ``t`` is then due ``t - t_first`` seconds later on
+    ``clock``. A frame that is already late goes at once (nothing is dropped: a loop slower than the
+    input falls behind).
+
+    Args:
+        clock: seconds of a monotonic clock (``time.perf_counter``).
+        sleep: sleeps for the given seconds (``time.sleep``).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._origin_s: float | None = None
+
+    def wait(self, time_s: float) -> float:
+        """Sleep until the frame at ``time_s`` (seconds, the source's clock) is due; returns the sleep."""
+        now_s = self._clock()
+        if self._origin_s is None:
+            self._origin_s = now_s - time_s
+            return 0.0
+        delay_s = self._origin_s + time_s - now_s
+        if delay_s <= 0:
+            return 0.0
+        self._sleep(delay_s)
+        return delay_s
 
 
 def run_live_loop(
     renderer: MeshRenderer,
     source: PreparedSource,
-    frames_spec: str,
+    frames: FrameSource,
     *,
     out: Path | None = None,
     window: bool = False,
-    max_frames: int | None = None,
-    fps: float = 25.0,
     virtual_camera: VirtualCamera | None = None,
+    pacer: RealTimePacer | None = None,
+    tracker_config: TrackerConfig | None = None,
 ) -> LiveStats:
-    """Drive ``source`` with the face in ``frames_spec`` (camera:N, a video, an image folder).
+    """Drive ``source`` with the face in ``frames`` (a camera, a video, an image folder: see
+    :func:`~pirender.engine.sources.frames.open_frames`; opened and closed by the caller).
 
-    Each rendered frame goes to ``out`` (a video file written at ``fps``), a window (``window``)
-    and ``virtual_camera`` (opened and closed by the caller; its size must be the renderer's), all
-    timed together as the "sink" stage. With a video or image input the virtual camera's pacing
-    (``VirtualCamera(pace=True)``) holds its frame rate; a live camera paces itself.
+    Each rendered frame goes to ``out`` (a video file written with the input frames' times: the
+    input's real rate and duration), a window (``window``) and ``virtual_camera`` (opened and closed
+    by the caller; its size must be the renderer's), all timed together as the "sink" stage. With a
+    ``pacer`` each input frame is held back until its time (a file into a virtual camera; a live
+    camera paces itself): the wait comes before the capture stamp, so it is not latency.
+    ``tracker_config`` sets the tracker's rules (e.g. ``neutral_frame``). After a shot change or a
+    change of person the driver's rest pose is the new neutral's; the motion held meanwhile stays
+    retargeted from the previous one.
     """
     size = renderer.image_size_px
     if virtual_camera is not None and virtual_camera.size_px != (size, size):
@@ -79,49 +127,47 @@ def run_live_loop(
             f"virtual camera is {width_px}x{height_px} px but the renderer makes {size}x{size} px frames"
         )
     stats = LiveStats()
-    tracker = FaceTracker()
+    tracker = FaceTracker(tracker_config)
     stream = StreamWindow(OPEN_SPACE, WindowSpec(radius=0, lookahead_frames=0))
-    retarget: OpenRetargeter | None = None
-    writer = VideoFileWriter(out, fps=fps, size_px=(size, size)) if out else None
-    preview = PreviewWindow("pirender live") if window else None
+    retarget = FollowingRetargeter(renderer.rest_row(source))
+    writer = None
+    preview = None
     started = time.perf_counter()
     try:
-        with open_frames(frames_spec, max_frames=max_frames) as frames:
-            # a live camera delivers frames in real time; a file is paced by the virtual camera
-            pacer = None if isinstance(frames, CameraFrames) else virtual_camera
-            for frame in frames:
-                captured = time.perf_counter()
-                result = tracker.process(frame.rgb, frame.time_s)
-                tracked = time.perf_counter()
-                stats.frames += 1
-                stats.frames_with_face += result.landmarks is not None
-                if result.motion is None or tracker.neutral is None:
-                    row = renderer.rest_row(source)
-                else:
-                    if retarget is None:
-                        retarget = OpenRetargeter(tracker.neutral.rest_row(), renderer.rest_row(source))
-                    row = retarget(result.motion.values)
-                window_now = stream.push(row)
-                rendered = renderer.render(window_now, source=source).frame
-                image = tensor_to_images(rendered)[0]
-                done_render = time.perf_counter()
-                if writer is not None:
-                    writer.write(image)
-                if virtual_camera is not None:
-                    virtual_camera.send(image)
-                if preview is not None and not preview.show(image):
-                    break
-                finished = time.perf_counter()
-                for name, (a, b) in zip(
-                    _STAGES,
-                    ((captured, tracked), (tracked, done_render), (done_render, finished)),
-                    strict=True,
-                ):
-                    stats.stage_ms[name].append(1000 * (b - a))
-                stats.total_ms.append(1000 * (finished - captured))
-                if pacer is not None:
-                    pacer.wait_for_next_frame()  # after the stamps: waiting is not latency
+        if out:
+            nominal_fps = frames.fps or FALLBACK_FPS  # the stream's declared rate; times come per frame
+            writer = VideoFileWriter(out, fps=nominal_fps, size_px=(size, size), timestamps=True)
+        preview = PreviewWindow("pirender live") if window else None
+        for frame in frames:
+            if pacer is not None:
+                pacer.wait(frame.time_s)
+            captured = time.perf_counter()
+            result = tracker.process(frame.rgb, frame.time_s)
+            tracked = time.perf_counter()
+            stats.frames += 1
+            stats.frames_with_face += result.landmarks is not None
+            moved = retarget(None if result.motion is None else result.motion.values, tracker.rest_row())
+            row = renderer.rest_row(source) if moved is None else moved
+            window_now = stream.push(row)
+            rendered = renderer.render(window_now, source=source).frame
+            image = tensor_to_images(rendered)[0]
+            done_render = time.perf_counter()
+            if writer is not None:
+                writer.write(image, time_s=frame.time_s)
+            if virtual_camera is not None:
+                virtual_camera.send(image)
+            if preview is not None and not preview.show(image):
+                break
+            finished = time.perf_counter()
+            for name, (a, b) in zip(
+                _STAGES,
+                ((captured, tracked), (tracked, done_render), (done_render, finished)),
+                strict=True,
+            ):
+                stats.stage_ms[name].append(1000 * (b - a))
+            stats.total_ms.append(1000 * (finished - captured))
     finally:
+        stats.cuts, stats.segments = len(tracker.cuts_s), tracker.segment + 1
         tracker.close()
         if writer is not None:
             writer.close()
@@ -140,7 +186,6 @@ def run_webcam(
     virtual: bool = True,
     max_frames: int | None = None,
     face_crop: bool = False,
-    fps: float = 25.0,
     virtual_backend: str | None = None,
     virtual_device: str | None = None,
     announce: Callable[[str], None] | None = None,
@@ -152,12 +197,15 @@ def run_webcam(
         camera: where the driving face comes from: ``camera:N``, a video file or an image folder
             (as :func:`~pirender.engine.sources.frames.open_frames` reads it).
         size_px: side of the square avatar in pixels (the mesh renderer's size: 256 or 512).
-        preview: also record the avatar to this video file (.mp4, .mkv ...).
-        virtual: send the avatar to a virtual webcam (pyvirtualcam). The camera is opened before the
-            portrait and the input, so a missing backend fails at once with what to install.
+        preview: also record the avatar to this video file (.mp4, .mkv ...), at the input frames'
+            times (the input's real rate and duration).
+        virtual: send the avatar to a virtual webcam (pyvirtualcam), announced at the input's frame
+            rate (:data:`~pirender.engine.sources.frames.FALLBACK_FPS` where it declares none); a
+            video or image input is sent at its frames' times (:class:`RealTimePacer`). The input
+            and the virtual camera are opened before the portrait, so a missing input or backend
+            fails at once with what to do.
         max_frames: stop after this many input frames (``None``: until the input ends).
         face_crop: frame the portrait around its face first (VoxCeleb-style crop).
-        fps: frame rate of the virtual camera and the preview, in frames per second.
         virtual_backend: pyvirtualcam backend name (``None``: any of this system's).
         virtual_device: virtual camera device (Linux ``/dev/videoN``; ``None``: the first free one).
         announce: called once with a line saying where the frames go (e.g. ``print``), as soon as
@@ -177,29 +225,31 @@ def run_webcam(
         )
     renderer = MeshRenderer(image_size_px=size_px)
     with contextlib.ExitStack() as stack:
+        frames = stack.enter_context(open_frames(camera, max_frames=max_frames))
         virtual_camera = None
+        pacer = None
         if virtual:
             virtual_camera = stack.enter_context(
                 VirtualCamera(
                     size_px=(size_px, size_px),
-                    fps=fps,
+                    fps=frames.fps or FALLBACK_FPS,
                     backend=virtual_backend,
                     device=virtual_device,
-                    pace=True,
                 )
             )
             if announce is not None:
                 announce(f"sending to {virtual_camera.describe()}")
+            # a live camera delivers frames in real time; a file is held to its frames' times
+            pacer = None if isinstance(frames, CameraFrames) else RealTimePacer()
         portrait = _load_portrait(source_path, size_px=size_px, face_crop=face_crop)
         prepared = renderer.prepare(portrait)
         stats = run_live_loop(
             renderer,
             prepared,
-            camera,
+            frames,
             out=Path(preview) if preview is not None else None,
-            max_frames=max_frames,
-            fps=fps,
             virtual_camera=virtual_camera,
+            pacer=pacer,
         )
     return stats
 

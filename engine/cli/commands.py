@@ -12,7 +12,7 @@ from ..errors import PirenderError, exception_text
 from ..image import SourceImage, load_source_image, save_png, tensor_to_images
 from ..live import run_live_loop
 from ..motion.edit import MotionEdit, demo_motion, demo_open_motion, neutral_frame, sweep
-from ..motion.io import load_expression_presets, load_motion, save_motion
+from ..motion.io import load_expression_presets, load_motion, motion_crop, save_motion
 from ..motion.retarget import cross_identity_scale, retarget_open
 from ..motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionFrame, MotionSequence
 from ..motion.window import DEFAULT_RADIUS, build_windows
@@ -26,6 +26,7 @@ from ..track.clip import track_clip
 from ..track.crop import crop_to_face
 from ..track.deep3d import Deep3DRegressor
 from ..track.landmarks import FaceMesh, five_points
+from ..track.tracker import TrackerConfig
 
 
 def _check_out(path: str, suffixes: tuple[str, ...]) -> Path:
@@ -83,7 +84,7 @@ def _driving_motion(args: argparse.Namespace, renderer: Renderer, prepared: Prep
             )
         regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=renderer_device(renderer))
     with open_frames(args.driving, max_frames=args.max_frames) as frames:
-        clip = track_clip(frames, regressor=regressor)
+        clip = track_clip(frames, regressor=regressor, config=_tracker_config(args))
     print(clip.describe())
     if clip.authors_motion is None or regressor is None:
         return clip.open_motion
@@ -100,16 +101,25 @@ def _driving_motion(args: argparse.Namespace, renderer: Renderer, prepared: Prep
     return scaled
 
 
+def _tracker_config(args: argparse.Namespace) -> TrackerConfig:
+    """The tracker's rules from the command line (``--neutral-frame``)."""
+    neutral = getattr(args, "neutral_frame", None)
+    if neutral is not None and neutral < 0:
+        raise PirenderError(f"--neutral-frame must be a frame index >= 0, got {neutral}")
+    return TrackerConfig(neutral_frame=neutral)
+
+
 def renderer_device(renderer: Renderer) -> str:
     return str(getattr(renderer, "device", "cpu"))
 
 
-def _fit_motion(motion: MotionSequence, renderer: Renderer, args: argparse.Namespace) -> MotionSequence:
-    """Move the driver's motion onto this source (relative to each one's neutral)."""
+def _fit_motion(motion: MotionSequence, renderer: Renderer, source: MotionFrame | None) -> MotionSequence:
+    """Move the driver's motion onto this source (relative to each one's neutral); ``source`` is the
+    first frame of --source-motion."""
     if motion.space == OPEN_SPACE and isinstance(renderer, MeshRenderer):
         return retarget_open(motion, renderer.rest_row())
-    if motion.space == AUTHORS_SPACE and args.source_motion:
-        scaled = cross_identity_scale(motion, load_motion(args.source_motion).frame(0))
+    if motion.space == AUTHORS_SPACE and source is not None:
+        scaled = cross_identity_scale(motion, source)
         print(f"cross-identity scale: x{scaled.meta['cross_identity_scale']:.3f} (authors' rule)")
         return scaled
     return motion
@@ -121,7 +131,8 @@ def run_render(args: argparse.Namespace) -> int:
         _positive(name, value)
     if bool(args.motion) == bool(args.driving):
         raise PirenderError("give exactly one of --motion FILE or --driving VIDEO")
-    motion = load_motion(args.motion) if args.motion else None
+    source = load_motion(args.source_motion).frame(0) if args.source_motion else None
+    motion = _load_motion_file(args.motion, source) if args.motion else None
     renderer, size_px = _open_renderer(args)
     if motion is not None:
         _check_space(renderer, motion)
@@ -132,11 +143,52 @@ def run_render(args: argparse.Namespace) -> int:
         motion = MotionSequence(
             motion.space, motion.values[: args.max_frames], fps=args.fps or motion.fps, meta=motion.meta
         )
-    motion = _fit_motion(motion, renderer, args)
+    motion = _fit_motion(motion, renderer, source)
     _make_folder(out)
     summary = render_to_video(renderer, motion, out, batch_size=args.batch, radius=args.radius)
     print(summary.describe())
+    if args.driving and not args.no_audio:
+        _add_driving_sound(out, args.driving, fps=args.fps)
     return 0
+
+
+def _add_driving_sound(out: Path, driving: str, *, fps: float | None) -> None:
+    """Mux the driving clip's sound (if it has one) into the rendered ``out``, in sync with its first
+    frame and cut at the video's end; a sound that cannot be used leaves the video silent, with a note."""
+    import os
+
+    import av
+
+    from ..audio.sources import AudioError
+    from ..sinks.mux import first_video_time_s, has_audio_stream, mux_soundtrack
+
+    if not has_audio_stream(driving):
+        return
+    with av.open(driving) as container:
+        rate = container.streams.video[0].average_rate if container.streams.video else None
+    if fps is not None and rate is not None and abs(float(rate) - fps) > 1e-3:
+        print(f"note: --fps {fps:g} plays the clip at another speed than its {float(rate):g} fps: "
+              "its sound is left out")  # fmt: skip
+        return
+    muxed = out.with_name(f".{out.stem}.sound{out.suffix}")
+    try:
+        sound = mux_soundtrack(out, driving, out_path=muxed, start_at_s=first_video_time_s(driving))
+    except AudioError as exc:
+        print(f"note: the video has no sound: {exc}")
+        return
+    os.replace(muxed, out)
+    print(f"sound of {driving} muxed in ({sound.describe()}; --no-audio leaves it out)")
+
+
+def _load_motion_file(path: str, source: MotionFrame | None) -> MotionSequence:
+    """--motion, completed with the crop of --source-motion where its layout has none (SadTalker's 70
+    numbers per frame, Deep3DFaceRecon's 257/258)."""
+    crop = motion_crop(source) if source is not None and source.space == AUTHORS_SPACE else None
+    motion = load_motion(path, crop=crop)
+    if crop is not None and str(motion.meta.get("layout", "")).endswith("+crop"):
+        s, t0, t1 = (float(v) for v in crop)
+        print(f"crop (s, t0, t1) = ({s:.4g}, {t0:.4g}, {t1:.4g}) from --source-motion: {path} has none")
+    return motion
 
 
 def _check_space(renderer: Renderer, motion: MotionSequence) -> None:
@@ -292,7 +344,7 @@ def run_track(args: argparse.Namespace) -> int:
         raise PirenderError("--space authors needs the Deep3DFaceRecon checkpoint: --deep3d epoch_20.pth")
     regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=args.device) if args.deep3d else None
     with open_frames(args.input, max_frames=args.max_frames) as frames:
-        clip = track_clip(frames, regressor=regressor)
+        clip = track_clip(frames, regressor=regressor, config=_tracker_config(args))
     print(clip.describe())
     motion = clip.authors_motion if args.space == "authors" else clip.open_motion
     assert motion is not None
@@ -307,12 +359,13 @@ def run_live(args: argparse.Namespace) -> int:
     out = _check_out(args.out, SUPPORTED_EXTENSIONS) if args.out else None
     if out is None and not args.window:
         raise PirenderError("give --out FILE, --window, or both")
-    renderer = load_renderer(image_size_px=args.size)
-    prepared = renderer.prepare(_load_source(args, args.size))
-    assert isinstance(renderer, MeshRenderer)
-    stats = run_live_loop(
-        renderer, prepared, args.input, out=out, window=args.window, max_frames=args.max_frames
-    )
+    with open_frames(args.input, max_frames=args.max_frames) as frames:  # a missing input fails first
+        renderer = load_renderer(image_size_px=args.size)
+        prepared = renderer.prepare(_load_source(args, args.size))
+        assert isinstance(renderer, MeshRenderer)
+        stats = run_live_loop(
+            renderer, prepared, frames, out=out, window=args.window, tracker_config=_tracker_config(args)
+        )
     print(stats.describe())
     return 0
 
@@ -372,7 +425,7 @@ def run_talk(args: argparse.Namespace) -> int:
     import tempfile as _tempfile
 
     from ..audio.sources import SAMPLE_RATE_HZ, load_audio
-    from ..sinks.mux import mux_audio
+    from ..sinks.mux import mux_soundtrack
     from ..talk import TalkConfig, added_latency_ms, load_talk_model, motion_for_speech, talk_rest_row
 
     if bool(args.audio) == bool(args.mic):
@@ -398,11 +451,14 @@ def run_talk(args: argparse.Namespace) -> int:
     if not args.out:
         raise PirenderError("--audio needs --out FILE")
     out = _check_out(args.out, (".mp4", ".mov", ".mkv"))
-    samples = load_audio(args.audio)
+    config = TalkConfig(temperature=args.temperature, seed=args.seed)
+    samples = load_audio(args.audio)  # the analysis copy (16 kHz mono); the video gets the original
+    if len(samples) < SAMPLE_RATE_HZ / config.fps:  # any length works; say why the video is so short
+        print(f"note: {args.audio} holds only {1000 * len(samples) / SAMPLE_RATE_HZ:.0f} ms of sound: "
+              "a one-frame video")  # fmt: skip
     renderer, size_px = _open_renderer(args)
     model = load_talk_model(args.model, space=renderer.space)
     prepared = renderer.prepare(_load_source(args, size_px))
-    config = TalkConfig(temperature=args.temperature, seed=args.seed)
     motion = motion_for_speech(
         samples, model, talk_rest_row(renderer, prepared, model, args.source_motion), config
     )
@@ -410,9 +466,9 @@ def run_talk(args: argparse.Namespace) -> int:
     with _tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         silent = Path(tmp) / "video.mp4"
         summary = render_to_video(renderer, motion, silent)
-        mux_audio(silent, samples, sample_rate_hz=SAMPLE_RATE_HZ, out_path=out)
+        sound = mux_soundtrack(silent, args.audio, out_path=out, warn=False)  # load_audio warned
     latency = ", ".join(f"{k} {v:.0f}" for k, v in added_latency_ms(model).items())
-    print(f"{summary.describe().replace(str(silent), str(out))}; speech muxed in")
+    print(f"{summary.describe().replace(str(silent), str(out))}; speech muxed in ({sound.describe()})")
     print(f"live latency this model would add: {latency}")
     return 0
 

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import PirenderError
+from ..logs import VERBOSE_ENV
 from . import commands
 
 _EXAMPLES = {
@@ -63,6 +64,20 @@ def _add_renderer_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_VERBOSE_HELP = "show the log lines of third-party libraries (MediaPipe, TensorFlow Lite), quiet by default"
+
+
+def _add_neutral_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--neutral-frame",
+        type=int,
+        default=None,
+        metavar="N",
+        help="take the face of frame N (0-based) as the driver's neutral (default: the calmest frontal "
+        "frames of each shot, found automatically)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pirender",
@@ -71,16 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  " + "\n  ".join(_EXAMPLES.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
+        made = sub.add_parser(
             name,
             help=help_text,
             description=help_text,
             epilog=f"example:\n  {_EXAMPLES[name]}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        made.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
+        return made
 
     render = command("render", "render a video of a portrait driven by a motion file or a driving video")
     render.add_argument(
@@ -90,10 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--motion",
         help="motion file: open-space .npz (pirender track) for the mesh renderer; for PIRenderer "
-        ".npy/.npz (73, 260 or 262 wide), .mat, .txt",
+        ".npy (73, 70, 257, 258, 260 or 262 wide), .npz, .mat (SadTalker coeff_3dmm, PIRender coeff), .txt; "
+        "70, 257 and 258 numbers per frame carry no crop: add --source-motion",
     )
     render.add_argument(
-        "--driving", help="a video (or image folder) of a face whose motion the portrait imitates"
+        "--driving",
+        help="a video (or image folder) of a face whose motion the portrait imitates; the video's sound "
+        "is muxed in, in sync (see --no-audio)",
+    )
+    render.add_argument(
+        "--no-audio", action="store_true", help="with --driving: leave the driving clip's sound out"
     )
     render.add_argument(
         "--deep3d", help="Deep3DFaceRecon checkpoint (epoch_20.pth): --driving with PIRenderer needs it"
@@ -107,8 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--source-motion",
         help="the source portrait's own coefficients: match the driver's face scale to it (the authors' "
-        "cross-identity rule; use it when the motion comes from another person)",
+        "cross-identity rule; use it when the motion comes from another person); its first frame's crop "
+        "completes --motion files without one (SadTalker: first_frame_dir/<image>.mat)",
     )
+    _add_neutral_option(render)
     render.set_defaults(run=commands.run_render)
 
     edit = command("edit", "change a portrait's pose and expression (a still, or a sweep video)")
@@ -178,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--deep3d", help="Deep3DFaceRecon checkpoint (epoch_20.pth)")
     track.add_argument("--device", default="cpu", help="device of the Deep3DFaceRecon net (default cpu)")
     track.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    _add_neutral_option(track)
     track.set_defaults(run=commands.run_track)
 
     live = command("live", "drive a portrait live from a camera (or a video) into a window or a file")
@@ -186,10 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     live.add_argument("--source", required=True, help="source portrait")
     live.add_argument("--input", default="camera:0", help="camera:N, a video or an image folder")
-    live.add_argument("--out", help="also record the avatar to this video")
+    live.add_argument("--out", help="also record the avatar to this video (at the input's frame times)")
     live.add_argument("--window", action="store_true", help="show the avatar in a window (q quits)")
     live.add_argument("--size", type=int, default=256, choices=[256, 512], help="output size")
     live.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    _add_neutral_option(live)
     live.set_defaults(run=commands.run_live)
 
     talk = command("talk", "a talking avatar from speech (an audio file; offline video with the sound)")
@@ -197,11 +225,19 @@ def build_parser() -> argparse.ArgumentParser:
     talk.add_argument(
         "--face-crop", action="store_true", help="frame the portrait around its face (like VoxCeleb crops)"
     )
-    talk.add_argument("--audio", help="speech: WAV, MP3 or any file FFmpeg decodes")
+    talk.add_argument(
+        "--audio",
+        help="speech: WAV, MP3 or any file FFmpeg decodes (also the sound of a video), of any length; "
+        "damaged packets are skipped with a warning",
+    )
     talk.add_argument("--mic", action="store_true", help="live from this machine's microphone instead")
     talk.add_argument("--window", action="store_true", help="with --mic: show the avatar in a window")
     talk.add_argument("--seconds", type=float, default=None, help="with --mic: stop after this long")
-    talk.add_argument("--out", help="output video (.mp4; with --audio the speech is muxed in)")
+    talk.add_argument(
+        "--out",
+        help="output video (.mp4, .mov, .mkv); with --audio the speech is muxed in at its own rate and "
+        "channels (AAC)",
+    )
     talk.add_argument("--model", help="audio-to-motion flow checkpoint (default: the shipped model)")
     talk.add_argument("--temperature", type=float, default=0.6, help="motion variety (0 = calmest)")
     talk.add_argument("--seed", type=int, default=0, help="random seed (same seed, same motion)")
@@ -250,7 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--face-crop", action="store_true", help="frame the portrait around its face (like VoxCeleb crops)"
     )
     webcam.add_argument("--input", default="camera:0", help="camera:N, or a video file to test with")
-    webcam.add_argument("--preview", help="also write what the virtual camera shows to this video")
+    webcam.add_argument(
+        "--preview",
+        help="also write what the virtual camera shows to this video (at the input's frame times)",
+    )
     webcam.add_argument("--no-virtual", action="store_true", help="no virtual camera (use with --preview)")
     webcam.add_argument("--backend", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
     webcam.add_argument("--video-device", help="virtual camera device, e.g. /dev/video2")
@@ -287,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "run", None) is None:
         parser.print_help()
         return 2
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # read where native libraries start (engine.logs)
     warnings.simplefilter("default")
     warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
     try:

@@ -97,21 +97,20 @@ class VirtualCamera:
 
     Example::
 
-        with VirtualCamera(size_px=(256, 256), fps=25.0, pace=True) as camera:
+        with VirtualCamera(size_px=(256, 256), fps=25.0) as camera:
             for frame in frames:                  # (256, 256, 3) uint8 RGB
                 camera.send(frame)
-                camera.wait_for_next_frame()      # sleeps to hold 25 frames/s (pace=True)
+
+    Frames are shown as they are sent: the sender keeps the pace (a live camera paces itself; a
+    file is held to its frames' times by :class:`pirender.engine.live.RealTimePacer`).
 
     Args:
         size_px: (width, height) of every frame in pixels.
-        fps: frame rate announced to apps, in frames per second (> 0); also the pace of
-            :meth:`wait_for_next_frame`.
+        fps: frame rate announced to apps, in frames per second (> 0): the input's rate.
         backend: pyvirtualcam backend name (``v4l2loopback``, ``obs``, ``unitycapture``); ``None``
             tries every backend of this system.
         device: the device to use (Linux: ``/dev/videoN``; OBS: ``OBS Virtual Camera``); ``None``
             takes the first free one.
-        pace: whether :meth:`wait_for_next_frame` sleeps until the next frame is due. Turn it on when
-            frames come faster than real time (a video file); a live camera paces itself.
 
     Raises:
         PirenderError: pyvirtualcam not installed (``pip install pyvirtualcam``); no virtual camera
@@ -126,7 +125,6 @@ class VirtualCamera:
         fps: float,
         backend: str | None = None,
         device: str | None = None,
-        pace: bool = False,
     ) -> None:
         width_px, height_px = _check_size(size_px)
         if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
@@ -134,7 +132,6 @@ class VirtualCamera:
         self._width_px = width_px
         self._height_px = height_px
         self._fps = float(fps)
-        self.pace = pace
         self._frames_sent = 0
         self._closed = False
         pyvirtualcam = _import_pyvirtualcam()
@@ -247,11 +244,6 @@ class VirtualCamera:
             ) from None
         self._frames_sent += 1
 
-    def wait_for_next_frame(self) -> None:
-        """With ``pace``, sleep until the next frame is due at :attr:`fps`; otherwise return at once."""
-        if self.pace and self._frames_sent and not self._closed:
-            self._camera.sleep_until_next_frame()
-
     def close(self) -> None:
         """Release the device; calling it again does nothing."""
         if self._closed:
@@ -274,5 +266,5 @@ class VirtualCamera:
         state = "closed" if self._closed else "open"
         return (
             f"VirtualCamera(size_px=({self._width_px}, {self._height_px}), fps={self._fps}, "
-            f"pace={self.pace}, frames_sent={self._frames_sent}, {state})"
+            f"frames_sent={self._frames_sent}, {state})"
         )
