@@ -60,6 +60,8 @@ def _jaw(n: np.ndarray) -> np.ndarray:
     across = np.clip((1.0 - np.abs(n[:, 0] - mid_x) / half_width) / 0.6, 0.0, 1.0)
     arc = across * across * (3.0 - 2.0 * across)  # smooth (bounded slope) toward the corners
     on_lower_lip = n[:, 1] >= _line(n, lm.LOWER_LIP_INNER_RING) - 1e-9
+    # closed lips often put the upper lip's inner edge a hair below the lower one's: it stays upper
+    on_lower_lip[list({*lm.UPPER_LIP_INNER_RING, *lm.UPPER_LIP_OUTER_RING})] = False
     weight = horizontal * np.maximum(vertical, np.where(on_lower_lip, arc, 0.0))
     field[:, 1] = JAW_UNIT * weight
     # the mouth corners drop by JAW_CORNER_DROP of the lips' extra opening (the tracker measures the
