@@ -204,7 +204,7 @@ def test_a_face_turned_42_degrees_is_never_calibrated_on(frontal_points: np.ndar
     turned face is not followed (no neutral, no motion); the neutral comes from the frontal face."""
     turned = _turned(frontal_points, 42.0)
     results, tracker = _run([[turned]] * 50 + [[frontal_points]] * 10)
-    assert all(r.state is TrackState.TURNED_AWAY and r.motion is None for r in results[:50])
+    assert all(r.state is TrackState.NOT_FOLLOWED and r.motion is None for r in results[:50])
     assert [r.state for r in results[50:55]] == [TrackState.CALIBRATING] * 4 + [TrackState.TRACKING]
     rest_yaw = np.degrees(tracker.neutral.rest_row()[_slot("yaw")])
     assert abs(rest_yaw) < 5  # grace hopper's own yaw, not 42
@@ -357,3 +357,27 @@ def test_a_variable_rate_recording_gives_motion_in_real_time(tmp_path: Path) -> 
     times = np.arange(len(motion)) / motion.fps
     jaw_full = np.interp(times, np.arange(100) * 0.04, full.values[:, _slot("jaw_open")])
     assert np.corrcoef(motion.values[:, _slot("jaw_open")], jaw_full)[0, 1] > 0.85
+
+
+# --------------------------------------------------------------------------------------------------
+# one human-face rule for the tracker and the portrait loader
+
+
+def test_a_mesh_on_an_animal_is_not_followed(frontal_points: np.ndarray) -> None:
+    """MediaPipe's face mesh once landed on an alpaca's muzzle and ``track`` said "100 % with a face"
+    while the portrait loader refused the picture. The tracker now acquires a face only when it
+    passes the loader's human-face rule (``track.face_check``): a human mesh laid over the dog's face
+    (portraits/s33) is never followed, and the clip is refused like the loader refuses the portrait."""
+    with Image.open(shared_data("portraits", "s33.jpg")) as image:
+        dog = np.asarray(image.convert("RGB"))
+    height, width = dog.shape[:2]
+    scale = 0.45 * width / np.ptp(frontal_points[:, 0])
+    middle = np.array([*frontal_points[:, :2].mean(axis=0), 0.0])
+    on_dog = (frontal_points - middle) * scale + np.array([width / 2, height / 2, 0.0])
+    tracker = FaceTracker(mesh=_ScriptedMesh([[on_dog]] * 8))  # type: ignore[arg-type]
+    try:
+        results = [tracker.process(dog, index / FPS) for index in range(8)]
+    finally:
+        tracker.close()
+    assert all(r.landmarks is None and r.state is TrackState.NOT_FOLLOWED for r in results)
+    assert tracker.segment == -1  # nobody acquired

@@ -76,7 +76,7 @@ class TrackedClip:
     """Motion of every frame of a clip and what the tracker saw.
 
     ``frames_with_face`` counts frames in which the followed person's face was found;
-    ``frames_turned_away`` frames with faces but none the tracker could follow (turned too far from
+    ``frames_not_followed`` frames with faces but none the tracker could follow (turned too far from
     frontal, too small, or not human); ``cuts_s`` the times of shot changes.
     """
 
@@ -89,7 +89,7 @@ class TrackedClip:
     cuts_s: list[float] = field(default_factory=list)
     segments: list[Segment] = field(default_factory=list)
     frames_without_face: int = 0
-    frames_turned_away: int = 0
+    frames_not_followed: int = 0
 
     @property
     def people(self) -> int:
@@ -119,9 +119,9 @@ class TrackedClip:
         quiet = []
         if self.frames_without_face:
             quiet.append(f"{self.frames_without_face} frames without a face")
-        if self.frames_turned_away:
+        if self.frames_not_followed:
             quiet.append(
-                f"{self.frames_turned_away} frames with only faces the tracker does not follow "
+                f"{self.frames_not_followed} frames with only faces the tracker does not follow "
                 "(turned far from frontal, too small or not human)"
             )
         if quiet:
@@ -193,7 +193,7 @@ def track_clip(
             f"no human face found in any of the {len(records)} frames (the tracker follows human faces"
             + (
                 "; faces were seen but all turned far from frontal)"
-                if any(r.state == TrackState.TURNED_AWAY for r in records)
+                if any(r.state == TrackState.NOT_FOLLOWED for r in records)
                 else ")"
             )
         )
@@ -226,7 +226,7 @@ def track_clip(
         cuts_s=list(tracker.cuts_s),
         segments=segments,
         frames_without_face=sum(r.state == TrackState.NO_FACE for r in records),
-        frames_turned_away=sum(r.state == TrackState.TURNED_AWAY for r in records),
+        frames_not_followed=sum(r.state == TrackState.NOT_FOLLOWED for r in records),
     )
 
 

@@ -21,8 +21,8 @@ What it does with each frame (RGB uint8 and its time in seconds):
 5. **Motion** of the followed face against the neutral, kept within the open space's documented
    ranges by soft limits (``motion.limits``), smoothed with a One-Euro filter.
 
-States (``TrackState``): no_face, turned_away (faces seen, none frontal enough to follow), calibrating,
-tracking, holding, easing.
+States (``TrackState``): no_face, not_followed (faces seen, none the tracker may follow: turned far
+from frontal, too small or not human), calibrating, tracking, holding, easing.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from .shots import ShotConfig, ShotDetector
 
 class TrackState(StrEnum):
     NO_FACE = "no_face"  # no face in the picture (and no motion to hold)
-    TURNED_AWAY = "turned_away"  # faces seen, none frontal (or large) enough to start following
+    NOT_FOLLOWED = "not_followed"  # faces seen, none to follow (turned away, too small, not human)
     CALIBRATING = "calibrating"  # following a person, collecting frontal frames for the neutral
     TRACKING = "tracking"
     HOLDING = "holding"  # the person is lost: last motion held
@@ -334,7 +334,7 @@ class FaceTracker:
     def _lost(self, time_s: float, faces: list[FaceObservation], cut: bool) -> TrackResult:
         rest = self.neutral.rest_row() if self.neutral is not None else None
         if rest is None:
-            state = TrackState.TURNED_AWAY if faces else TrackState.NO_FACE
+            state = TrackState.NOT_FOLLOWED if faces else TrackState.NO_FACE
             if self._person is not None and faces:
                 state = TrackState.CALIBRATING
             motion = None if self._held_row is None else MotionFrame(OPEN_SPACE, self._held_row)
