@@ -34,7 +34,7 @@ from .rig import apply_rig, build_rig
 #: flow grid = image / 4, like the neural warping net
 FLOW_DOWNSAMPLE = 4
 _CAVITY_RGB = np.array([52, 22, 24], dtype=np.float32)
-_TEETH_RGB = np.array([196, 186, 172], dtype=np.float32)
+_TEETH_RGB = np.array([214, 200, 178], dtype=np.float32)
 _MIN_OPENING = 0.05  # lips this much (x 0.08 IOD) more apart than in the source before painting
 _MOUTH_RING = (*lm.UPPER_LIP_INNER_RING, *lm.LOWER_LIP_INNER_RING[::-1][1:-1])
 
@@ -191,11 +191,17 @@ class MeshRenderer(Renderer):
         mask = cv2.GaussianBlur(mask, (feather, feather), 0)
         teeth = cv2.GaussianBlur(np.minimum(mask, teeth), (feather, feather), 0)
         alpha = torch.from_numpy(mask).float().mul_(min(1.0, opened) / 255)  # (h, w)
-        teeth_alpha = torch.from_numpy(teeth).float().mul_(0.85 / 255)
-        # the cavity darkens toward its depth (bottom), the teeth catch a little light
+        # teeth show across the middle of the mouth and recede into the shadow toward the corners
+        corners_x = target[[lm.MOUTH_RIGHT, lm.MOUTH_LEFT], 0]
+        half_width = max(float(abs(corners_x[1] - corners_x[0])) / 2, 1.0)
+        across = np.abs(np.arange(x0, x1) - float(corners_x.mean())) / half_width
+        recede = torch.from_numpy(np.clip((0.9 - across) / 0.6, 0.0, 1.0)).float().view(1, -1)
+        teeth_alpha = torch.from_numpy(teeth).float().mul_(0.8 / 255) * recede * recede
+        # the cavity darkens toward its depth (bottom); the teeth are lit from above
         depth = torch.linspace(1.0, 0.55, y1 - y0).view(-1, 1)
         cavity = (torch.from_numpy(_CAVITY_RGB).view(3, 1, 1) * depth) / 127.5 - 1
-        tooth = torch.from_numpy(_TEETH_RGB).view(3, 1, 1) / 127.5 - 1
+        light = (0.75 + 0.25 * recede).view(1, 1, -1)  # (1, 1, w): dimmer toward the corners
+        tooth = torch.from_numpy(_TEETH_RGB).view(3, 1, 1) * light / 127.5 - 1
         fill = cavity + teeth_alpha * (tooth - cavity)  # (3, h, w)
         region = frame[:, y0:y1, x0:x1]
         region.mul_(1 - alpha).add_(alpha * fill)
