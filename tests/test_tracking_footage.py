@@ -381,3 +381,44 @@ def test_a_mesh_on_an_animal_is_not_followed(frontal_points: np.ndarray) -> None
         tracker.close()
     assert all(r.landmarks is None and r.state is TrackState.NOT_FOLLOWED for r in results)
     assert tracker.segment == -1  # nobody acquired
+
+
+# --------------------------------------------------------------------------------------------------
+# offline motion does not trail the driver
+
+
+def test_offline_motion_does_not_trail_the_driver(tmp_path: Path) -> None:
+    """d18 with its mouth closed (frame 0) and wide open (frame 140), switching every 12 frames: the
+    tracked jaw crosses half-way within half a frame of each switch (the causal live filter alone
+    trailed by 1-2 frames, and render --driving muxes the driver's sound in with the motion)."""
+    closed, opened = _clip_frames("d18", 1)[0], _clip_frames("d18", 1, start=140)[0]
+    pictures = [opened if (index // 12) % 2 else closed for index in range(72)]
+    with open_frames(_write(tmp_path / "steps.mp4", pictures)) as frames:
+        jaw = track_clip(frames, progress=False).open_motion.values[:, _slot("jaw_open")]
+    low, high = float(np.median(jaw[:12])), float(np.median(jaw[12:24]))
+    assert high - low > 0.8
+    half = (low + high) / 2
+    for switch in (12, 24, 36, 48, 60):
+        rising = (switch // 12) % 2 == 1
+        crossed = jaw > half if rising else jaw < half
+        first = switch - 3 + int(np.argmax(crossed[switch - 3 : switch + 4]))
+        # linear interpolation of the crossing time between frames first - 1 and first
+        a, b = jaw[first - 1], jaw[first]
+        crossing = first - 1 + (half - a) / (b - a)
+        assert abs(crossing - (switch - 0.5)) <= 0.5, (switch, crossing)
+
+
+def test_a_larger_face_passed_over_is_reported(
+    frontal_points: np.ndarray, tracked_stage: TrackedClip
+) -> None:
+    """A frontal face beside a larger one turned 42 degrees: the frontal one is followed, and every
+    frame says a larger face was passed over (the summary counts them). The stage clip's followed
+    face is always the largest."""
+    centre = frontal_points.mean(axis=0)
+    larger = (_turned(frontal_points, 42.0) - centre) * 1.6 + centre + np.array([200.0, 0.0, 0.0])
+    smaller = (frontal_points - centre) * 0.8 + centre - np.array([150.0, 0.0, 0.0])
+    results, _ = _run([[larger, smaller]] * 10)
+    assert all(r.landmarks is not None and r.landmarks[:, 0].mean() < centre[0] for r in results)
+    assert all(r.larger_face_passed_over for r in results)
+    assert tracked_stage.frames_larger_face_passed_over == 0
+    assert "larger face" not in tracked_stage.describe()

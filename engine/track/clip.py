@@ -5,7 +5,8 @@ the person followed, the segments (one per person acquired: a cut, or a new pers
 was lost) and every followed face's landmarks. The second knows each segment's every frame, so it
 calibrates each segment's neutral on the segment's calmest frontal frames (``NeutralFace.robust``, or
 the frame the user names), measures every frame against its own segment's neutral, keeps the values
-within the documented ranges (soft limits) and smooths them like the live tracker. A variable-rate
+within the documented ranges (soft limits) and smooths them with the live tracker's filter run
+forward and backward (no lag: the motion stays in sync with the driver's sound). A variable-rate
 source (a browser's WebM recording, a camera) gives motion resampled to a constant rate over the same
 real time (``motion.timing``), so the motion plays at the speed it was recorded. Rotations of later
 segments are expressed relative to the first segment's rest pose, so one ``neutral_rest`` (in
@@ -23,10 +24,12 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import PirenderError
+from ..motion.limits import soft_limit
 from ..motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence
 from ..motion.timing import measure_rate, resample_uniform
 from ..sources.frames import FALLBACK_FPS, FrameSource
 from .deep3d import Deep3DRegressor
+from .filters import OneEuroFilter
 from .geometry import euler_from_rotation, rotation_from_euler
 from .identity import colour_distance, shape_distance
 from .landmarks import five_points
@@ -90,6 +93,7 @@ class TrackedClip:
     segments: list[Segment] = field(default_factory=list)
     frames_without_face: int = 0
     frames_not_followed: int = 0
+    frames_larger_face_passed_over: int = 0
 
     @property
     def people(self) -> int:
@@ -126,6 +130,12 @@ class TrackedClip:
             )
         if quiet:
             lines.append("; ".join(quiet) + " (motion held, then eased to the rest pose)")
+        if self.frames_larger_face_passed_over:
+            lines.append(
+                f"in {self.frames_larger_face_passed_over} frames a larger face than the one followed was in "
+                "the picture (turned far from frontal, not human, or someone else while the person followed "
+                "was there)"
+            )
         return "\n".join(lines)
 
 
@@ -137,6 +147,7 @@ class _FrameRecord:
     landmarks: np.ndarray | None  # (478, 3) float32
     turned_deg: float
     cut: bool
+    larger_face_passed_over: bool
 
 
 def track_clip(
@@ -174,6 +185,7 @@ def track_clip(
                     landmarks=landmarks,
                     turned_deg=float("nan") if result.turned_deg is None else result.turned_deg,
                     cut=result.cut,
+                    larger_face_passed_over=result.larger_face_passed_over,
                 )
             )
             if regressor is not None:
@@ -227,6 +239,7 @@ def track_clip(
         segments=segments,
         frames_without_face=sum(r.state == TrackState.NO_FACE for r in records),
         frames_not_followed=sum(r.state == TrackState.NOT_FOLLOWED for r in records),
+        frames_larger_face_passed_over=sum(r.larger_face_passed_over for r in records),
     )
 
 
@@ -311,23 +324,70 @@ def _measure(
     to_reference = {
         index: neutral.frame.rotation.T @ reference.frame.rotation for index, neutral in neutrals.items()
     }
-    emitter = MotionEmitter(config.smoothing, config.hold_s, config.ease_s)
-    rows: list[np.ndarray | None] = []
-    current: int | None = None
+    # every frame with a measurable face, moved into the reference rest pose and soft-limited
+    measured: list[np.ndarray | None] = []
     for record in records:
         segment = record.segment
-        if record.landmarks is not None and segment in neutrals:
-            if segment != current:
-                emitter.reset()  # a new person or shot: no smoothing across it
-                current = segment
-            raw = neutrals[segment].motion(record.landmarks.astype(np.float64)).values.copy()
-            rotation = rotation_from_euler(*raw[:3].astype(np.float64)) @ to_reference[segment]
-            raw[:3] = euler_from_rotation(rotation)
-            rows.append(emitter.measured(raw, record.time_s).copy())
+        if record.landmarks is None or segment not in neutrals:
+            measured.append(None)
+            continue
+        raw = neutrals[segment].motion(record.landmarks.astype(np.float64)).values.copy()
+        rotation = rotation_from_euler(*raw[:3].astype(np.float64)) @ to_reference[segment]
+        raw[:3] = euler_from_rotation(rotation)
+        measured.append(soft_limit(raw, OPEN_SPACE))
+    smoothed = _smooth_runs(measured, records, config)
+    # frames without the face: the last motion held, then eased to the rest pose (as live)
+    emitter = MotionEmitter(config.smoothing, config.hold_s, config.ease_s)
+    rows: list[np.ndarray | None] = []
+    for record, row in zip(records, smoothed, strict=True):
+        if row is not None:
+            emitter.seen(row, record.time_s)
+            rows.append(row)
         else:
-            _, row = emitter.lost(record.time_s, rest)
-            rows.append(None if row is None else row.copy())
+            _, held = emitter.lost(record.time_s, rest)
+            rows.append(None if held is None else held.copy())
     return _fill_gaps(rows), rest
+
+
+def _smooth_runs(
+    measured: list[np.ndarray | None], records: list[_FrameRecord], config: TrackerConfig
+) -> list[np.ndarray | None]:
+    """Zero-lag smoothing of each run of consecutive measured frames of one segment: the live
+    tracker's One-Euro filter run forward and backward in time and the two averaged, so offline
+    motion does not trail the driver (the causal filter alone lags a step by 1-2 frames at 25 fps,
+    and the driver's sound is muxed in with it)."""
+    smoothed: list[np.ndarray | None] = [None] * len(measured)
+    start = 0
+    while start < len(measured):
+        if measured[start] is None:
+            start += 1
+            continue
+        end = start
+        while (
+            end + 1 < len(measured)
+            and measured[end + 1] is not None
+            and records[end + 1].segment == records[start].segment
+        ):
+            end += 1
+        rows = np.stack([row for row in measured[start : end + 1] if row is not None])
+        times = np.array([r.time_s for r in records[start : end + 1]])
+        forward = _one_euro(rows, times, config)
+        backward = _one_euro(rows[::-1], -times[::-1], config)[::-1]
+        for offset, row in enumerate(((forward + backward) / 2).astype(np.float32)):
+            smoothed[start + offset] = row
+        start = end + 1
+    return smoothed
+
+
+def _one_euro(rows: np.ndarray, times_s: np.ndarray, config: TrackerConfig) -> np.ndarray:
+    """(n, 17) rows through a fresh One-Euro filter (``times_s`` increasing)."""
+    smoother = OneEuroFilter(rows.shape[1], config.smoothing)
+    out = np.empty_like(rows, dtype=np.float64)
+    previous = times_s[0]
+    for index, (row, time_s) in enumerate(zip(rows, times_s, strict=True)):
+        out[index] = smoother(row, float(time_s - previous))
+        previous = time_s
+    return out
 
 
 def _fill_gaps(rows: list[np.ndarray | None]) -> np.ndarray:

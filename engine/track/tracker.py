@@ -81,6 +81,7 @@ class TrackResult:
     cut: bool = False  # this frame starts a new shot
     segment: int | None = None  # which followed-person segment the frame belongs to (0, 1, ...)
     turned_deg: float | None = None  # how far the followed face is turned (max of |pitch|, |yaw|)
+    larger_face_passed_over: bool = False  # a clearly larger face than the followed one is in the picture
 
 
 #: A rule "is this a human face": (RGB frame, (478, 3) landmarks) -> True/False.
@@ -132,6 +133,12 @@ class MotionEmitter:
         self.last_row = self._filter(self._limited, dt_s).astype(np.float32)
         self.last_emitted = self.last_row
         return self.last_row
+
+    def seen(self, row: np.ndarray, time_s: float) -> None:
+        """Take an already smoothed row as the newest motion (offline, smoothed without lag)."""
+        self._last_time_s = time_s
+        self._lost_since_s = None
+        self.last_row = self.last_emitted = row
 
     def lost(self, time_s: float, rest: np.ndarray) -> tuple[TrackState, np.ndarray | None]:
         """The state and row of a frame without the face: held, then eased to ``rest``."""
@@ -225,6 +232,7 @@ class FaceTracker:
             return self._lost(time_s, observations, cut)
         self._person_lost_since_s = None
         turned = face.turned_deg()
+        larger = any(other.area_px > 1.2 * face.area_px for other in observations)
         if self._frame_index == self.config.neutral_frame:
             self._set_neutral(NeutralFace.from_landmarks([face.landmarks]), fixed=True)
         elif not self._neutral_fixed:
@@ -232,11 +240,13 @@ class FaceTracker:
         if self.neutral is None:  # hold the previous motion (if any) while calibrating
             held = None if self._held_row is None else MotionFrame(OPEN_SPACE, self._held_row)
             return TrackResult(
-                TrackState.CALIBRATING, held, face.landmarks, len(faces), cut, self.segment, turned
+                TrackState.CALIBRATING, held, face.landmarks, len(faces), cut, self.segment, turned, larger
             )
         row = self._emitter.measured(self.neutral.motion(face.landmarks).values, time_s)
         motion = MotionFrame(OPEN_SPACE, row)
-        return TrackResult(TrackState.TRACKING, motion, face.landmarks, len(faces), cut, self.segment, turned)
+        return TrackResult(
+            TrackState.TRACKING, motion, face.landmarks, len(faces), cut, self.segment, turned, larger
+        )
 
     # ---------------------------------------------------------------------------------------------
     def _follow(
