@@ -325,6 +325,17 @@ def test_talk_with_a_very_short_wav_makes_a_one_frame_video(
         assert (audio.rate, audio.channels) == (44_100, 2)
 
 
+def test_talk_on_silence_says_no_speech_was_heard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A silent track (d18's, d3's, d19's own) gives a still mouth, and the command says why."""
+    from pirender.engine.cli.main import main
+
+    wav = _wav24(tmp_path / "quiet.wav", np.zeros((2, 44_100), dtype=np.float32))
+    out = tmp_path / "t.mp4"
+    assert main(["talk", "--source", str(_portrait()), "--audio", str(wav), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no speech heard in" in printed and "sound muxed in" in printed
+
+
 def test_talk_with_a_damaged_mp3_warns_and_keeps_the_sound(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

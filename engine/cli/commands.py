@@ -426,7 +426,14 @@ def run_talk(args: argparse.Namespace) -> int:
 
     from ..audio.sources import SAMPLE_RATE_HZ, load_audio
     from ..sinks.mux import mux_soundtrack
-    from ..talk import TalkConfig, added_latency_ms, load_talk_model, motion_for_speech, talk_rest_row
+    from ..talk import (
+        TalkConfig,
+        added_latency_ms,
+        load_talk_model,
+        motion_for_speech,
+        speech_mask,
+        talk_rest_row,
+    )
 
     if bool(args.audio) == bool(args.mic):
         raise PirenderError("give exactly one of --audio FILE or --mic")
@@ -462,13 +469,15 @@ def run_talk(args: argparse.Namespace) -> int:
     motion = motion_for_speech(
         samples, model, talk_rest_row(renderer, prepared, model, args.source_motion), config
     )
+    if not speech_mask(samples, len(motion), config.fps, config.vad).any():
+        print(f"note: no speech heard in {args.audio} (voice activity detection): the mouth stays at rest")
     _make_folder(out)
     with _tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         silent = Path(tmp) / "video.mp4"
         summary = render_to_video(renderer, motion, silent)
         sound = mux_soundtrack(silent, args.audio, out_path=out, warn=False)  # load_audio warned
     latency = ", ".join(f"{k} {v:.0f}" for k, v in added_latency_ms(model).items())
-    print(f"{summary.describe().replace(str(silent), str(out))}; speech muxed in ({sound.describe()})")
+    print(f"{summary.describe().replace(str(silent), str(out))}; sound muxed in ({sound.describe()})")
     print(f"live latency this model would add: {latency}")
     return 0
 
