@@ -53,13 +53,17 @@ __all__ = [
     "tensor_to_images",
 ]
 
+#: Pictures (or face crops) enlarged by more than this factor to the model size are warned about as
+#: blurry; a few per cent more pixels cannot be seen.
+BLURRY_UPSCALE = 1.1
+
 #: Side of the square image the released PIRenderer weights were trained on, in pixels.
 DEFAULT_SIZE_PX = 256
 
 #: Images whose shorter side (after EXIF rotation) is smaller than this many pixels are refused: a
 #: face in them is too small to carry any detail. Images whose shorter side lies between this value
-#: and the model size are accepted with a warning (``warnings.warn``) that says the picture will be
-#: upscaled and therefore look blurry.
+#: and the model size divided by :data:`BLURRY_UPSCALE` are accepted with a warning (``warnings.warn``)
+#: that says the picture will be upscaled and therefore look blurry.
 MIN_SOURCE_SIDE_PX = 64
 
 #: The one size rule: every picture is decoded (or, from memory, scaled) so that its longer side is at
@@ -234,7 +238,7 @@ def load_source_image(
            negatives clip to 0. Float ``F`` is taken as [0, 1] if its maximum is <= 1, else as
            [0, 255] (clipped); NaN becomes 0. ICC profiles are not applied.
         3. Size check on the original's shorter side: below :data:`MIN_SOURCE_SIDE_PX` -> ``ImageError``;
-           below ``size_px`` -> ``UserWarning`` (upscaled, blurry).
+           below ``size_px / BLURRY_UPSCALE`` -> ``UserWarning`` (upscaled, blurry).
         4. PIL bicubic resize so the shorter side becomes ``size_px`` (the longer side is
            ``int(size_px * long / short)``), then a centre crop to ``size_px`` x ``size_px``.
 
@@ -505,7 +509,7 @@ def _check_size(width_px: int, height_px: int, size_px: int, label: str) -> None
             f"{label}: image is {width_px}x{height_px} px, too small; "
             f"the shorter side must be at least {MIN_SOURCE_SIDE_PX} px"
         )
-    if shorter_px < size_px:
+    if shorter_px * BLURRY_UPSCALE < size_px:
         warnings.warn(
             f"{label}: image is {width_px}x{height_px} px, smaller than the model size {size_px} px; "
             "it will be upscaled and look blurry",

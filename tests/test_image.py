@@ -257,6 +257,7 @@ def test_image_between_minimum_and_model_size_warns(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_source_image(np.zeros((64, 64, 3), np.uint8), size_px=64)  # exactly the minimum: no warning
+        load_source_image(np.zeros((240, 300, 3), np.uint8))  # 7 % larger for 256 px: no one sees it
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ..errors import ImageError, PirenderError, describe_value
-from ..image import MIN_SOURCE_SIDE_PX, DecodedImage, SourceImage, read_image
+from ..image import BLURRY_UPSCALE, MIN_SOURCE_SIDE_PX, DecodedImage, SourceImage, read_image
 from ..logs import quiet_native_logs
 from . import landmarks as lm
 from .face_check import FACE_SIDES, HumanFaceCheck, square_patch
@@ -250,7 +250,7 @@ def crop_to_face(
             f"{picture.label}: the largest face is too small to use ({side} px for the whole portrait "
             f"crop; at least {MIN_SOURCE_SIDE_PX} px)"
         )
-    if side < size_px:
+    if side * BLURRY_UPSCALE < size_px:
         warnings.warn(
             f"{picture.label}: the face is small ({side} px for the whole portrait crop); "
             f"it is upscaled to {size_px} px and will look blurry",
