@@ -422,3 +422,14 @@ def test_a_larger_face_passed_over_is_reported(
     assert all(r.larger_face_passed_over for r in results)
     assert tracked_stage.frames_larger_face_passed_over == 0
     assert "larger face" not in tracked_stage.describe()
+
+
+def test_a_hand_across_the_face_is_not_a_change_of_person() -> None:
+    """styletalk__furious_talk1_clip1: a fast head shake and a hand sweeping across the face score as
+    cuts (at 3.23 and 3.67 s; the only clip of the 105 where continuous footage does), but the same
+    person is in the same place afterwards: one segment, no recalibration, and the summary says so."""
+    with open_frames(shared_data("talking", "styletalk__furious_talk1_clip1.mp4")) as frames:
+        clip = track_clip(frames, progress=False)
+    assert len(clip.cuts_s) == 2 and clip.cuts_followed_on == 2
+    assert len(clip.segments) == 1 and clip.segments[0].first_frame == 0
+    assert "the same person was in the same place after each: followed on" in clip.describe()

@@ -94,6 +94,7 @@ class TrackedClip:
     frames_without_face: int = 0
     frames_not_followed: int = 0
     frames_larger_face_passed_over: int = 0
+    cuts_followed_on: int = 0
 
     @property
     def people(self) -> int:
@@ -108,7 +109,14 @@ class TrackedClip:
         ]
         if self.cuts_s:
             times = ", ".join(f"{t:.2f}" for t in self.cuts_s)
-            lines.append(f"{len(self.cuts_s)} shot change(s), at {times} s: re-acquired and re-calibrated")
+            kept, total = self.cuts_followed_on, len(self.cuts_s)
+            if kept == 0:
+                what = "re-acquired and re-calibrated"
+            elif kept == total:
+                what = "the same person was in the same place after each: followed on"
+            else:
+                what = f"re-acquired after {total - kept}; the same person followed on after {kept}"
+            lines.append(f"{len(self.cuts_s)} shot change(s), at {times} s: {what}")
         followed = [s for s in self.segments if s.neutral_frames]
         if followed:
             parts = [f"frames {s.first_frame}-{s.last_frame} person {s.person}" for s in followed]
@@ -240,6 +248,7 @@ def track_clip(
         frames_without_face=sum(r.state == TrackState.NO_FACE for r in records),
         frames_not_followed=sum(r.state == TrackState.NOT_FOLLOWED for r in records),
         frames_larger_face_passed_over=sum(r.larger_face_passed_over for r in records),
+        cuts_followed_on=tracker.cuts_followed_on,
     )
 
 

@@ -178,6 +178,7 @@ class FaceTracker:
         self.segment = -1  # index of the current person segment (-1: none yet)
         self.cuts_s: list[float] = []
         self.segment_people: list[PersonModel] = []  # the person of each segment, by segment index
+        self.cuts_followed_on = 0  # cuts after which the same person was in the same place
         self._shots = ShotDetector(self.config.shots)
         self._emitter = MotionEmitter(self.config.smoothing, self.config.hold_s, self.config.ease_s)
         self._person: PersonModel | None = None
@@ -272,6 +273,7 @@ class FaceTracker:
         false_alarm = cut and previous is not None and self.neutral is not None
         if false_alarm and previous is not None and self._same_place(previous, face, time_s):
             self._person = previous  # a false alarm: the same person in the same place
+            self.cuts_followed_on += 1
             previous.update(face, time_s)
             return face
         self._start_segment(face, time_s)
