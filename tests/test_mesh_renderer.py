@@ -215,8 +215,8 @@ def test_the_backward_map_inverts_the_forward_map_exactly(portraits) -> None:
     d = displacement
     tl, tr = d[base[:, 1], base[:, 0]], d[base[:, 1], base[:, 0] + 1]
     bl, br = d[base[:, 1] + 1, base[:, 0]], d[base[:, 1] + 1, base[:, 0] + 1]
-    upper = ((1 - fx)[:, None] * tl + (fx - fy)[:, None] * tr + fy[:, None] * br)
-    lower = ((1 - fy)[:, None] * tl + fx[:, None] * br + (fy - fx)[:, None] * bl)
+    upper = (1 - fx)[:, None] * tl + (fx - fy)[:, None] * tr + fy[:, None] * br
+    lower = (1 - fy)[:, None] * tl + fx[:, None] * br + (fy - fx)[:, None] * bl
     landed = backward + np.where((fx >= fy)[:, None], upper, lower)
     error = np.linalg.norm(landed - renderer._cells, axis=1).reshape(n, n)
     assert error[1:-1, 1:-1].max() < 1e-6  # the outermost ring may lie beyond the moved grid

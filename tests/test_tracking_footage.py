@@ -106,9 +106,7 @@ def test_cuts_between_real_clips_are_found_and_talking_is_not_a_cut() -> None:
     parts = [_clip_frames("d18", 40), _clip_frames("d20", 40), _clip_frames("d12", 40, start=140)]
     detector = ShotDetector()
     cuts = [
-        index
-        for index, rgb in enumerate(rgb for part in parts for rgb in part)
-        if detector(rgb, index / FPS)
+        index for index, rgb in enumerate(rgb for part in parts for rgb in part) if detector(rgb, index / FPS)
     ]
     assert cuts == [40, 80]
 
@@ -315,7 +313,6 @@ def test_d18_stays_within_the_documented_ranges() -> None:
     values = clip.open_motion.values
     assert (values >= low).all() and (values <= high).all()
     assert clip.cuts_s == [] and len(clip.segments) == 1
-
 
 
 # --------------------------------------------------------------------------------------------------

@@ -287,9 +287,7 @@ def _neutral(
     records: list[_FrameRecord], segment: Segment, config: TrackerConfig
 ) -> tuple[NeutralFace | None, int, float]:
     """A segment's neutral, the number of frames it came from and how far it is turned (degrees)."""
-    own = [
-        r for r in records[segment.first_frame : segment.last_frame + 1] if r.segment == segment.index
-    ]
+    own = [r for r in records[segment.first_frame : segment.last_frame + 1] if r.segment == segment.index]
     if config.neutral_frame is not None and segment.first_frame <= config.neutral_frame <= segment.last_frame:
         chosen = records[config.neutral_frame]
         if chosen.landmarks is None or chosen.segment != segment.index:

@@ -364,4 +364,3 @@ class FaceTracker:
         self.mesh.close()
         if self._face_check is not None:
             self._face_check.close()
-

@@ -252,9 +252,7 @@ def smoothstep_fall(distance: np.ndarray, width: float) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
-def _segment_projection(
-    points: np.ndarray, polygon: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _segment_projection(points: np.ndarray, polygon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nearest point of a closed polygon's edges for each point: (edge index, t in [0, 1], distance)."""
     start = polygon
     edge = np.roll(polygon, -1, axis=0) - polygon  # (E, 2)
@@ -277,9 +275,7 @@ def _inside(points: np.ndarray, equations: np.ndarray) -> np.ndarray:
     return (points @ equations[:, :2].T + equations[:, 2]).max(axis=1) <= 0
 
 
-def barycentric(
-    triangulation: Delaunay, points: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def barycentric(triangulation: Delaunay, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Points (N, 2) inside a triangulation: their row indices, triangle vertices (n, 3), weights (n, 3)."""
     simplex = triangulation.find_simplex(points)
     rows = np.nonzero(simplex >= 0)[0]
@@ -352,9 +348,7 @@ def _head_ellipse(landmarks: np.ndarray, head: Similarity) -> np.ndarray:
     return head.translation[:2] + head.scale * local_points @ np.stack([across, down])
 
 
-def build_head_field(
-    cells: np.ndarray, landmarks: np.ndarray, head: Similarity, image_px: int
-) -> HeadField:
+def build_head_field(cells: np.ndarray, landmarks: np.ndarray, head: Similarity, image_px: int) -> HeadField:
     """The source-only part of the dense motion for (478, 3) pixel ``landmarks`` of one portrait whose
     head frame (canonical IOD units, centred on the stable points -> pixels) is ``head``."""
     iod_px = head.scale
