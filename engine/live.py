@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PirenderError
+from .fileio import staged_output
 from .image import SourceImage, load_source_image, tensor_to_images
 from .motion.retarget import FollowingRetargeter
 from .motion.space import OPEN_SPACE
@@ -133,11 +134,21 @@ def run_live_loop(
     writer = None
     preview = None
     started = time.perf_counter()
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(_finish_loop, stats, tracker)
         if out:
+            # the recording is made beside `out` and moved into place when the loop ends, also by
+            # Ctrl-C (the usual end of a camera recording); after an error it is kept as
+            # <stem>.partial<suffix> (a live moment cannot be recorded again), `out` left as it was
+            staged = stack.enter_context(
+                staged_output(out, on_interrupt="finish", on_error="partial", what="the recording is")
+            )
             nominal_fps = frames.fps or FALLBACK_FPS  # the stream's declared rate; times come per frame
-            writer = VideoFileWriter(out, fps=nominal_fps, size_px=(size, size), timestamps=True)
-        preview = PreviewWindow("pirender live") if window else None
+            writer = stack.enter_context(
+                VideoFileWriter(staged, fps=nominal_fps, size_px=(size, size), timestamps=True)
+            )
+        if window:
+            preview = stack.enter_context(contextlib.closing(PreviewWindow("pirender live")))
         for frame in frames:
             if pacer is not None:
                 pacer.wait(frame.time_s)
@@ -166,15 +177,13 @@ def run_live_loop(
             ):
                 stats.stage_ms[name].append(1000 * (b - a))
             stats.total_ms.append(1000 * (finished - captured))
-    finally:
-        stats.cuts, stats.segments = len(tracker.cuts_s), tracker.segment + 1
-        tracker.close()
-        if writer is not None:
-            writer.close()
-        if preview is not None:
-            preview.close()
     stats.wall_s = time.perf_counter() - started
     return stats
+
+
+def _finish_loop(stats: LiveStats, tracker: FaceTracker) -> None:
+    stats.cuts, stats.segments = len(tracker.cuts_s), tracker.segment + 1
+    tracker.close()
 
 
 def run_webcam(

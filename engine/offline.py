@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import PirenderError
+from .fileio import staged_output
 from .image import tensor_to_images
 from .motion.space import MotionSequence
 from .motion.window import DEFAULT_RADIUS, build_windows
@@ -44,12 +46,21 @@ def render_to_video(
     radius: int = DEFAULT_RADIUS,
     mode: RenderMode | str | None = None,
     progress: bool = True,
+    in_place: bool = False,
 ) -> RenderSummary:
     """Render every frame of ``motion`` with the renderer's prepared source and write a video.
 
     The windows are built batch by batch (the border rule of ``motion.window``), so memory does not
-    grow with the sequence length. If rendering fails midway, the frames written so far stay in a
-    playable file and the error is re-raised.
+    grow with the sequence length. The video is written to a hidden file beside ``out_path`` and
+    moved into place when complete (:func:`~pirender.engine.fileio.staged_output`): if rendering
+    fails, ``out_path`` is left as it was and nothing else remains; if it is interrupted
+    (KeyboardInterrupt), the frames written so far are kept, playable, in ``<stem>.partial<suffix>``
+    and the interrupt propagates. ``in_place=True`` writes ``out_path`` itself (for a caller that
+    stages the file): the frames written so far then stay there, playable, whatever stops it.
+
+    Raises:
+        PirenderError: a bad batch size or radius, motion the renderer cannot use, or the video
+            cannot be written.
     """
     if batch_size < 1:
         raise PirenderError(f"batch size must be >= 1, got {batch_size}")
@@ -63,10 +74,14 @@ def render_to_video(
     size_px = renderer.image_size_px
     windows = np.empty((batch_size, motion.space.width, 2 * radius + 1), dtype=np.float32)
     started = time.perf_counter()
-    with (
-        VideoFileWriter(out_path, fps=motion.fps, size_px=(size_px, size_px)) as writer,
-        tqdm(total=frame_count, unit="frame", disable=not progress, dynamic_ncols=True) as bar,
-    ):
+    with contextlib.ExitStack() as stack:
+        path = Path(out_path)
+        if not in_place:
+            path = stack.enter_context(staged_output(out_path, what="the frames written so far are"))
+        writer = stack.enter_context(VideoFileWriter(path, fps=motion.fps, size_px=(size_px, size_px)))
+        bar = stack.enter_context(
+            tqdm(total=frame_count, unit="frame", disable=not progress, dynamic_ncols=True)
+        )
         for first in range(0, frame_count, batch_size):
             centers = np.arange(first, min(first + batch_size, frame_count))
             batch = build_windows(motion.values, centers, radius, out=windows[: len(centers)])

@@ -164,10 +164,12 @@ def run_talk_live(
     message. ``microphone_stream`` replaces the local microphone (anything with ``read(timeout_s)`` and
     a context manager, e.g. a file played in real time in tests).
     """
+    import contextlib
     import time
 
     from .api import load_renderer
     from .audio.sources import MicrophoneStream
+    from .fileio import staged_output
     from .image import load_source_image, tensor_to_images
     from .motion.window import StreamWindow, WindowSpec
     from .renderer.checkpoint import read_checkpoint
@@ -197,10 +199,19 @@ def run_talk_live(
         )
         radius = 0 if isinstance(renderer, MeshRenderer) else window_radius
         windows = StreamWindow(renderer.space, WindowSpec(radius=radius, lookahead_frames=0))
-        writer = VideoFileWriter(out, fps=fps, size_px=(size_px, size_px)) if out else None
-        preview = PreviewWindow("pirender talk") if window else None
         frames, started = 0, time.monotonic()
-        try:
+        with contextlib.ExitStack() as stack:
+            writer = None
+            if out:
+                # made beside `out`, moved into place when recording stops (Ctrl-C included); after
+                # an error kept as <stem>.partial<suffix>, `out` left as it was
+                staged = stack.enter_context(
+                    staged_output(out, on_interrupt="finish", on_error="partial", what="the recording is")
+                )
+                writer = stack.enter_context(VideoFileWriter(staged, fps=fps, size_px=(size_px, size_px)))
+            preview = (
+                stack.enter_context(contextlib.closing(PreviewWindow("pirender talk"))) if window else None
+            )
             while max_seconds is None or time.monotonic() - started < max_seconds:
                 block = microphone.read(timeout_s=1.0 / fps)
                 if block is not None and len(block):
@@ -215,9 +226,4 @@ def run_talk_live(
                 frames += 1
                 due_s = started + frames / fps
                 time.sleep(max(0.0, due_s - time.monotonic()))
-        finally:
-            if writer is not None:
-                writer.close()
-            if preview is not None:
-                preview.close()
     return {"frames": float(frames), "seconds": time.monotonic() - started, "latency_ms": talk.latency_ms}

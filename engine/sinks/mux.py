@@ -21,6 +21,7 @@ import numpy as np
 
 from ..audio.sources import AudioError, AudioFileReader, AudioFormat
 from ..errors import PirenderError, exception_text
+from ..fileio import staged_output
 
 __all__ = ["AAC_BITS_PER_CHANNEL", "Soundtrack", "first_video_time_s", "has_audio_stream", "mux_soundtrack"]
 
@@ -98,6 +99,10 @@ def mux_soundtrack(
     channel. Damaged packets are skipped with a warning (``warn=False``: none, e.g. when the same
     file's analysis copy warned already).
 
+    The file is written beside ``out_path`` under a hidden name and moved into place when complete
+    (:func:`~pirender.engine.fileio.staged_output`): an error or an interrupt leaves ``out_path`` as
+    it was and no other file.
+
     Raises :class:`~pirender.engine.audio.sources.AudioError` for audio that cannot be used (no
     stream, no samples, nothing decodable) and PirenderError when the output cannot be written.
     """
@@ -113,9 +118,10 @@ def mux_soundtrack(
     options = {"movflags": "+faststart"} if suffix in _FASTSTART_SUFFIXES else {}
     try:
         with (
+            staged_output(target, on_interrupt="discard") as staged,
             av.open(str(video_path)) as source,
             AudioFileReader(audio_path) as reader,
-            av.open(str(target), "w", container_options=options) as out,
+            av.open(str(staged), "w", container_options=options) as out,
         ):
             video_in = source.streams.video[0]
             end_s = _duration_s(source, video_in)
@@ -142,11 +148,7 @@ def mux_soundtrack(
             written = samples.written
         if warn:
             reader.warn_if_damaged()
-    except AudioError:
-        target.unlink(missing_ok=True)
-        raise
     except (av.FFmpegError, OSError, ValueError) as exc:
-        target.unlink(missing_ok=True)
         raise PirenderError(f"{target}: cannot add the soundtrack ({exception_text(exc)})") from None
     return Soundtrack(
         path=target,

@@ -139,9 +139,11 @@ class VideoFileWriter:
                 writer.write(render(frame), time_s=frame.time_s)
 
     If the block raises, the frames written so far are flushed and the file is closed, so it stays
-    playable; the exception then propagates. The file is written in place (not via a temporary file)
-    for the same reason. FFmpeg creates the file when the first frame is muxed: a writer closed
-    without any frame leaves no file (and leaves an existing file at ``path`` untouched).
+    playable; the exception then propagates. The writer writes ``path`` itself; to replace a file
+    only with a complete one, write to :func:`~pirender.engine.fileio.staged_output`'s temporary
+    path (what the commands do: a stopped render keeps its frames in ``<stem>.partial<suffix>``).
+    FFmpeg creates the file when the first frame is muxed: a writer closed without any frame leaves
+    no file (and leaves an existing file at ``path`` untouched).
     """
 
     def __init__(
