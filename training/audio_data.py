@@ -136,10 +136,11 @@ def write_pairs(
     folder: Path, count: int, *, seed: int = 0, config: SyntheticSpeechConfig | None = None
 ) -> list[Path]:
     """Write ``count`` pairs ``pair_NNNN.wav`` + ``pair_NNNN.npz`` into ``folder`` (resumable:
-    existing complete pairs are kept). Returns the wav paths."""
-    import av
-
+    existing complete pairs are kept; each file is moved into place when complete). Returns the wav
+    paths."""
     from pirender.engine.motion.io import save_motion
+
+    from .audio_pairs import write_wav
 
     cfg = config or SyntheticSpeechConfig()
     folder.mkdir(parents=True, exist_ok=True)
@@ -151,16 +152,7 @@ def write_pairs(
             samples, voice = utterance(rng, cfg)
             motion = motion_from_speech(samples, rng, cfg)
             motion.meta["voice"] = voice
-            with av.open(str(wav), "w") as container:
-                stream = container.add_stream("pcm_s16le", rate=cfg.sample_rate_hz, layout="mono")
-                frame = av.AudioFrame.from_ndarray(
-                    (np.clip(samples, -1, 1) * 32767).astype(np.int16)[None], format="s16", layout="mono"
-                )
-                frame.sample_rate = cfg.sample_rate_hz
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-                for packet in stream.encode(None):
-                    container.mux(packet)
+            write_wav(wav, samples, cfg.sample_rate_hz)  # each file atomic: a pair that is there is whole
             save_motion(npz, motion)
         written.append(wav)
     return written
