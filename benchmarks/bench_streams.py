@@ -24,6 +24,8 @@ import av
 import numpy as np
 from aiortc.codecs.vpx import Vp8Encoder
 
+from pirender.engine.errors import PirenderError
+from pirender.engine.fileio import prepare_output, write_atomically
 from pirender.engine.renderer.mesh.renderer import MeshRenderer
 from pirender.engine.stream.batcher import RenderService
 from pirender.engine.stream.session import AvatarStream
@@ -81,8 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", default="1,2,4,6,8,10", help="stream counts to try")
     parser.add_argument("--seconds", type=float, default=6.0, help="seconds per count (default 6)")
     parser.add_argument("--size", type=int, default=256, choices=[256, 512])
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
+    if args.json:  # checked (and its folder made) before the measurements, not after
+        try:
+            args.json = prepare_output(args.json, overwrite=args.overwrite)
+        except PirenderError as exc:
+            parser.error(f"--json {exc}")
     results = []
     started = dt.datetime.now(dt.UTC)
     print(f"# {started:%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, {args.size} px, mesh + VP8")
@@ -96,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     holds = [r["streams"] for r in results if r["min_fps"] >= 24.0]  # type: ignore[operator]
     print(f"holds {max(holds) if holds else 0} concurrent 25-fps streams (every stream >= 24 fps)")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        text = json.dumps(results, indent=2)
+        write_atomically(args.json, lambda handle: handle.write(text.encode("utf-8")))
     return 0
 
 

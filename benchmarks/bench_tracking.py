@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pirender.engine.errors import PirenderError
+from pirender.engine.fileio import prepare_output, write_atomically
 from pirender.engine.image import load_source_image, tensor_to_images
 from pirender.engine.motion.edit import demo_open_motion
 from pirender.engine.motion.retarget import retarget_open
@@ -110,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=Path, default=SHARED / "driving" / "d3.mp4", help="tracking clip")
     parser.add_argument("--frames", type=int, default=200, help="frames per speed test (default 200)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = parser.parse_args(argv)
+    if args.json:  # checked (and its folder made) before the measurements, not after
+        try:
+            args.json = prepare_output(args.json, overwrite=args.overwrite)
+        except PirenderError as exc:
+            parser.error(f"--json {exc}")
     if not args.clip.exists():
         parser.error(f"{args.clip} not found (the test media live in ../shared/data)")
     from matplotlib import cbook
@@ -142,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         "control errors (own units): " + ", ".join(f"{k} {v:.3f}" for k, v in loop["controls_mean"].items())
     )
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        text = json.dumps(results, indent=2)
+        write_atomically(args.json, lambda handle: handle.write(text.encode("utf-8")))
     return 0
 
 

@@ -47,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .api import build_renderer
 from .errors import PirenderError
+from .fileio import check_output, prepare_folder, write_atomically
 from .image import SourceImage, image_to_tensor, load_source_image
 from .motion.limits import limits_for
 from .motion.space import AUTHORS_SPACE, MotionSpace
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="append a dated section (device, versions, command, table) to this markdown file",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing --json / --plot files (without it they are refused, before any work)",
+    )
+    parser.add_argument(
         "--warp-kernel", action="store_true", help="CUDA: time the fused CuPy warp against torch's"
     )
     parser.add_argument(
@@ -203,9 +209,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--backend: unknown {', '.join(bad) or '(empty)'}; choose from {','.join(BACKENDS)},all"
         )
-    for path in (args.plot, args.results):
-        if path is not None and not path.expanduser().resolve().parent.is_dir():
-            parser.error(f"{path}: folder {path.expanduser().resolve().parent} does not exist")
     known_modes = [m.value for m in RenderMode]
     bad = [m for m in args.modes if m not in known_modes]
     if bad or not args.modes:
@@ -217,8 +220,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--repeats must be >= 1")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
-    if args.json is not None and not args.json.expanduser().resolve().parent.is_dir():
-        parser.error(f"--json {args.json}: folder {args.json.expanduser().resolve().parent} does not exist")
+    # outputs: checked, and their folders made, before any work (--results is appended to)
+    outputs = {"--json": args.json, "--plot": args.plot, "--results": args.results}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        try:
+            checked = check_output(path, overwrite=args.overwrite or option == "--results")
+            prepare_folder(checked.parent, label=checked)
+        except PirenderError as exc:
+            parser.error(f"{option} {exc}")
+        setattr(args, option[2:], checked)
     if args.size is not None and args.size < 1:
         parser.error("--size must be positive")
     return args
@@ -828,7 +840,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warp_kernel": warp_kernel,
             "streams": streams,
         }
-        args.json.write_text(json.dumps(_json_safe(payload), indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(_json_safe(payload), indent=2) + "\n"
+        write_atomically(args.json, lambda handle: handle.write(text.encode("utf-8")))
         print(f"# json:      {args.json}")
     print(f"# total:     {elapsed:.1f} s (load avg at end {load_average()})")
     if args.markdown:
@@ -888,8 +901,10 @@ def plot(results: list[Result], path: Path, title: str) -> None:
         fontsize=8,
     )
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        write_atomically(path, lambda handle: figure.savefig(handle, format="png", dpi=120))
+    finally:
+        plt.close(figure)
 
 
 def append_results(path: Path, meta: dict[str, Any], table: str, extra: list[str]) -> None:
@@ -910,8 +925,9 @@ def append_results(path: Path, meta: dict[str, Any], table: str, extra: list[str
         "",
         *[f"- {line}" for line in extra],
     ]
-    with path.open("a", encoding="utf-8") as out:
-        out.write("\n".join(section) + "\n")
+    before = path.read_bytes() if path.exists() else b""  # appended by a whole new file: never half
+    added = ("\n".join(section) + "\n").encode("utf-8")
+    write_atomically(path, lambda handle: handle.write(before + added))
 
 
 def measure_warp_kernel(device: torch.device, batch: int, size_px: int) -> dict[str, Any] | None:

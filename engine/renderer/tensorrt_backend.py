@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import PirenderError
+from ..fileio import write_atomically
 from ..image import SourceImage, image_to_tensor
 from ..motion.space import MotionSpace
 from .base import PreparedSource, RenderMode, RenderOutput
@@ -84,9 +85,8 @@ def build_engine(
     if serialized is None:
         raise PirenderError("TensorRT failed to build the engine (see its log above)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    partial.write_bytes(bytes(serialized))
-    partial.replace(target)
+    engine = bytes(serialized)  # a fresh hidden name per build: builds in parallel never mix
+    write_atomically(target, lambda handle: handle.write(engine))
     return target
 
 
