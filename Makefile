@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/pirender demo --out out/demo.mp4
+	$(BIN)/pirender demo --out out/demo.mp4 --overwrite
 	$(BIN)/pirender serve
 
 # the browser test needs Debian's chromium and playwright-core (npm); it skips, saying why, without them
@@ -33,11 +33,11 @@ lint: $(STAMP)
 
 # reproduces engine/audioflow/default_flow.pt: 160 synthetic espeak-ng pairs (seed 1), 2500 steps (~3 min)
 train-audio: $(STAMP) system-deps
-	$(BIN)/pirender train-audio --out engine/audioflow/default_flow.pt --synthetic 160 --seed 1 --steps 2500
+	$(BIN)/pirender train-audio --out engine/audioflow/default_flow.pt --synthetic 160 --seed 1 --steps 2500 --overwrite
 
 bench: $(STAMP)
 	mkdir -p out
-	$(BIN)/pirender bench --backend all --json out/bench.json --plot out/bench.png
+	$(BIN)/pirender bench --backend all --json out/bench.json --plot out/bench.png --overwrite
 	$(BIN)/python benchmarks/bench_tracking.py
 
 # The real-browser test (tests/test_browser.py): Debian's chromium and playwright-core from the lock

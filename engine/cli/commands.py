@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..api import load_renderer
 from ..errors import PirenderError, exception_text
+from ..fileio import check_output, prepare_folder, staged_output, temporary_path
 from ..image import SourceImage, load_source_image, save_png, tensor_to_images
 from ..live import run_live_loop
 from ..motion.edit import MotionEdit, demo_motion, demo_open_motion, neutral_frame, sweep
@@ -29,23 +32,19 @@ from ..track.landmarks import FaceMesh, five_points
 from ..track.tracker import TrackerConfig
 
 
-def _check_out(path: str, suffixes: tuple[str, ...]) -> Path:
-    """Validate the output path early; its folder is created only when there is output to write."""
+def _check_out(path: str, suffixes: tuple[str, ...], *, overwrite: bool) -> Path:
+    """Check an output path first, before any work: its suffix, not a folder, not an existing file
+    without --overwrite, a folder that exists or can be made (:func:`~pirender.engine.fileio.check_output`).
+    The folder itself is made by :func:`_make_folder` once the inputs have been read, before the work."""
     out = Path(path).expanduser()
     if out.suffix.lower() not in suffixes:
         raise PirenderError(f"{out}: output must end in {' or '.join(suffixes)}")
-    if out.is_dir():
-        raise PirenderError(f"{out}: is a folder; give a file name")
-    return out
+    return check_output(out, overwrite=overwrite)
 
 
 def _make_folder(out: Path) -> None:
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PirenderError(
-            f"{out}: cannot create its folder ({exception_text(exc, with_type=False)})"
-        ) from None
+    """Create the output's missing folder (before the work that ends in writing it)."""
+    prepare_folder(out.parent, label=out)
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -126,13 +125,14 @@ def _fit_motion(motion: MotionSequence, renderer: Renderer, source: MotionFrame 
 
 
 def run_render(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, SUPPORTED_EXTENSIONS)
+    out = _check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite)
     for name, value in (("--batch", args.batch), ("--fps", args.fps), ("--max-frames", args.max_frames)):
         _positive(name, value)
     if bool(args.motion) == bool(args.driving):
         raise PirenderError("give exactly one of --motion FILE or --driving VIDEO")
     source = load_motion(args.source_motion).frame(0) if args.source_motion else None
     motion = _load_motion_file(args.motion, source) if args.motion else None
+    _make_folder(out)
     renderer, size_px = _open_renderer(args)
     if motion is not None:
         _check_space(renderer, motion)
@@ -144,19 +144,20 @@ def run_render(args: argparse.Namespace) -> int:
             motion.space, motion.values[: args.max_frames], fps=args.fps or motion.fps, meta=motion.meta
         )
     motion = _fit_motion(motion, renderer, source)
-    _make_folder(out)
-    summary = render_to_video(renderer, motion, out, batch_size=args.batch, radius=args.radius)
-    print(summary.describe())
-    if args.driving and not args.no_audio:
-        _add_driving_sound(out, args.driving, fps=args.fps)
+    # the video and its sound are made beside `out` and moved into place together, once complete
+    with staged_output(out, what="the frames written so far are") as staged:
+        summary = render_to_video(
+            renderer, motion, staged, batch_size=args.batch, radius=args.radius, in_place=True
+        )
+        print(dataclasses.replace(summary, path=out).describe())
+        if args.driving and not args.no_audio:
+            _add_driving_sound(staged, args.driving, fps=args.fps)
     return 0
 
 
-def _add_driving_sound(out: Path, driving: str, *, fps: float | None) -> None:
-    """Mux the driving clip's sound (if it has one) into the rendered ``out``, in sync with its first
+def _add_driving_sound(video: Path, driving: str, *, fps: float | None) -> None:
+    """Mux the driving clip's sound (if it has one) into the rendered ``video``, in sync with its first
     frame and cut at the video's end; a sound that cannot be used leaves the video silent, with a note."""
-    import os
-
     import av
 
     from ..audio.sources import AudioError
@@ -170,13 +171,13 @@ def _add_driving_sound(out: Path, driving: str, *, fps: float | None) -> None:
         print(f"note: --fps {fps:g} plays the clip at another speed than its {float(rate):g} fps: "
               "its sound is left out")  # fmt: skip
         return
-    muxed = out.with_name(f".{out.stem}.sound{out.suffix}")
+    muxed = temporary_path(video)  # hidden, beside it
     try:
-        sound = mux_soundtrack(out, driving, out_path=muxed, start_at_s=first_video_time_s(driving))
+        sound = mux_soundtrack(video, driving, out_path=muxed, start_at_s=first_video_time_s(driving))
     except AudioError as exc:
         print(f"note: the video has no sound: {exc}")
         return
-    os.replace(muxed, out)
+    os.replace(muxed, video)
     print(f"sound of {driving} muxed in ({sound.describe()}; --no-audio leaves it out)")
 
 
@@ -232,7 +233,7 @@ def _parse_controls(items: list[str]) -> dict[str, float]:
 
 
 def run_edit(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, SUPPORTED_EXTENSIONS if args.sweep else (".png",))
+    out = _check_out(args.out, SUPPORTED_EXTENSIONS if args.sweep else (".png",), overwrite=args.overwrite)
     _positive("--fps", args.fps)
     if args.sweep and args.frames < 2:
         raise PirenderError(f"--frames must be >= 2 for a sweep, got {args.frames}")
@@ -246,6 +247,7 @@ def run_edit(args: argparse.Namespace) -> int:
         expression=_parse_expression(args.exp),
         controls=_parse_controls(args.set),
     )
+    _make_folder(out)
     renderer, size_px = _open_renderer(args)
     if renderer.space == OPEN_SPACE and (args.exp or args.preset or args.source_motion):
         raise PirenderError("--exp, --preset and --source-motion are for PIRenderer (--checkpoint)")
@@ -262,7 +264,6 @@ def run_edit(args: argparse.Namespace) -> int:
     renderer.space.check_compatible(base.space)
     if args.preset:
         base = _with_preset(base, args.preset, args.presets)
-    _make_folder(out)
     if args.sweep:
         sequence = sweep(base, edit, frames=args.frames, fps=args.fps)
         summary = render_to_video(renderer, sequence, out)
@@ -317,8 +318,9 @@ def _demo_portrait(path: str | None) -> str | Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, SUPPORTED_EXTENSIONS)
+    out = _check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite)
     _positive("--frames", args.frames)
+    _make_folder(out)
     if args.checkpoint:
         source = load_source_image(_demo_portrait(args.source))
         renderer = load_renderer(args.checkpoint, device=args.device, mode=args.mode)
@@ -330,7 +332,6 @@ def run_demo(args: argparse.Namespace) -> int:
         assert isinstance(renderer, MeshRenderer)
         motion = retarget_open(demo_open_motion(frames=args.frames, fps=25.0), renderer.rest_row(prepared))
         print("weight-free mesh renderer (no checkpoint needed); --checkpoint switches to PIRenderer")
-    _make_folder(out)
     summary = render_to_video(renderer, motion, out)
     print(summary.describe())
     print(f"open it: {out.resolve()}")
@@ -338,17 +339,18 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_track(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, (".npz",))
+    out = _check_out(args.out, (".npz",), overwrite=args.overwrite)
     _positive("--max-frames", args.max_frames)
     if args.space == "authors" and not args.deep3d:
         raise PirenderError("--space authors needs the Deep3DFaceRecon checkpoint: --deep3d epoch_20.pth")
     regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=args.device) if args.deep3d else None
+    config = _tracker_config(args)
     with open_frames(args.input, max_frames=args.max_frames) as frames:
-        clip = track_clip(frames, regressor=regressor, config=_tracker_config(args))
+        _make_folder(out)
+        clip = track_clip(frames, regressor=regressor, config=config)
     print(clip.describe())
     motion = clip.authors_motion if args.space == "authors" else clip.open_motion
     assert motion is not None
-    _make_folder(out)
     save_motion(out, motion)
     print(f"wrote {len(motion)} frames of {motion.space.name} motion to {out}")
     return 0
@@ -356,16 +358,17 @@ def run_track(args: argparse.Namespace) -> int:
 
 def run_live(args: argparse.Namespace) -> int:
     """Camera (or any frames) -> tracker -> mesh renderer -> file / window, frame by frame."""
-    out = _check_out(args.out, SUPPORTED_EXTENSIONS) if args.out else None
+    out = _check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.out else None
     if out is None and not args.window:
         raise PirenderError("give --out FILE, --window, or both")
+    config = _tracker_config(args)
     with open_frames(args.input, max_frames=args.max_frames) as frames:  # a missing input fails first
+        if out is not None:
+            _make_folder(out)
         renderer = load_renderer(image_size_px=args.size)
         prepared = renderer.prepare(_load_source(args, args.size))
         assert isinstance(renderer, MeshRenderer)
-        stats = run_live_loop(
-            renderer, prepared, frames, out=out, window=args.window, tracker_config=_tracker_config(args)
-        )
+        stats = run_live_loop(renderer, prepared, frames, out=out, window=args.window, tracker_config=config)
     print(stats.describe())
     return 0
 
@@ -401,7 +404,9 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_webcam(args: argparse.Namespace) -> int:
     from ..live import run_webcam as webcam_loop
 
-    preview = _check_out(args.preview, SUPPORTED_EXTENSIONS) if args.preview else None
+    preview = (
+        _check_out(args.preview, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.preview else None
+    )
     _positive("--max-frames", args.max_frames)
     if preview is not None:
         _make_folder(preview)
@@ -422,8 +427,6 @@ def run_webcam(args: argparse.Namespace) -> int:
 
 
 def run_talk(args: argparse.Namespace) -> int:
-    import tempfile as _tempfile
-
     from ..audio.sources import SAMPLE_RATE_HZ, load_audio
     from ..sinks.mux import mux_soundtrack
     from ..talk import (
@@ -442,7 +445,7 @@ def run_talk(args: argparse.Namespace) -> int:
     if args.mic:
         from ..talk import run_talk_live
 
-        live_out = _check_out(args.out, SUPPORTED_EXTENSIONS) if args.out else None
+        live_out = _check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.out else None
         if live_out is None and not args.window:
             raise PirenderError("with --mic give --out FILE, --window, or both")
         if live_out is not None:
@@ -457,9 +460,10 @@ def run_talk(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise PirenderError("--audio needs --out FILE")
-    out = _check_out(args.out, (".mp4", ".mov", ".mkv"))
+    out = _check_out(args.out, (".mp4", ".mov", ".mkv"), overwrite=args.overwrite)
     config = TalkConfig(temperature=args.temperature, seed=args.seed)
     samples = load_audio(args.audio)  # the analysis copy (16 kHz mono); the video gets the original
+    _make_folder(out)
     if len(samples) < SAMPLE_RATE_HZ / config.fps:  # any length works; say why the video is so short
         print(f"note: {args.audio} holds only {1000 * len(samples) / SAMPLE_RATE_HZ:.0f} ms of sound: "
               "a one-frame video")  # fmt: skip
@@ -471,13 +475,20 @@ def run_talk(args: argparse.Namespace) -> int:
     )
     if not speech_mask(samples, len(motion), config.fps, config.vad).any():
         print(f"note: no speech heard in {args.audio} (voice activity detection): the mouth stays at rest")
-    _make_folder(out)
-    with _tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        silent = Path(tmp) / "video.mp4"
-        summary = render_to_video(renderer, motion, silent)
-        sound = mux_soundtrack(silent, args.audio, out_path=out, warn=False)  # load_audio warned
+    # the silent video and the one with the sound are made beside `out` (hidden) and moved into place
+    with staged_output(out, what="the frames written so far (without the sound) are") as staged:
+        silent = temporary_path(staged)
+        try:
+            summary = render_to_video(renderer, motion, silent, in_place=True)
+            sound = mux_soundtrack(silent, args.audio, out_path=staged, warn=False)  # load_audio warned
+        except KeyboardInterrupt:
+            if silent.exists() and not staged.exists():  # keep the frames rendered so far
+                os.replace(silent, staged)
+            raise
+        finally:
+            silent.unlink(missing_ok=True)
     latency = ", ".join(f"{k} {v:.0f}" for k, v in added_latency_ms(model).items())
-    print(f"{summary.describe().replace(str(silent), str(out))}; sound muxed in ({sound.describe()})")
+    print(f"{dataclasses.replace(summary, path=out).describe()}; sound muxed in ({sound.describe()})")
     print(f"live latency this model would add: {latency}")
     return 0
 
@@ -485,8 +496,12 @@ def run_talk(args: argparse.Namespace) -> int:
 def run_prepare_audio(args: argparse.Namespace) -> int:
     from ...training.audio_pairs import prepare_pairs
 
+    out = Path(args.out).expanduser()
+    if out.is_file():
+        raise PirenderError(f"{out}: is a file; --out is the folder of the pairs")
     regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=args.device) if args.deep3d else None
-    print(prepare_pairs(Path(args.videos), Path(args.out), regressor=regressor).describe())
+    report = prepare_pairs(Path(args.videos), out, regressor=regressor, overwrite=args.overwrite)
+    print(report.describe())
     return 0
 
 
@@ -494,15 +509,15 @@ def run_train_audio(args: argparse.Namespace) -> int:
     from ...training.audio_data import write_pairs
     from ...training.audio_trainer import TrainConfig, train
 
-    out = _check_out(args.out, (".pt",))
+    out = _check_out(args.out, (".pt",), overwrite=args.overwrite)
     _positive("--steps", args.steps)
+    _make_folder(out)
     folders = [Path(p) for p in args.pairs]
     if not folders:
         folder = out.parent / f"{out.stem}_synthetic_pairs"
         print(f"making {args.synthetic} synthetic espeak-ng pairs in {folder} (seed {args.seed})")
         write_pairs(folder, args.synthetic, seed=args.seed)
         folders = [folder]
-    _make_folder(out)
     validation = [Path(args.validation)] if args.validation else None
     result = train(
         folders, out, config=TrainConfig(steps=args.steps, seed=args.seed), validation_folders=validation

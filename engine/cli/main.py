@@ -1,16 +1,21 @@
 """``pirender``: the command line. Every command has ``--help`` with an example.
 
 Errors caused by input (files, arguments, checkpoints) are printed as one line, without a traceback;
-set ``PIRENDER_DEBUG=1`` to see tracebacks of unexpected errors.
+set ``PIRENDER_DEBUG=1`` to see tracebacks of unexpected errors. SIGTERM stops a command like Ctrl-C
+(a render keeps the frames written so far in ``<name>.partial.mp4``; see ``engine.fileio``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from ..errors import PirenderError
 from ..logs import VERBOSE_ENV
@@ -62,6 +67,13 @@ def _add_renderer_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch backend: torch.compile the per-frame path (CUDA graphs on GPU)",
     )
+
+
+_OVERWRITE_HELP = "replace an existing output file (without it an existing file is refused, before any work)"
+
+
+def _add_overwrite_option(parser: argparse.ArgumentParser, help_text: str = _OVERWRITE_HELP) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=help_text)
 
 
 _VERBOSE_HELP = "show the log lines of third-party libraries (MediaPipe, TensorFlow Lite), quiet by default"
@@ -123,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--deep3d", help="Deep3DFaceRecon checkpoint (epoch_20.pth): --driving with PIRenderer needs it"
     )
     render.add_argument("--out", required=True, help="output video (.mp4)")
+    _add_overwrite_option(render)
     _add_renderer_options(render)
     render.add_argument("--batch", type=int, default=1, help="frames rendered at once (default 1)")
     render.add_argument("--fps", type=float, default=None, help="frame rate (default: the file's, else 25)")
@@ -143,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     edit.add_argument("--source", required=True, help="source portrait")
     edit.add_argument("--out", required=True, help="output .png (still) or .mp4 (with --sweep)")
+    _add_overwrite_option(edit)
     _add_renderer_options(edit)
     edit.add_argument(
         "--set",
@@ -182,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "render a clip of the embedded default portrait turning, blinking, talking")
     demo.add_argument("--out", default="out/demo.mp4", help="output video (default out/demo.mp4)")
+    _add_overwrite_option(demo)
     demo.add_argument("--source", default=None, help="portrait (default: Grace Hopper from matplotlib)")
     demo.add_argument(
         "--checkpoint", default=None, help="PIRenderer weights (default: the weight-free mesh renderer)"
@@ -195,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     track = command("track", "track a face in a video, image folder or camera into a motion file")
     track.add_argument("input", help="video file, image folder/glob, or camera:N")
     track.add_argument("--out", required=True, help="motion file (.npz)")
+    _add_overwrite_option(track)
     track.add_argument(
         "--space",
         default="open",
@@ -213,7 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     live.add_argument("--source", required=True, help="source portrait")
     live.add_argument("--input", default="camera:0", help="camera:N, a video or an image folder")
-    live.add_argument("--out", help="also record the avatar to this video (at the input's frame times)")
+    live.add_argument(
+        "--out",
+        help="also record the avatar to this video (at the input's frame times; Ctrl-C ends the "
+        "recording and keeps it)",
+    )
+    _add_overwrite_option(live)
     live.add_argument("--window", action="store_true", help="show the avatar in a window (q quits)")
     live.add_argument("--size", type=int, default=256, choices=[256, 512], help="output size")
     live.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
@@ -238,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output video (.mp4, .mov, .mkv); with --audio the speech is muxed in at its own rate and "
         "channels (AAC)",
     )
+    _add_overwrite_option(talk)
     talk.add_argument("--model", help="audio-to-motion flow checkpoint (default: the shipped model)")
     talk.add_argument("--temperature", type=float, default=0.6, help="motion variety (0 = calmest)")
     talk.add_argument("--seed", type=int, default=0, help="random seed (same seed, same motion)")
@@ -252,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     prepare_audio = command("prepare-audio", "make (audio, motion) training pairs from talking-head videos")
     prepare_audio.add_argument("videos", help="a folder of videos (or one video)")
     prepare_audio.add_argument("--out", required=True, help="folder for the pairs (resumable)")
+    _add_overwrite_option(
+        prepare_audio, "make the pairs already in --out again (default: keep them, so a stopped run resumes)"
+    )
     prepare_audio.add_argument(
         "--deep3d",
         help="Deep3DFaceRecon checkpoint (epoch_20.pth): pairs in PIRenderer's 73-wide space "
@@ -264,7 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     train_audio.add_argument(
         "pairs", nargs="*", help="pair folders (default: make synthetic espeak-ng pairs)"
     )
-    train_audio.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    train_audio.add_argument(
+        "--out",
+        required=True,
+        help="checkpoint to write (.pt; the best one so far, replaced as training improves)",
+    )
+    _add_overwrite_option(train_audio)
     train_audio.add_argument(
         "--synthetic", type=int, default=160, help="synthetic pairs when no folder is given"
     )
@@ -290,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preview",
         help="also write what the virtual camera shows to this video (at the input's frame times)",
     )
+    _add_overwrite_option(webcam)
     webcam.add_argument("--no-virtual", action="store_true", help="no virtual camera (use with --preview)")
     webcam.add_argument("--backend", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
     webcam.add_argument("--video-device", help="virtual camera device, e.g. /dev/video2")
@@ -315,12 +346,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that outputs are finished the same way."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    del signum, frame
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs in the main thread, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt)
+    there: a render keeps its partial video, a recording is finished. The previous handler is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with _sigterm_as_interrupt():
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["bench"]:  # the benchmark has its own parser (and --help)
         from ..bench import main as bench_main
 
-        return bench_main(arguments[1:])
+        try:
+            return bench_main(arguments[1:])
+        except KeyboardInterrupt as exc:
+            print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
+            return 143 if isinstance(exc, Terminated) else 130
     parser = build_parser()
     args = parser.parse_args(arguments)
     if getattr(args, "run", None) is None:
@@ -338,9 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except Exception as exc:
         if os.environ.get("PIRENDER_DEBUG"):
             raise
