@@ -9,19 +9,21 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
 
+from pirender.engine.errors import PirenderError
 from pirender.engine.motion.limits import OPEN_LIMITS
-from pirender.engine.motion.space import OPEN_SPACE
+from pirender.engine.motion.space import OPEN_SPACE, MotionSequence
 from pirender.engine.sinks.video_file import VideoFileWriter
-from pirender.engine.sources.frames import open_frames
-from pirender.engine.track.clip import TrackedClip, track_clip
+from pirender.engine.sources.frames import Frame, FrameSource, open_frames
+from pirender.engine.track.clip import Segment, TrackedClip, track_clip
 from pirender.engine.track.geometry import rotation_from_euler
 from pirender.engine.track.landmarks import FaceMesh
 from pirender.engine.track.shots import ShotDetector
-from pirender.engine.track.tracker import FaceTracker, TrackerConfig, TrackResult, TrackState
+from pirender.engine.track.tracker import RECENT_KEPT, FaceTracker, TrackerConfig, TrackResult, TrackState
 
 from conftest import shared_data
 
@@ -189,12 +191,23 @@ def frontal_points() -> np.ndarray:
         return mesh.detect(np.asarray(image.convert("RGB")))[0]
 
 
-def _run(script: list[list[np.ndarray]]) -> tuple[list[TrackResult], FaceTracker]:
-    """Every frame's result and the tracker, for a scripted sequence of faces on a grey picture."""
-    mesh = _ScriptedMesh(script)
-    tracker = FaceTracker(mesh=mesh, human_face=lambda rgb, points: True)  # type: ignore[arg-type]
-    grey = np.full((600, 512, 3), 100, dtype=np.uint8)
-    return [tracker.process(grey, index / FPS) for index in range(len(script))], tracker
+def _scripted_tracker(script: list[list[np.ndarray]], config: TrackerConfig | None = None) -> FaceTracker:
+    """A tracker whose face mesh returns the scripted faces and that takes every face for human."""
+    return FaceTracker(config, mesh=_ScriptedMesh(script), human_face=lambda rgb, points: True)  # type: ignore[arg-type]
+
+
+def _grey(level: int) -> np.ndarray:
+    return np.full((600, 512, 3), level, dtype=np.uint8)
+
+
+def _run(
+    script: list[list[np.ndarray]], pictures: list[np.ndarray] | None = None
+) -> tuple[list[TrackResult], FaceTracker]:
+    """Every frame's result and the tracker, for a scripted sequence of faces on grey pictures (all
+    the same unless ``pictures`` are given: a change of picture is a shot change)."""
+    tracker = _scripted_tracker(script)
+    pictures = pictures or [_grey(100)] * len(script)
+    return [tracker.process(pictures[index], index / FPS) for index in range(len(script))], tracker
 
 
 def test_a_face_turned_42_degrees_is_never_calibrated_on(frontal_points: np.ndarray) -> None:
@@ -234,6 +247,47 @@ def test_another_face_is_not_followed_while_the_person_may_come_back(frontal_poi
     assert [r.state for r in lost][:3] == [TrackState.HOLDING] * 3
     later = results[10 + int(1.5 * FPS) + 1]
     assert later.landmarks is not None and later.segment == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# a cut with the same person in the same place (a hand or a flash across the face)
+
+
+def _cut_script(frontal_points: np.ndarray, faceless: int, after: np.ndarray) -> tuple[list, list]:
+    """10 frames of the face; at frame 10 a cut (the picture changes) and ``faceless`` frames without a
+    face from there; then the face ``after`` for 10 frames."""
+    script = [[frontal_points]] * 10 + [[]] * faceless + [[after]] * 10
+    pictures = [_grey(100)] * 10 + [_grey(200)] * (faceless + 10)
+    return script, pictures
+
+
+@pytest.mark.parametrize("faceless", [0, 1, 3])
+def test_the_same_person_in_the_same_place_after_a_cut_is_followed_on(
+    frontal_points: np.ndarray, faceless: int
+) -> None:
+    """Whether the face is found on the cut frame itself or only a few frames later (a hand across
+    it, a flash), the same face in the same place is followed on: no new segment, no recalibration.
+    (Before: one faceless frame at the cut started a new segment with a new calibration.)"""
+    script, pictures = _cut_script(frontal_points, faceless, frontal_points + np.array([3.0, 2.0, 0.0]))
+    results, tracker = _run(script, pictures)
+    assert [r.cut for r in results].index(True) == 10 and tracker.cuts == 1
+    assert tracker.cuts_followed_on == 1 and tracker.segment == 0
+    back = results[10 + faceless :]
+    assert all(r.state is TrackState.TRACKING and r.segment == 0 for r in back)
+    assert all(r.state is TrackState.HOLDING for r in results[10 : 10 + faceless])
+
+
+def test_after_a_cut_a_face_elsewhere_or_too_late_is_a_new_segment(frontal_points: np.ndarray) -> None:
+    """The window is for the same person in the same place only: a face elsewhere after one faceless
+    frame, or the same face only after more than ``cut_decision_s`` (0.5 s) without one, starts a new
+    segment and is calibrated afresh."""
+    elsewhere = frontal_points + np.array([250.0, 0.0, 0.0])
+    late = int(TrackerConfig().cut_decision_s * FPS) + 2
+    for faceless, after in ((1, elsewhere), (late, frontal_points)):
+        script, pictures = _cut_script(frontal_points, faceless, after)
+        results, tracker = _run(script, pictures)
+        assert tracker.cuts == 1 and tracker.cuts_followed_on == 0 and tracker.segment == 1, faceless
+        assert results[10 + faceless].state is TrackState.CALIBRATING and results[10 + faceless].segment == 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,7 +355,7 @@ def test_the_neutral_frame_option_takes_that_frame(tmp_path: Path) -> None:
         clip = track_clip(frames, progress=False, config=TrackerConfig(neutral_frame=30))
     expression = clip.open_motion.values[:, OPEN_SPACE.group("expression")]
     assert np.abs(expression[30]).max() < 0.35  # the chosen frame is (about) the rest, after smoothing
-    with open_frames(path) as frames, pytest.raises(Exception, match="--neutral-frame 500"):
+    with open_frames(path) as frames, pytest.raises(PirenderError, match="--neutral-frame 500"):
         track_clip(frames, progress=False, config=TrackerConfig(neutral_frame=500))
 
 
@@ -323,8 +377,6 @@ def test_a_variable_rate_recording_gives_motion_in_real_time(tmp_path: Path) -> 
     """d20's first 4 s recorded as a browser does (WebM, 1 ms clock, no declared rate) with frames
     dropped irregularly (70 of 100 kept). The motion comes out at a constant rate over the same 4 s
     and follows the full-rate clip's motion at the same times."""
-    import av
-
     encoder = next((name for name in ("libvpx", "libvpx-vp9") if name in av.codecs_available), None)
     if encoder is None:
         pytest.skip("this FFmpeg build has no VP8/VP9 encoder")
@@ -430,3 +482,148 @@ def test_a_hand_across_the_face_is_not_a_change_of_person() -> None:
     assert len(clip.cuts_s) == 2 and clip.cuts_followed_on == 2
     assert len(clip.segments) == 1 and clip.segments[0].first_frame == 0
     assert "the same person was in the same place after each: followed on" in clip.describe()
+
+
+# --------------------------------------------------------------------------------------------------
+# track_clip's bookkeeping, on scripted faces (no MediaPipe run per frame)
+
+
+class _ScriptedFrames(FrameSource):
+    """Pictures at given times (seconds), as a frame source."""
+
+    fps = float(FPS)
+    size_px = (512, 600)
+    label = "scripted frames"
+
+    def __init__(self, pictures: list[np.ndarray], times_s: list[float] | None = None) -> None:
+        self._pictures = pictures
+        self._times_s = times_s or [index / FPS for index in range(len(pictures))]
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _frames(self) -> Iterator[Frame]:
+        for index, (rgb, time_s) in enumerate(zip(self._pictures, self._times_s, strict=True)):
+            yield Frame(rgb=rgb, time_s=time_s, index=index)
+
+    def close(self) -> None:
+        self._closed = True
+
+
+def _track_scripted(script: list[list[np.ndarray]], pictures: list[np.ndarray], **options) -> TrackedClip:
+    tracker = _scripted_tracker(script, options.pop("config", None))
+    return track_clip(_ScriptedFrames(pictures), tracker=tracker, progress=False, **options)
+
+
+def test_a_neutral_frame_without_the_followed_face_is_refused(frontal_points: np.ndarray) -> None:
+    """--neutral-frame on a frame where the followed face is absent (a gap between the person's
+    frames) was silently ignored; it is refused and the message names the nearest frames with it."""
+    script = [[frontal_points]] * 10 + [[]] * 5 + [[frontal_points]] * 10
+    with pytest.raises(PirenderError, match=r"--neutral-frame 12: .*frame 9 before it and frame 15 after it"):
+        _track_scripted(script, [_grey(100)] * 25, config=TrackerConfig(neutral_frame=12))
+    clip = _track_scripted(script, [_grey(100)] * 25, config=TrackerConfig(neutral_frame=16))
+    assert [s.neutral_frames for s in clip.segments] == [1]
+
+
+def test_a_tracker_passed_in_starts_each_clip_afresh_and_refuses_another_config(
+    frontal_points: np.ndarray,
+) -> None:
+    """A tracker reused for a second clip carried the first clip's cuts (in its meta) and frame count
+    (``neutral_frame`` pointed elsewhere); a ``config`` next to a tracker was silently ignored."""
+    elsewhere = frontal_points + np.array([250.0, 0.0, 0.0])
+    first = [[frontal_points]] * 10 + [[elsewhere]] * 10
+    second = [[frontal_points]] * 10
+    tracker = _scripted_tracker(first + second, TrackerConfig(neutral_frame=5))
+    pictures = [_grey(100)] * 10 + [_grey(200)] * 10
+    clip = track_clip(_ScriptedFrames(pictures), tracker=tracker, progress=False)
+    assert clip.cuts_s == pytest.approx([0.4]) and len(clip.segments) == 2
+    clip = track_clip(_ScriptedFrames([_grey(100)] * 10), tracker=tracker, progress=False)
+    assert clip.cuts_s == [] and clip.open_motion.meta["cuts_s"] == []
+    assert [(s.first_frame, s.last_frame, s.neutral_frames) for s in clip.segments] == [(0, 9, 1)]
+    with pytest.raises(PirenderError, match="either a tracker or a config"):
+        track_clip(_ScriptedFrames(pictures), tracker=tracker, config=TrackerConfig(), progress=False)
+
+
+def test_a_live_tracker_keeps_bounded_cut_and_people_records(frontal_points: np.ndarray) -> None:
+    """A live session runs for hours: the cut times and segment people kept are the newest
+    RECENT_KEPT, the totals are counted. Here every frame is a cut (0.4 s apart, the picture
+    alternating) with the face in the other place: a new segment each time."""
+    frames = RECENT_KEPT + 44
+    elsewhere = frontal_points + np.array([250.0, 0.0, 0.0])
+    script = [[frontal_points if index % 2 else elsewhere] for index in range(frames)]
+    tracker = _scripted_tracker(script)
+    for index in range(frames):
+        tracker.process(_grey(100 if index % 2 else 200), 0.4 * index)
+    assert tracker.cuts == frames - 1 and tracker.segment == frames - 1
+    assert len(tracker.cuts_s) == RECENT_KEPT and tracker.cuts_s[-1] == pytest.approx(0.4 * (frames - 1))
+    assert len(tracker.segment_people) == RECENT_KEPT
+
+
+def test_the_summary_names_the_configured_calibration_limit() -> None:
+    motion = MotionSequence(OPEN_SPACE, np.zeros((10, OPEN_SPACE.width), dtype=np.float32), fps=FPS)
+    clip = TrackedClip(
+        open_motion=motion,
+        authors_motion=None,
+        frames=10,
+        frames_with_face=10,
+        segments=[Segment(index=0, first_frame=0, last_frame=9, frames_with_face=10)],
+        calibration_limit_deg=25.0,
+    )
+    assert "never within 25 degrees of frontal" in clip.describe()
+
+
+def test_a_variable_rate_clip_numbers_states_and_segments_by_motion_row(
+    tmp_path: Path, frontal_points: np.ndarray
+) -> None:
+    """A WebM with irregular frame times (1 ms clock, no declared rate) is resampled to a constant
+    rate: its states and segments count the motion's rows (each showing the latest decoded frame at
+    or before its time), not the decoded frames. Three faceless frames, one person, a cut to a
+    person elsewhere."""
+    encoder = next((name for name in ("libvpx", "libvpx-vp9") if name in av.codecs_available), None)
+    if encoder is None:
+        pytest.skip("this FFmpeg build has no VP8/VP9 encoder")
+    kept = [0, 1, 2, 3, 5, 6, 9, 10, 11, 14, 15, 16, 17, 20, 21, 22, 25, 26, 27, 30, 31, 33, 35, 36]
+    cut = 12  # decoded frame of the cut
+    pictures = [_grey(100)] * cut + [_grey(200)] * (len(kept) - cut)
+    path = tmp_path / "variable.webm"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(encoder)
+        stream.width, stream.height, stream.pix_fmt = 512, 600, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        stream.codec_context.framerate = Fraction(0, 1)
+        for slot, rgb in zip(kept, pictures, strict=True):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = slot * 40, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    elsewhere = frontal_points + np.array([250.0, 0.0, 0.0])
+    script = [[]] * 3 + [[frontal_points]] * (cut - 3) + [[elsewhere]] * (len(kept) - cut)
+    # what the tracker says of each decoded frame
+    live = _scripted_tracker(script)
+    with open_frames(path) as frames:
+        decoded = [(frame.time_s, live.process(frame.rgb, frame.time_s)) for frame in frames]
+    with open_frames(path) as frames:
+        assert frames.variable_rate
+        clip = track_clip(frames, tracker=_scripted_tracker(script), progress=False)
+    motion = clip.open_motion
+    assert clip.frames == len(kept) and motion.meta["resampled"]["from_frames"] == len(kept)
+    # the decoded frame on show at each row's time, by brute force
+    times = np.array([time_s for time_s, _ in decoded])
+    row_times = times[0] + np.arange(len(motion)) / motion.fps
+    shown = [int(np.nonzero(times <= t + 1e-6)[0].max()) for t in row_times]
+    assert shown != list(range(len(kept)))  # at the average rate: as many rows, some frames twice
+    expected_states = [decoded[i][1].state.value for i in shown]
+    assert clip.states == expected_states
+    assert [state for state, count in motion.meta["states"] for _ in range(count)] == expected_states
+    for segment, meta in zip(clip.segments, motion.meta["segments"], strict=True):
+        rows = [row for row, i in enumerate(shown) if decoded[i][1].segment == segment.index]
+        assert (segment.first_frame, segment.last_frame, segment.frames_with_face) == (
+            rows[0],
+            rows[-1],
+            len(rows),
+        )
+        assert (meta["first_frame"], meta["last_frame"]) == (rows[0], rows[-1])
+    assert len(clip.segments) == 2 and clip.segments[1].starts_at_cut
+    assert "resampled to" in clip.describe()

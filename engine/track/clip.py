@@ -12,6 +12,12 @@ real time (``motion.timing``), so the motion plays at the speed it was recorded.
 segments are expressed relative to the first segment's rest pose, so one ``neutral_rest`` (in
 ``meta``) serves the whole sequence. Frames without a followed face hold the last motion, then ease to
 the rest pose (as live); frames before the first face repeat the first face's motion.
+
+Frame numbers (``meta["states"]``, ``meta["segments"]``, :attr:`TrackedClip.states`,
+:class:`Segment`) count the rows of the motion: for a variable-rate source those are the frames of
+the constant-rate grid, each showing the latest decoded frame at or before its time
+(``motion.timing.held_indices``). ``neutral_frame`` and :attr:`TrackedClip.frames` count decoded
+frames.
 """
 
 from __future__ import annotations
@@ -26,12 +32,12 @@ from tqdm import tqdm
 from ..errors import PirenderError
 from ..motion.limits import soft_limit
 from ..motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence
-from ..motion.timing import measure_rate, resample_uniform
+from ..motion.timing import held_indices, measure_rate, resample_uniform
 from ..sources.frames import FALLBACK_FPS, FrameSource
 from .deep3d import Deep3DRegressor
 from .filters import OneEuroFilter
 from .geometry import euler_from_rotation, rotation_from_euler
-from .identity import colour_distance, shape_distance
+from .identity import PersonModel, colour_distance, shape_distance
 from .landmarks import five_points
 from .open_space import NeutralFace
 from .tracker import FaceTracker, MotionEmitter, TrackerConfig, TrackState
@@ -46,8 +52,10 @@ class Segment:
 
     Attributes:
         index: 0, 1, ... in the clip's order.
-        first_frame, last_frame: 0-based frame indices (inclusive).
-        frames_with_face: frames of the segment in which the person's face was found.
+        first_frame, last_frame: 0-based indices (inclusive) of the first and last motion row in
+            which the person's face was found (rows of the motion: decoded frames, or the
+            constant-rate grid of a resampled variable-rate source).
+        frames_with_face: motion rows of the segment in which the person's face was found.
         person: 1, 2, ...: segments whose faces look alike (skin colour, proportions) share a number.
         neutral_frames: frames the neutral was computed from (0: never frontal enough, no motion).
         neutral_turned_deg: how far the neutral face is turned (max of |pitch|, |yaw|), degrees.
@@ -64,6 +72,8 @@ class Segment:
     starts_at_cut: bool = False
 
     def to_meta(self) -> dict[str, Any]:
+        """The segment as the motion file's ``meta["segments"]`` entry: first_frame, last_frame,
+        person, frames_with_face, neutral_frames and starts_at_cut (JSON types)."""
         return {
             "first_frame": self.first_frame,
             "last_frame": self.last_frame,
@@ -78,9 +88,14 @@ class Segment:
 class TrackedClip:
     """Motion of every frame of a clip and what the tracker saw.
 
-    ``frames_with_face`` counts frames in which the followed person's face was found;
-    ``frames_not_followed`` frames with faces but none the tracker could follow (turned too far from
-    frontal, too small, or not human); ``cuts_s`` the times of shot changes.
+    ``frames`` counts the decoded frames tracked; ``frames_with_face`` those in which the followed
+    person's face was found; ``frames_not_followed`` those with faces but none the tracker could
+    follow (turned too far from frontal, too small, or not human); ``cuts_s`` the times of shot
+    changes (seconds, frame times of the source). ``states`` holds one tracker state per motion
+    row and ``segments`` count motion rows (module docstring); ``resampled_from`` is the number of
+    decoded frames where a variable-rate source was resampled (else None).
+    ``calibration_limit_deg``: how far from frontal a face may be turned and still be calibrated on
+    (``TrackerConfig.fallback_frontal_deg``).
     """
 
     open_motion: MotionSequence
@@ -95,9 +110,13 @@ class TrackedClip:
     frames_not_followed: int = 0
     frames_larger_face_passed_over: int = 0
     cuts_followed_on: int = 0
+    resampled_from: int | None = None
+    calibration_limit_deg: float = TrackerConfig.fallback_frontal_deg
 
     @property
     def people(self) -> int:
+        """How many different people were followed (segments with a neutral, grouped by
+        ``Segment.person``)."""
         return len({segment.person for segment in self.segments if segment.neutral_frames})
 
     def describe(self) -> str:
@@ -107,6 +126,11 @@ class TrackedClip:
             f"tracked {self.frames} frames ({self.frames_with_face} with a face, {share:.0f}%) in "
             f"{self.seconds:.1f} s ({fps:.0f} frames/s)"
         ]
+        if self.resampled_from is not None:
+            lines.append(
+                f"variable frame rate: resampled to {len(self.open_motion)} frames at "
+                f"{self.open_motion.fps:.2f} frames/s (frame numbers below are those of the motion)"
+            )
         if self.cuts_s:
             times = ", ".join(f"{t:.2f}" for t in self.cuts_s)
             kept, total = self.cuts_followed_on, len(self.cuts_s)
@@ -126,7 +150,8 @@ class TrackedClip:
             if not segment.neutral_frames:
                 lines.append(
                     f"frames {segment.first_frame}-{segment.last_frame}: the face was never within "
-                    "30 degrees of frontal, so it was not calibrated on (motion held)"
+                    f"{self.calibration_limit_deg:g} degrees of frontal, so it was not calibrated on "
+                    "(motion held)"
                 )
         quiet = []
         if self.frames_without_face:
@@ -168,22 +193,35 @@ def track_clip(
 ) -> TrackedClip:
     """Run the tracker over every frame; with a Deep3DFaceRecon ``regressor``, also the authors' space.
 
-    ``config`` (or ``tracker.config``) sets the tracker's rules, e.g. ``neutral_frame``.
+    ``config`` sets the tracker's rules, e.g. ``neutral_frame`` (a 0-based decoded frame index); a
+    ``tracker`` passed in brings its own (``FaceTracker(config)``), is :meth:`~FaceTracker.reset`
+    first (nothing of an earlier clip carries over) and is not closed.
 
     Raises:
-        PirenderError: a clip without frames; no human face found in any frame; no face frontal
-            enough to calibrate on; ``neutral_frame`` outside the clip or on a frame without the
-            followed face.
+        PirenderError: both ``tracker`` and a different ``config`` given; a clip without frames; no
+            human face found in any frame; no face frontal enough to calibrate on; ``neutral_frame``
+            outside the clip or on a frame without the followed face.
     """
     owned = tracker is None
-    tracker = tracker or FaceTracker(config)
+    if tracker is None:
+        tracker = FaceTracker(config)
+    else:
+        if config is not None and config != tracker.config:
+            raise PirenderError(
+                "track_clip: give either a tracker or a config, not both (a tracker follows its own "
+                "config: make it with FaceTracker(config))"
+            )
+        tracker.reset()
     config = tracker.config
+    people: dict[int, PersonModel] = {}  # each segment's person (the model the tracker keeps up to date)
     records: list[_FrameRecord] = []
     authors_rows: list[np.ndarray | None] = []
     started = time.perf_counter()
     try:
         for frame in tqdm(frames, unit="frame", disable=not progress, dynamic_ncols=True):
             result = tracker.process(frame.rgb, frame.time_s)
+            if result.landmarks is not None and result.segment is not None and result.segment not in people:
+                people[result.segment] = tracker.segment_people[-1]
             landmarks = None if result.landmarks is None else result.landmarks.astype(np.float32)
             records.append(
                 _FrameRecord(
@@ -207,7 +245,7 @@ def track_clip(
             tracker.close()
     if not records:
         raise PirenderError("the clip has no frames")
-    segments = _segments(records, tracker)
+    segments = _segments(records, people, config)
     if not any(s.frames_with_face for s in segments):
         raise PirenderError(
             f"no human face found in any of the {len(records)} frames (the tracker follows human faces"
@@ -219,21 +257,30 @@ def track_clip(
         )
     values, rest = _measure(records, segments, config)
     authors = None if regressor is None else _fill_gaps(authors_rows)
-    meta: dict[str, Any] = {
-        "neutral_rest": [float(v) for v in rest],
-        "states": _run_lengths([r.state for r in records]),
-        "cuts_s": [round(t, 4) for t in tracker.cuts_s],
-        "segments": [s.to_meta() for s in segments],
-    }
+    cuts_s = [r.time_s for r in records if r.cut]
     fps = frames.fps or FALLBACK_FPS
     times_s = np.array([r.time_s for r in records])
+    row_records = records  # the record on show in each motion row
+    resampled_from: int | None = None
     if getattr(frames, "variable_rate", False) and len(records) > 1:
         # a variable-rate source (browser recording, camera): motion at a constant rate in real time
         rate = measure_rate(times_s, declared_fps=frames.fps)
         fps = rate.fps if rate is not None else fps
         values = resample_uniform(times_s, values, fps)
         authors = None if authors is None else resample_uniform(times_s, authors, fps)
-        meta["resampled"] = {"from_frames": len(records), "variable_rate_source": True}
+        held = held_indices(times_s, fps)
+        row_records = [records[i] for i in held]
+        _renumber_segments(segments, held, row_records)
+        resampled_from = len(records)
+    states = [r.state for r in row_records]
+    meta: dict[str, Any] = {
+        "neutral_rest": [float(v) for v in rest],
+        "states": _run_lengths(states),
+        "cuts_s": [round(t, 4) for t in cuts_s],
+        "segments": [s.to_meta() for s in segments],
+    }
+    if resampled_from is not None:
+        meta["resampled"] = {"from_frames": resampled_from, "variable_rate_source": True}
     open_motion = MotionSequence(OPEN_SPACE, values, fps=fps, meta=meta)
     authors_motion = None if authors is None else MotionSequence(AUTHORS_SPACE, authors, fps=fps)
     return TrackedClip(
@@ -241,36 +288,45 @@ def track_clip(
         authors_motion=authors_motion,
         frames=len(records),
         frames_with_face=sum(r.landmarks is not None for r in records),
-        states=[r.state for r in records],
+        states=states,
         seconds=time.perf_counter() - started,
-        cuts_s=list(tracker.cuts_s),
+        cuts_s=cuts_s,
         segments=segments,
         frames_without_face=sum(r.state == TrackState.NO_FACE for r in records),
         frames_not_followed=sum(r.state == TrackState.NOT_FOLLOWED for r in records),
         frames_larger_face_passed_over=sum(r.larger_face_passed_over for r in records),
         cuts_followed_on=tracker.cuts_followed_on,
+        resampled_from=resampled_from,
+        calibration_limit_deg=config.fallback_frontal_deg,
     )
 
 
-def _segments(records: list[_FrameRecord], tracker: FaceTracker) -> list[Segment]:
-    """The followed-person segments of pass one, numbered into people by appearance."""
+def _segments(
+    records: list[_FrameRecord], people: dict[int, PersonModel], config: TrackerConfig
+) -> list[Segment]:
+    """The followed-person segments of pass one (decoded frame numbers), numbered into people by
+    appearance. A segment starts at a cut when a cut came after the previous segment's last frame
+    (the face may be found a few frames after the cut)."""
     segments: dict[int, Segment] = {}
+    cut_since_last_face = False
     for index, record in enumerate(records):
+        cut_since_last_face = cut_since_last_face or record.cut
         if record.segment is None:
             continue
         segment = segments.get(record.segment)
         if segment is None:
             segment = segments[record.segment] = Segment(
-                index=record.segment, first_frame=index, last_frame=index, starts_at_cut=record.cut
+                index=record.segment, first_frame=index, last_frame=index, starts_at_cut=cut_since_last_face
             )
         segment.last_frame = index
         segment.frames_with_face += 1
+        cut_since_last_face = False
     ordered = [segments[key] for key in sorted(segments)]
-    people: list[tuple[np.ndarray, np.ndarray]] = []  # (colour, shape) of each person
-    identity = tracker.config.identity
+    known: list[tuple[np.ndarray, np.ndarray]] = []  # (colour, shape) of each person
+    identity = config.identity
     for segment in ordered:
-        model = tracker.segment_people[segment.index]
-        for number, (colour, shape) in enumerate(people, start=1):
+        model = people[segment.index]
+        for number, (colour, shape) in enumerate(known, start=1):
             if (
                 colour_distance(colour, model.colour) <= identity.same_person_colour
                 and shape_distance(shape, model.shape) <= identity.max_shape_iod
@@ -278,9 +334,23 @@ def _segments(records: list[_FrameRecord], tracker: FaceTracker) -> list[Segment
                 segment.person = number
                 break
         else:
-            people.append((model.colour, model.shape))
-            segment.person = len(people)
+            known.append((model.colour, model.shape))
+            segment.person = len(known)
     return ordered
+
+
+def _renumber_segments(segments: list[Segment], held: np.ndarray, row_records: list[_FrameRecord]) -> None:
+    """Segments' frame numbers from decoded frames to motion rows: ``held`` (M,) is the decoded frame
+    on show in each row (``motion.timing.held_indices``), ``row_records`` its record. A segment that
+    no row shows (shorter than a row's interval) gets the first row after its start, with no frames
+    with a face."""
+    for segment in segments:
+        rows = [row for row, record in enumerate(row_records) if record.segment == segment.index]
+        if rows:
+            segment.first_frame, segment.last_frame, segment.frames_with_face = rows[0], rows[-1], len(rows)
+        else:
+            row = min(int(np.searchsorted(held, segment.first_frame)), len(held) - 1)
+            segment.first_frame, segment.last_frame, segment.frames_with_face = row, row, 0
 
 
 def _neutral(
@@ -288,13 +358,8 @@ def _neutral(
 ) -> tuple[NeutralFace | None, int, float]:
     """A segment's neutral, the number of frames it came from and how far it is turned (degrees)."""
     own = [r for r in records[segment.first_frame : segment.last_frame + 1] if r.segment == segment.index]
-    if config.neutral_frame is not None and segment.first_frame <= config.neutral_frame <= segment.last_frame:
-        chosen = records[config.neutral_frame]
-        if chosen.landmarks is None or chosen.segment != segment.index:
-            raise PirenderError(
-                f"--neutral-frame {config.neutral_frame}: the followed face is not found in that frame "
-                f"(it is in frames {segment.first_frame}-{segment.last_frame}, not all of them)"
-            )
+    chosen = None if config.neutral_frame is None else records[config.neutral_frame]
+    if chosen is not None and chosen.landmarks is not None and chosen.segment == segment.index:
         return NeutralFace.from_landmarks([chosen.landmarks.astype(np.float64)]), 1, chosen.turned_deg
     for limit in (config.frontal_deg, config.fallback_frontal_deg):
         frontal = [r for r in own if r.landmarks is not None and r.turned_deg <= limit]
@@ -313,6 +378,7 @@ def _measure(
     records: list[_FrameRecord], segments: list[Segment], config: TrackerConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """(frames, 17) motion of every frame and the reference rest row (pass two)."""
+    _check_neutral_frame(records, config.neutral_frame)
     neutrals: dict[int, NeutralFace] = {}
     for segment in segments:
         neutral, count, turned = _neutral(records, segment, config)
@@ -324,8 +390,6 @@ def _measure(
             f"the face was never within {config.fallback_frontal_deg:.0f} degrees of frontal, so no "
             "neutral could be calibrated (the tracker does not calibrate on turned faces)"
         )
-    if config.neutral_frame is not None and config.neutral_frame >= len(records):
-        raise PirenderError(f"--neutral-frame {config.neutral_frame}: the clip has {len(records)} frames")
     reference = neutrals[min(neutrals)]
     rest = reference.rest_row()
     to_reference = {
@@ -354,6 +418,30 @@ def _measure(
             _, held = emitter.lost(record.time_s, rest)
             rows.append(None if held is None else held.copy())
     return _fill_gaps(rows), rest
+
+
+def _check_neutral_frame(records: list[_FrameRecord], frame: int | None) -> None:
+    """Refuse a ``neutral_frame`` outside the clip or on a frame without the followed face."""
+    if frame is None:
+        return
+    if not 0 <= frame < len(records):
+        raise PirenderError(
+            f"--neutral-frame {frame}: the clip has {len(records)} frames (0-{len(records) - 1})"
+        )
+    if records[frame].landmarks is not None and records[frame].segment is not None:
+        return
+    with_face = [i for i, r in enumerate(records) if r.landmarks is not None and r.segment is not None]
+    nearest = []
+    before = [i for i in with_face if i < frame]
+    if before:
+        nearest.append(f"frame {before[-1]} before it")
+    after = [i for i in with_face if i > frame]
+    if after:
+        nearest.append(f"frame {after[0]} after it")
+    raise PirenderError(
+        f"--neutral-frame {frame}: the followed face is not in that frame (tracker state "
+        f"{records[frame].state}); the nearest frames with it: {' and '.join(nearest) or 'none'}"
+    )
 
 
 def _smooth_runs(

@@ -3,8 +3,9 @@
 What it does with each frame (RGB uint8 and its time in seconds):
 
 1. **Shot changes** (``shots.ShotDetector``): a cut ends the current segment; the person is
-   re-acquired and the neutral re-calibrated (unless the face after the cut is plainly the same
-   person in the same place: a false alarm, e.g. a caption appearing, then nothing changes).
+   re-acquired and the neutral re-calibrated (unless the first face found within
+   ``cut_decision_s`` after the cut is plainly the same person in the same place: a false alarm,
+   e.g. a caption appearing, a hand or a flash across the face, then nothing changes).
 2. **One person** (``identity``): the face followed is the one near where the person was, of a
    similar size, whose appearance and proportions do not contradict the person's; other faces in the
    picture are ignored. When the person is lost, the last motion is held for ``hold_s`` and then
@@ -66,6 +67,7 @@ class TrackerConfig:
     fallback_frontal_deg: float = 30.0
     fallback_after_s: float = 1.5
     min_iod_px: float = 12.0
+    cut_decision_s: float = 0.5  # after a cut, how long the same person may reappear and be followed on
     refine_frames: int = 250  # frontal frames kept for refining the neutral (every 2nd frame)
     neutral_frame: int | None = None  # 0-based frame index whose face is the neutral
     shots: ShotConfig = field(default_factory=ShotConfig)
@@ -157,8 +159,21 @@ class MotionEmitter:
         return TrackState.EASING, self.last_emitted
 
 
+#: How many of the most recent cut times and segment people a tracker keeps (a live session runs
+#: for hours; the totals are counted).
+RECENT_KEPT = 256
+
+
 class FaceTracker:
-    """Call :meth:`process` with every frame (RGB uint8) and its capture time in seconds."""
+    """Call :meth:`process` with every frame (RGB uint8) and its capture time in seconds.
+
+    Public state (read it, do not change it): ``neutral``; ``segment`` (index of the current person
+    segment, -1 before the first); ``cuts`` (shot changes so far) and ``cuts_s`` (the times of the
+    newest :data:`RECENT_KEPT` of them, seconds); ``segment_people`` (the :class:`PersonModel` of the
+    newest :data:`RECENT_KEPT` segments, the current one last); ``cuts_followed_on`` (cuts after
+    which the same person was in the same place). :meth:`reset` starts a new stream (a new clip)
+    with the same MediaPipe graphs.
+    """
 
     def __init__(
         self,
@@ -174,21 +189,32 @@ class FaceTracker:
             self._face_check = HumanFaceCheck()
             human_face = self._is_human
         self.human_face = human_face
+        self._emitter = MotionEmitter(self.config.smoothing, self.config.hold_s, self.config.ease_s)
+        self._reservoir: deque[np.ndarray] = deque(maxlen=self.config.refine_frames)
+        self.cuts_s: deque[float] = deque(maxlen=RECENT_KEPT)
+        self.segment_people: deque[PersonModel] = deque(maxlen=RECENT_KEPT)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: the next frame is frame 0 of a new one (no shot, person, neutral or
+        cut yet). The face mesh and the human-face check are kept."""
         self.neutral: NeutralFace | None = None
         self.segment = -1  # index of the current person segment (-1: none yet)
-        self.cuts_s: list[float] = []
-        self.segment_people: list[PersonModel] = []  # the person of each segment, by segment index
+        self.cuts = 0  # shot changes since the stream started (``cuts_s`` keeps the newest times)
+        self.cuts_s.clear()
+        self.segment_people.clear()
         self.cuts_followed_on = 0  # cuts after which the same person was in the same place
         self._shots = ShotDetector(self.config.shots)
-        self._emitter = MotionEmitter(self.config.smoothing, self.config.hold_s, self.config.ease_s)
+        self._emitter.reset()
         self._person: PersonModel | None = None
         self._previous_person: PersonModel | None = None  # before the last cut
+        self._cut_pending_s: float | None = None  # time of a cut whose decision is still open
         self._acquired_s = 0.0
         self._person_lost_since_s: float | None = None
         self._held_row: np.ndarray | None = None  # the last row before a new segment
         self._calibration: list[np.ndarray] = []
         self._reference: NeutralFace | None = None  # the first neutral of the segment (pose reference)
-        self._reservoir: deque[np.ndarray] = deque(maxlen=self.config.refine_frames)
+        self._reservoir.clear()
         self._frontal_seen = 0
         self._next_refine = 0
         self._neutral_fixed = False
@@ -220,13 +246,15 @@ class FaceTracker:
         self._frame_index += 1
         cut = self._shots(rgb, time_s)
         if cut:
+            self.cuts += 1
             self.cuts_s.append(time_s)
             if self._person is not None:
                 self._previous_person = self._person
             self._person = None
+            self._cut_pending_s = time_s
         faces = self.mesh.detect(rgb)
         observations = [observe(rgb, points) for points in faces]
-        face = self._follow(rgb, observations, time_s, cut)
+        face = self._follow(rgb, observations, time_s)
         if face is None:
             if self._person_lost_since_s is None:
                 self._person_lost_since_s = time_s
@@ -250,9 +278,7 @@ class FaceTracker:
         )
 
     # ---------------------------------------------------------------------------------------------
-    def _follow(
-        self, rgb: np.ndarray, faces: list[FaceObservation], time_s: float, cut: bool
-    ) -> FaceObservation | None:
+    def _follow(self, rgb: np.ndarray, faces: list[FaceObservation], time_s: float) -> FaceObservation | None:
         """The followed person's face in this frame (acquiring a new person where allowed)."""
         person = self._person
         if person is not None and faces:
@@ -270,14 +296,29 @@ class FaceTracker:
             return None
         face = candidates[choose_face(candidates, rgb.shape[:2])]
         previous = self._previous_person
-        false_alarm = cut and previous is not None and self.neutral is not None
-        if false_alarm and previous is not None and self._same_place(previous, face, time_s):
+        if (
+            self._cut_decision_open(time_s)
+            and previous is not None
+            and self.neutral is not None
+            and self._same_place(previous, face, time_s)
+        ):
             self._person = previous  # a false alarm: the same person in the same place
+            self._cut_pending_s = None
             self.cuts_followed_on += 1
             previous.update(face, time_s)
             return face
         self._start_segment(face, time_s)
         return face
+
+    def _cut_decision_open(self, time_s: float) -> bool:
+        """Whether a face acquired now still decides the last cut: the first one within
+        ``cut_decision_s`` after it (a hand or a flash may hide the face on the cut frame itself)."""
+        if self._cut_pending_s is None:
+            return False
+        if time_s - self._cut_pending_s <= self.config.cut_decision_s:
+            return True
+        self._cut_pending_s = None
+        return False
 
     def _acquirable(self, rgb: np.ndarray, face: FaceObservation) -> bool:
         return (
@@ -287,9 +328,11 @@ class FaceTracker:
         )
 
     def _same_place(self, person: PersonModel, face: FaceObservation, time_s: float) -> bool:
+        """``face`` is where ``person`` was (as far as it may have moved while unseen), of about the
+        same size and skin colour."""
         d = person.differences(face, time_s)
         return (
-            d["jump_iod"] <= self.config.identity.max_jump_iod
+            d["jump_iod"] <= d["jump_limit_iod"]
             and d["size_ratio"] <= 1.2
             and colour_distance(person.colour, face.colour) <= self.config.identity.same_person_colour
         )
@@ -299,6 +342,7 @@ class FaceTracker:
         self._person = PersonModel(face, time_s, self.config.identity)
         self.segment_people.append(self._person)
         self._previous_person = None
+        self._cut_pending_s = None
         self._acquired_s = time_s
         self._calibration = []
         self._reservoir.clear()
@@ -361,6 +405,7 @@ class FaceTracker:
         return self._face_check.check(rgb, landmarks).human
 
     def close(self) -> None:
+        """Release the MediaPipe graphs (the face mesh and the human-face check)."""
         self.mesh.close()
         if self._face_check is not None:
             self._face_check.close()
