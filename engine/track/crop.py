@@ -42,7 +42,6 @@ from PIL import Image, ImageFilter
 
 from ..errors import ImageError, PirenderError, describe_value
 from ..image import BLURRY_UPSCALE, MIN_SOURCE_SIDE_PX, DecodedImage, SourceImage, read_image
-from ..logs import quiet_native_logs
 from . import landmarks as lm
 from .face_check import FACE_SIDES, HumanFaceCheck, square_patch
 from .landmarks import FaceMesh, FaceMeshConfig
@@ -85,13 +84,12 @@ class FoundFace:
     @property
     def box(self) -> tuple[float, float, float, float]:
         """(left, top, right, bottom) of the landmarks, in pixels."""
-        low, high = self.landmarks[:, :2].min(axis=0), self.landmarks[:, :2].max(axis=0)
-        return float(low[0]), float(low[1]), float(high[0]), float(high[1])
+        return lm.landmark_box(self.landmarks)
 
     @property
     def area_px(self) -> float:
-        left, top, right, bottom = self.box
-        return (right - left) * (bottom - top)
+        """Area of the landmarks' box (:attr:`box`), in square pixels: the face's size."""
+        return lm.box_area(self.box)
 
 
 class FaceFinder:
@@ -99,22 +97,13 @@ class FaceFinder:
     ``close`` it or use it as a context manager. Not thread-safe: one object per thread."""
 
     def __init__(self) -> None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                from mediapipe.python.solutions import face_detection
-        except ImportError:
-            raise PirenderError(
-                "finding faces needs mediapipe 0.10.14: pip install 'pirender-live[track]'"
-            ) from None
-        score = _MIN_DETECTION_SCORE
-        with quiet_native_logs():  # the graphs log when they start: start them now
-            detector = face_detection.FaceDetection
-            self._full_range: Any = detector(model_selection=1, min_detection_confidence=score)
-            self._short_range: Any = detector(model_selection=0, min_detection_confidence=score)
-            blank = np.zeros((64, 64, 3), dtype=np.uint8)
-            self._detect(self._full_range, blank, (0, 0))
-            self._detect(self._short_range, blank, (0, 0))
+        """Start MediaPipe's two face detectors, its face mesh and the human-face check.
+
+        Raises:
+            PirenderError: mediapipe is not installed.
+        """
+        self._full_range: Any = lm.face_detector(1, _MIN_DETECTION_SCORE)
+        self._short_range: Any = lm.face_detector(0, _MIN_DETECTION_SCORE)
         self._mesh = FaceMesh(FaceMeshConfig(max_faces=2, min_detection_confidence=0.3), static_images=True)
         self._check = HumanFaceCheck()
 
@@ -154,9 +143,7 @@ class FaceFinder:
     def _detect(self, detector: Any, rgb: np.ndarray, offset: tuple[int, int]) -> list[tuple[float, ...]]:
         """(score, left, top, right, bottom) boxes in pixels of the picture ``rgb`` was cut from."""
         height, width = rgb.shape[:2]
-        with warnings.catch_warnings():  # protobuf deprecation noise from inside MediaPipe
-            warnings.filterwarnings("ignore", message=".*GetPrototype.*")
-            result = detector.process(np.ascontiguousarray(rgb))
+        result = lm.run_graph(detector, rgb)
         boxes = []
         for detection in result.detections or ():
             box = detection.location_data.relative_bounding_box
@@ -183,6 +170,7 @@ class FaceFinder:
         return points
 
     def close(self) -> None:
+        """Release MediaPipe's graphs (the two detectors, the mesh, the human-face check's detectors)."""
         self._full_range.close()
         self._short_range.close()
         self._mesh.close()
@@ -264,8 +252,7 @@ def crop_to_face(
 def portrait_square(landmarks: np.ndarray, width_px: int, height_px: int) -> tuple[int, int, int]:
     """(left, top, side) in pixels of the portrait square around a face (module docstring); it may
     reach past the picture (0..width_px, 0..height_px), where :func:`crop_to_face` pads."""
-    right_eye = (landmarks[lm.RIGHT_EYE_OUTER] + landmarks[lm.RIGHT_EYE_INNER]) / 2
-    left_eye = (landmarks[lm.LEFT_EYE_OUTER] + landmarks[lm.LEFT_EYE_INNER]) / 2
+    right_eye, left_eye = lm.eye_centres(landmarks)
     iod_px = float(np.linalg.norm(left_eye - right_eye))  # 3D: does not shrink when the head turns
     side = min(CROP_SIDE_IOD * iod_px, float(min(width_px, height_px)))  # never past a large face's picture
     side_px = max(1, round(side))

@@ -29,7 +29,6 @@ picture's size.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +36,6 @@ import numpy as np
 from PIL import Image
 
 from ..errors import PirenderError, describe_value
-from ..logs import quiet_native_logs
 from . import landmarks as lm
 
 #: the mean of the two detectors' scores (0..1) a human face reaches (module docstring)
@@ -83,21 +81,8 @@ class HumanFaceCheck:
     """
 
     def __init__(self) -> None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                from mediapipe.python.solutions import face_detection
-        except ImportError:
-            raise PirenderError(
-                "finding faces needs mediapipe 0.10.14: pip install 'pirender-live[track]'"
-            ) from None
-        with quiet_native_logs():  # the graph logs when it starts: start it now
-            detector = face_detection.FaceDetection
-            self._short_range: Any = detector(model_selection=0, min_detection_confidence=0.1)
-            self._full_range: Any = detector(model_selection=1, min_detection_confidence=0.1)
-            blank = np.zeros((64, 64, 3), dtype=np.uint8)
-            _centre_score(self._short_range, blank)
-            _centre_score(self._full_range, blank)
+        self._short_range: Any = lm.face_detector(model_selection=0, min_detection_confidence=0.1)
+        self._full_range: Any = lm.face_detector(model_selection=1, min_detection_confidence=0.1)
 
     def check(self, rgb: np.ndarray, landmarks: np.ndarray) -> FaceVerdict:
         """Apply the rule to one face.
@@ -135,6 +120,7 @@ class HumanFaceCheck:
         return FaceVerdict(True, score, "")
 
     def close(self) -> None:
+        """Release the two MediaPipe detectors."""
         self._short_range.close()
         self._full_range.close()
 
@@ -145,16 +131,9 @@ class HumanFaceCheck:
         self.close()
 
 
-def _eye_centres(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(3,) centres of the image-left (subject's right) and image-right eye."""
-    right = (points[lm.RIGHT_EYE_OUTER] + points[lm.RIGHT_EYE_INNER]) / 2
-    left = (points[lm.LEFT_EYE_OUTER] + points[lm.LEFT_EYE_INNER]) / 2
-    return right, left
-
-
 def _proportions_problem(points: np.ndarray) -> str:
     """'' when the face has human proportions, else what is wrong (measured in 3D, so pose-free)."""
-    right_eye, left_eye = _eye_centres(points)
+    right_eye, left_eye = lm.eye_centres(points)
     iod = float(np.linalg.norm(left_eye - right_eye))
     if iod <= 1e-6:
         return "not human proportions (the eyes coincide)"
@@ -174,9 +153,7 @@ def _proportions_problem(points: np.ndarray) -> str:
 
 def _centre_score(detector: Any, rgb: np.ndarray) -> float:
     """The best score of a detection centred in ``rgb`` (0 when there is none)."""
-    with warnings.catch_warnings():  # protobuf deprecation noise from inside MediaPipe
-        warnings.filterwarnings("ignore", message=".*GetPrototype.*")
-        result = detector.process(np.ascontiguousarray(rgb))
+    result = lm.run_graph(detector, rgb)
     best = 0.0
     for detection in result.detections or ():
         box = detection.location_data.relative_bounding_box
@@ -190,7 +167,7 @@ def _upright_crop(rgb: np.ndarray, points: np.ndarray, box_sides: float) -> np.n
     """(CHECK_INPUT_PX, CHECK_INPUT_PX, 3) uint8: the square of ``box_sides`` times the landmarks'
     box around the face, turned so that the eye line is horizontal."""
     low, high = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
-    right_eye, left_eye = _eye_centres(points)
+    right_eye, left_eye = lm.eye_centres(points)
     angle = float(np.arctan2(left_eye[1] - right_eye[1], left_eye[0] - right_eye[0]))
     side = box_sides * float((high - low).max())
     return square_patch(rgb, (low + high) / 2, side, CHECK_INPUT_PX, angle_rad=angle)

@@ -91,9 +91,8 @@ class FaceObservation:
 
     @property
     def area_px(self) -> float:
-        """Area of the landmarks' bounding box (square pixels)."""
-        extent = self.landmarks[:, :2].max(axis=0) - self.landmarks[:, :2].min(axis=0)
-        return float(extent[0] * extent[1])
+        """Area of the landmarks' bounding box (square pixels), as ``crop.FoundFace.area_px``."""
+        return lm.box_area(lm.landmark_box(self.landmarks))
 
     def turned_deg(self) -> float:
         """How far the head is turned from frontal: the larger of |pitch| and |yaw|, degrees."""

@@ -1,4 +1,7 @@
-"""Face landmarks from MediaPipe's face mesh (478 points with irises, 3D), and the named index sets.
+"""Face landmarks from MediaPipe's face mesh (478 points with irises, 3D), the named index sets and the
+measures every module takes from them (eye centres, the landmarks' box); the one place that starts
+and runs MediaPipe's graphs (the face mesh here, the BlazeFace detectors of ``face_check`` and
+``crop``).
 
 Coordinates are pixels of the analysed image: x right, y down, z depth in the same pixel scale
 (smaller z = closer to the camera), as MediaPipe scales z like x. "Left"/"right" are the *subject's*
@@ -72,11 +75,30 @@ SYMMETRIC_PAIRS = (
 )  # fmt: skip
 
 
+def eye_centres(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The centres of the subject's right eye (image left) and left eye (image right): the middle of
+    each eye's two corners, of (478, D) landmarks, as (D,) arrays in the landmarks' units (3D pixels:
+    their distance, the inter-ocular distance, does not shrink when the head turns)."""
+    right = (points[RIGHT_EYE_OUTER] + points[RIGHT_EYE_INNER]) / 2
+    left = (points[LEFT_EYE_OUTER] + points[LEFT_EYE_INNER]) / 2
+    return right, left
+
+
+def landmark_box(points: np.ndarray) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of (N, 2+) landmarks' x and y, in their units (pixels)."""
+    low, high = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+    return float(low[0]), float(low[1]), float(high[0]), float(high[1])
+
+
+def box_area(box: tuple[float, ...]) -> float:
+    """Area of a (left, top, right, bottom) box (square pixels; 0 for an empty box)."""
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
 def five_points(landmarks: np.ndarray) -> np.ndarray:
     """The five alignment points of Deep3DFaceRecon (5, 2), image order: eye centres (image left
     first), nose tip, mouth corners (image left first)."""
-    image_left_eye = (landmarks[RIGHT_EYE_OUTER, :2] + landmarks[RIGHT_EYE_INNER, :2]) / 2
-    image_right_eye = (landmarks[LEFT_EYE_OUTER, :2] + landmarks[LEFT_EYE_INNER, :2]) / 2
+    image_left_eye, image_right_eye = eye_centres(landmarks[:, :2])
     return np.stack(
         [
             image_left_eye,
@@ -86,6 +108,46 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
             landmarks[MOUTH_LEFT, :2],
         ]
     ).astype(np.float64)
+
+
+def mediapipe_solution(name: str, what: str) -> Any:
+    """``mediapipe.python.solutions.<name>`` (``"face_mesh"``, ``"face_detection"``), imported quietly.
+
+    Raises:
+        PirenderError: mediapipe is not installed (says that ``what`` needs it and how to install it).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from mediapipe.python import solutions
+    except ImportError:
+        raise PirenderError(f"{what} needs mediapipe 0.10.14: pip install 'pirender-live[track]'") from None
+    return getattr(solutions, name)
+
+
+def run_graph(graph: Any, rgb: np.ndarray) -> Any:
+    """``graph.process`` of an (H, W, 3) uint8 RGB picture (made C-contiguous), without the protobuf
+    deprecation warning MediaPipe 0.10.14 raises from inside (not ours to act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*GetPrototype.*")
+        return graph.process(np.ascontiguousarray(rgb))
+
+
+def face_detector(model_selection: int, min_detection_confidence: float) -> Any:
+    """MediaPipe's BlazeFace face detector (``model_selection`` 0: short range, faces filling the
+    picture; 1: full range, smaller faces), started now (its graph logs when it starts: quietly,
+    ``logs.quiet_native_logs``). ``close`` it when done.
+
+    Raises:
+        PirenderError: mediapipe is not installed.
+    """
+    solution = mediapipe_solution("face_detection", "finding faces")
+    with quiet_native_logs():
+        detector = solution.FaceDetection(
+            model_selection=model_selection, min_detection_confidence=min_detection_confidence
+        )
+        run_graph(detector, np.zeros((64, 64, 3), dtype=np.uint8))
+    return detector
 
 
 @dataclass(frozen=True)
@@ -103,14 +165,7 @@ class FaceMesh:
 
     def __init__(self, config: FaceMeshConfig | None = None, *, static_images: bool = False) -> None:
         self.config = config or FaceMeshConfig()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                from mediapipe.python.solutions import face_mesh as mp_face_mesh
-        except ImportError:
-            raise PirenderError(
-                "face tracking needs mediapipe 0.10.14: pip install 'pirender-live[track]'"
-            ) from None
+        mp_face_mesh = mediapipe_solution("face_mesh", "face tracking")
         with quiet_native_logs():  # the graph starts (and logs) on its first run: run it now
             self._mesh: Any = mp_face_mesh.FaceMesh(
                 static_image_mode=static_images,
@@ -119,18 +174,14 @@ class FaceMesh:
                 min_detection_confidence=self.config.min_detection_confidence,
                 min_tracking_confidence=self.config.min_tracking_confidence,
             )
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*GetPrototype.*")
-                self._mesh.process(np.zeros((64, 64, 3), dtype=np.uint8))
+            run_graph(self._mesh, np.zeros((64, 64, 3), dtype=np.uint8))
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         """All faces of an (H, W, 3) uint8 RGB frame: a list of (478, 3) float64 pixel landmarks."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise PirenderError(f"face mesh needs an (H, W, 3) uint8 RGB frame, got {rgb.dtype} {rgb.shape}")
         height, width = rgb.shape[:2]
-        with warnings.catch_warnings():  # protobuf deprecation noise from inside MediaPipe
-            warnings.filterwarnings("ignore", message=".*GetPrototype.*")
-            result = self._mesh.process(np.ascontiguousarray(rgb))
+        result = run_graph(self._mesh, rgb)
         faces = []
         for face in result.multi_face_landmarks or ():
             points = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)
@@ -139,6 +190,7 @@ class FaceMesh:
         return faces
 
     def close(self) -> None:
+        """Release the MediaPipe graph."""
         self._mesh.close()
 
     def __enter__(self) -> FaceMesh:

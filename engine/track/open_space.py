@@ -55,8 +55,8 @@ _LEFT_LID_PAIRS = tuple(zip(lm.LEFT_UPPER_LID[1:-1], lm.LEFT_LOWER_LID[1:-1], st
 
 
 def _eye_distance(points: np.ndarray) -> float:
-    right = (points[lm.RIGHT_EYE_OUTER] + points[lm.RIGHT_EYE_INNER]) / 2
-    left = (points[lm.LEFT_EYE_OUTER] + points[lm.LEFT_EYE_INNER]) / 2
+    """The inter-ocular distance of (478, 3) landmarks (3D eye centres), in their units."""
+    right, left = lm.eye_centres(points)
     return float(np.linalg.norm(left - right))
 
 
