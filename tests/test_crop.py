@@ -185,11 +185,11 @@ def test_a_face_at_the_edge_of_a_wide_photo_is_found_and_padded(tmp_path: Path, 
     assert abs(eyes[0] - 0.5) < MAX_SHIFT + 0.05 and abs(eyes[1] - EYES_FROM_TOP) < MAX_SHIFT + 0.03
     faces = finder.find(np.asarray(canvas))
     left, top, side = portrait_square(faces[0].landmarks, 1920, 1080)
-    assert top < 0 or left + side > 1920  # the square reaches past the picture: padded
+    assert top < 0  # the square reaches above the picture: padded there (measured: 82 of 447 px)
     # the padding is smooth (blurred), not streaks of edge pixels: compare the padded top rows' detail
-    top_rows = source.rgb[: max(1, round(-top * 256 / side)) - 1].astype(np.float64)
-    if top_rows.shape[0] > 4:
-        assert np.abs(np.diff(top_rows, axis=1)).mean() < 3.0
+    top_rows = source.rgb[: round(-top * 256 / side) - 1].astype(np.float64)
+    assert top_rows.shape[0] > 4
+    assert np.abs(np.diff(top_rows, axis=1)).mean() < 3.0
 
 
 def test_two_faces_frame_the_largest_and_say_so(tmp_path: Path, finder: FaceFinder) -> None:
