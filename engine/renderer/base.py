@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -75,7 +75,11 @@ class PreparedSource:
 
 
 class Renderer(ABC):
-    """Source portrait + motion windows -> frames."""
+    """Source portrait + motion windows -> frames.
+
+    A renderer may hold native resources (the mesh renderer's MediaPipe graphs): ``close`` it when
+    done, or use it as a context manager (``with load_renderer() as renderer: ...``).
+    """
 
     #: backend name, e.g. "torch"
     name: str
@@ -137,6 +141,16 @@ class Renderer(ABC):
                 windows = windows.float()
             windows = soft_limit(windows, self.space, axis=1)
         return self._render(windows, chosen, RenderMode(mode or self.mode), extras)
+
+    def close(self) -> None:  # noqa: B027 - a hook: most backends hold nothing to release
+        """Release what the renderer holds besides memory (nothing, unless a backend says so); safe
+        to call more than once."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def check_windows(self, shape: tuple[int, ...]) -> None:
         if len(shape) != 3 or shape[0] < 1:

@@ -11,7 +11,8 @@ rigid motion), builds the dense forward displacement of the grid from them, inve
 backward flow, and samples the source with the one warp function. A dark mouth cavity with a hint of
 teeth fills what the warp cannot create when the mouth opens beyond the source's. Motion arrives
 within the documented ranges (``motion.limits``, applied by ``Renderer.render``), over which the map
-does not fold (``field`` module docstring).
+does not fold, except with the jaw beyond its identity range and pitch and yaw both near their
+bounds (a few triangles at the far mouth corner; measured in the ``field`` module docstring).
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ class MeshRenderer(Renderer):
         xs, ys = np.meshgrid(cells, cells)
         self._cells = np.stack([xs.ravel(), ys.ravel()], axis=1)
         self._faces: FaceFinder | None = None
+
+    def close(self) -> None:
+        """Release the face search (MediaPipe's detectors and face mesh) that :meth:`prepare` started;
+        a later ``prepare`` starts a new one. Safe to call more than once."""
+        if self._faces is not None:
+            self._faces.close()
+            self._faces = None
 
     # ------------------------------------------------------------------------------------------
     def _prepare(self, image: SourceImage) -> PreparedSource:
