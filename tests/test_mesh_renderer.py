@@ -2,6 +2,7 @@
 closed loop."""
 
 import itertools
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -30,10 +31,9 @@ MAX_CONTROL_ERROR = {"jaw_open": 0.15, "smile_right": 0.25, "smile_left": 0.25, 
 
 
 @pytest.fixture(scope="module")
-def renderer_and_source() -> tuple[MeshRenderer, object]:
-    renderer = MeshRenderer(image_size_px=256)
-    source = renderer.prepare(load_source_image(shared_data(*VOX)))
-    return renderer, source
+def renderer_and_source() -> Iterator[tuple[MeshRenderer, object]]:
+    with MeshRenderer(image_size_px=256) as renderer:
+        yield renderer, renderer.prepare(load_source_image(shared_data(*VOX)))
 
 
 def _row(renderer: MeshRenderer, **changes: float) -> np.ndarray:
@@ -78,19 +78,36 @@ def test_mouth_opening_paints_a_cavity_only_in_full_mode(renderer_and_source) ->
 
 
 def test_512_output(renderer_and_source) -> None:
-    renderer = MeshRenderer(image_size_px=512)
-    source = renderer.prepare(load_source_image(shared_data(*VOX), size_px=512))
-    out = renderer.render(_row(renderer, jaw_open=0.5, pitch=0.1)[:, None], source=source, extras=True)
+    with MeshRenderer(image_size_px=512) as renderer:
+        source = renderer.prepare(load_source_image(shared_data(*VOX), size_px=512))
+        out = renderer.render(_row(renderer, jaw_open=0.5, pitch=0.1)[:, None], source=source, extras=True)
     assert out.frame.shape == (1, 3, 512, 512) and out.flow.shape == (1, 2, 128, 128)
 
 
 def test_no_face_is_a_clear_error() -> None:
-    renderer = MeshRenderer()
-    with pytest.raises(PirenderError, match="no human face found"):
-        renderer.prepare(load_source_image(shared_data("portraits", "s33.jpg")))  # a dog
-    flat = np.full((256, 256, 3), 128, dtype=np.uint8)
-    with pytest.raises(PirenderError, match="no human face found"):
-        renderer.prepare(load_source_image(flat))
+    with MeshRenderer() as renderer:
+        with pytest.raises(PirenderError, match="no human face found"):
+            renderer.prepare(load_source_image(shared_data("portraits", "s33.jpg")))  # a dog
+        flat = np.full((256, 256, 3), 128, dtype=np.uint8)
+        with pytest.raises(PirenderError, match="no human face found"):
+            renderer.prepare(load_source_image(flat))
+
+
+def test_close_releases_the_face_search_and_prepare_starts_it_again() -> None:
+    """The face search (MediaPipe's graphs) that prepare starts is released by close (or leaving a
+    ``with`` block); closing twice is harmless, and a later prepare starts a new search."""
+    image = _demo_portrait()
+    with MeshRenderer() as renderer:
+        renderer.prepare(image)
+        finder = renderer._faces
+        assert finder is not None
+    assert renderer._faces is None
+    with pytest.raises(ValueError):  # MediaPipe refuses a closed graph
+        finder.find(image.rgb)
+    renderer.close()
+    renderer.prepare(image)
+    assert renderer._faces is not None and renderer._faces is not finder
+    renderer.close()
 
 
 def test_mesh_is_the_default_backend_and_refuses_checkpoints(tmp_path) -> None:
@@ -132,24 +149,37 @@ def _demo_portrait() -> object:
     return load_source_image(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
+#: The portraits of the tear tests: the demo portrait (white collar, wide framing), a VoxCeleb crop
+#: and a face-cropped photograph (the last two from the shared test media: where they are absent,
+#: those portraits' tests are reported as skipped, not silently dropped).
+PORTRAITS = {
+    "demo": _demo_portrait,
+    "vox": lambda: load_source_image(shared_data(*VOX)),
+    "s12": lambda: crop_to_face(shared_data("portraits", "s12.jpg")),
+}
+
+
 @pytest.fixture(scope="module")
-def portraits() -> dict[str, tuple[MeshRenderer, object]]:
-    """The demo portrait (white collar, wide framing) always; a VoxCeleb crop and a face-cropped
-    photograph where the shared test media are present."""
-    found = {"demo": _demo_portrait()}
-    for name, load in (
-        ("vox", lambda: load_source_image(shared_data(*VOX))),
-        ("s12", lambda: crop_to_face(shared_data("portraits", "s12.jpg"))),
-    ):
-        try:
-            found[name] = load()
-        except pytest.skip.Exception:
-            continue
-    prepared = {}
-    for name, image in found.items():
+def prepared_portraits() -> Iterator[dict[str, tuple[MeshRenderer, object]]]:
+    """Each portrait prepared once per module (filled by :func:`portrait`), closed at the end."""
+    prepared: dict[str, tuple[MeshRenderer, object]] = {}
+    yield prepared
+    for renderer, _ in prepared.values():
+        renderer.close()
+
+
+def _prepared(prepared: dict[str, tuple[MeshRenderer, object]], name: str) -> tuple[MeshRenderer, object]:
+    if name not in prepared:
+        image = PORTRAITS[name]()  # skips this portrait's test (reported) where the media are absent
         renderer = MeshRenderer(image_size_px=256)
         prepared[name] = (renderer, renderer.prepare(image))
-    return prepared
+    return prepared[name]
+
+
+@pytest.fixture(params=list(PORTRAITS))
+def portrait(request, prepared_portraits) -> tuple[str, MeshRenderer, object]:
+    """(name, renderer, prepared source) of each portrait of :data:`PORTRAITS` in turn."""
+    return (request.param, *_prepared(prepared_portraits, request.param))
 
 
 def _bound(name: str, side: int, *, hard: bool = True) -> float:
@@ -187,20 +217,73 @@ def _documented_rows(rest: np.ndarray) -> dict[str, np.ndarray]:
     return rows
 
 
-def test_no_motion_in_the_documented_ranges_tears_a_portrait(portraits) -> None:
+def test_no_motion_in_the_documented_ranges_tears_a_portrait(portrait) -> None:
     """The tear metric: no triangle of the flow grid folds over (negative area after the forward
     displacement) and none stretches beyond MAX_STRETCH, over the documented ranges on real portraits.
     (Before: at yaw 25 deg 1.3-1.6 % of the triangles folded (the far ear detached), at tx 0.8 6 %.)"""
-    for name, (renderer, source) in portraits.items():
-        for label, row in _documented_rows(renderer.rest_row(source)).items():
-            displacement, _ = renderer.forward_displacement(row, source.cache)
-            areas = field.triangle_areas(displacement, FLOW_DOWNSAMPLE)
-            assert areas.min() > 0, (name, label, float(areas.min()))
-            assert areas.max() < MAX_STRETCH, (name, label, float(areas.max()))
+    name, renderer, source = portrait
+    for label, row in _documented_rows(renderer.rest_row(source)).items():
+        displacement, _ = renderer.forward_displacement(row, source.cache)
+        areas = field.triangle_areas(displacement, FLOW_DOWNSAMPLE)
+        assert areas.min() > 0, (name, label, float(areas.min()))
+        assert areas.max() < MAX_STRETCH, (name, label, float(areas.max()))
 
 
-def test_the_backward_map_inverts_the_forward_map_exactly(portraits) -> None:
-    renderer, source = portraits["demo"]
+def _jaw_at_pose_corners(rest: np.ndarray, jaw_open: float, *, hard: bool) -> dict[str, np.ndarray]:
+    """``jaw_open`` with all 64 corners of the six pose slots' identity (or hard) ranges."""
+    rows = {}
+    for signs in itertools.product((-1, 1), repeat=len(POSE)):
+        row = rest.copy()
+        for name, side in zip(POSE, signs, strict=True):
+            row[OPEN_SPACE.index(name)] = _bound(name, side, hard=hard)
+        row[OPEN_SPACE.index("jaw_open")] = jaw_open
+        rows[f"jaw {jaw_open} at pose corner {signs}"] = row
+    return rows
+
+
+def _smallest_area(renderer: MeshRenderer, source, rows: dict[str, np.ndarray]) -> tuple[float, str]:
+    return min(
+        (
+            float(
+                field.triangle_areas(
+                    renderer.forward_displacement(row, source.cache)[0], FLOW_DOWNSAMPLE
+                ).min()
+            ),
+            label,
+        )
+        for label, row in rows.items()
+    )
+
+
+def test_the_jaw_at_its_identity_bound_does_not_tear_at_any_pose_identity_corner(portrait) -> None:
+    """jaw_open 1.2 (the top of its identity range) with all six pose slots at the corners of their
+    identity ranges at once: no fold (measured smallest area ratio: 0.12 demo, 0.095 vox, 0.094 s12)."""
+    name, renderer, source = portrait
+    smallest, label = _smallest_area(
+        renderer, source, _jaw_at_pose_corners(renderer.rest_row(source), 1.2, hard=False)
+    )
+    assert smallest > 0, (name, label, smallest)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="known fold (field.py docstring): the jaw beyond 1.0 with pitch and yaw at bounds"
+)
+def test_known_fold_the_jaw_open_wide_with_the_pose_at_its_hard_bounds(prepared_portraits) -> None:
+    """Where the map still folds (documented in ``field`` and the README): jaw_open 1.3 (its hard
+    bound) with the pose slots at their hard bounds folds a few triangles at the far mouth corner
+    of the VoxCeleb crop and of s12 whenever pitch and yaw are both at a bound (16 or 32 of the 64
+    corners; measured smallest area ratio -0.39 vox, -1.0 s12). Strict: fixing it fails this test,
+    so the docs get updated."""
+    for name in ("vox", "s12"):
+        renderer, source = _prepared(prepared_portraits, name)
+        smallest, label = _smallest_area(
+            renderer, source, _jaw_at_pose_corners(renderer.rest_row(source), 1.3, hard=True)
+        )
+        assert smallest > 0, (name, label, smallest)
+
+
+def test_the_backward_map_inverts_the_forward_map_exactly(prepared_portraits) -> None:
+    renderer, source = _prepared(prepared_portraits, "demo")
     row = renderer.rest_row(source).copy()
     row[OPEN_SPACE.index("yaw")] = np.radians(30)
     row[OPEN_SPACE.index("tx")] = 0.4
@@ -222,24 +305,24 @@ def test_the_backward_map_inverts_the_forward_map_exactly(portraits) -> None:
     assert error[1:-1, 1:-1].max() < 1e-6  # the outermost ring may lie beyond the moved grid
 
 
-def test_head_moves_bend_the_neck_and_keep_the_shoulders(portraits) -> None:
+def test_head_moves_bend_the_neck_and_keep_the_shoulders(portrait) -> None:
     """A head move bends the neck without crushing it (before: the collar was dragged into the neck,
     to 17 % of its area for ty 0.5 on the demo portrait) and, where the picture shows them, keeps
     the shoulders still."""
-    for name, (renderer, source) in portraits.items():
-        rest = renderer.rest_row(source)
-        chin_row = int(source.cache["points"][152, 1] / FLOW_DOWNSAMPLE)
-        moves = (("tx", 0.6), ("tx", -0.6), ("ty", 0.5), ("ty", -0.5), ("roll", 0.45), ("yaw", 0.5))
-        for slot, value in moves:
-            row = rest.copy()
-            row[OPEN_SPACE.index(slot)] += value
-            displacement, _ = renderer.forward_displacement(row, source.cache)
-            areas = field.triangle_areas(displacement, FLOW_DOWNSAMPLE).reshape(2, -1).min(axis=0)
-            below_chin = areas.reshape(renderer.flow_px - 1, -1)[chin_row:]
-            assert below_chin.min() > 0.35, (name, slot, value, float(below_chin.min()))
-            if name == "demo":  # a bust: the shoulders are in the picture's bottom corners
-                corners = np.abs(displacement[-8:, np.r_[:8, -8:0]])
-                assert corners.max() < 0.5, (slot, value, float(corners.max()))
+    name, renderer, source = portrait
+    rest = renderer.rest_row(source)
+    chin_row = int(source.cache["points"][152, 1] / FLOW_DOWNSAMPLE)
+    moves = (("tx", 0.6), ("tx", -0.6), ("ty", 0.5), ("ty", -0.5), ("roll", 0.45), ("yaw", 0.5))
+    for slot, value in moves:
+        row = rest.copy()
+        row[OPEN_SPACE.index(slot)] += value
+        displacement, _ = renderer.forward_displacement(row, source.cache)
+        areas = field.triangle_areas(displacement, FLOW_DOWNSAMPLE).reshape(2, -1).min(axis=0)
+        below_chin = areas.reshape(renderer.flow_px - 1, -1)[chin_row:]
+        assert below_chin.min() > 0.35, (name, slot, value, float(below_chin.min()))
+        if name == "demo":  # a bust: the shoulders are in the picture's bottom corners
+            corners = np.abs(displacement[-8:, np.r_[:8, -8:0]])
+            assert corners.max() < 0.5, (slot, value, float(corners.max()))
 
 
 def test_turns_beyond_what_the_depth_supports_ease() -> None:
@@ -255,19 +338,19 @@ def test_turns_beyond_what_the_depth_supports_ease() -> None:
         np.testing.assert_allclose(eased @ eased.T, np.eye(3), atol=1e-12)
 
 
-def test_the_jaw_opens_closed_lips_on_every_portrait(portraits) -> None:
+def test_the_jaw_opens_closed_lips_on_every_portrait(portrait) -> None:
     """Closed lips often put the upper lip's inner edge a hair below the lower one's (Grace Hopper:
     -0.1 px); the jaw must still open them: the lips part by 0.5 IOD per unit of jaw_open and the
     cavity is painted (before the fix the upper lip moved down with the lower one: no opening)."""
-    for name, (renderer, source) in portraits.items():
-        rest = renderer.rest_row(source)
-        row = rest.copy()
-        row[OPEN_SPACE.index("jaw_open")] = 0.8
-        target = renderer.target_landmarks(row, source.cache)
-        iod_px = source.cache["neutral"].frame.scale
-        gap_iod = float(np.mean(target[[14, 87, 317], 1] - target[[13, 82, 312], 1])) / iod_px
-        rest_gap_iod = float(source.cache["mouth_gap_px"]) / iod_px
-        assert gap_iod - rest_gap_iod == pytest.approx(0.4, abs=0.05), name
-        full = tensor_to_images(renderer.render(row[:, None], source=source).frame)[0].astype(int)
-        warp = tensor_to_images(renderer.render(row[:, None], source=source, mode="warp").frame)[0]
-        assert (np.abs(full - warp.astype(int)).sum(axis=2) > 30).sum() > 100, name
+    name, renderer, source = portrait
+    rest = renderer.rest_row(source)
+    row = rest.copy()
+    row[OPEN_SPACE.index("jaw_open")] = 0.8
+    target = renderer.target_landmarks(row, source.cache)
+    iod_px = source.cache["neutral"].frame.scale
+    gap_iod = float(np.mean(target[[14, 87, 317], 1] - target[[13, 82, 312], 1])) / iod_px
+    rest_gap_iod = float(source.cache["mouth_gap_px"]) / iod_px
+    assert gap_iod - rest_gap_iod == pytest.approx(0.4, abs=0.05), name
+    full = tensor_to_images(renderer.render(row[:, None], source=source).frame)[0].astype(int)
+    warp = tensor_to_images(renderer.render(row[:, None], source=source, mode="warp").frame)[0]
+    assert (np.abs(full - warp.astype(int)).sum(axis=2) > 30).sum() > 100, name

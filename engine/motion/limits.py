@@ -40,7 +40,9 @@ sideways and 0.13 up or down (further, it would slide over the eye corners and l
 below 0 (lips pressed together harder than at the neutral) stops at -0.1. Over these ranges the mesh
 renderer's picture does not fold (``renderer.mesh.field``: any pose, all six pose slots at their
 bounds at once included; any expression control at its bound at the portrait's pose; a broad
-talking face at the corners of the pose's identity ranges).
+talking face at the corners of the pose's identity ranges), except for a few triangles at the far
+mouth corner with ``jaw_open`` beyond 1.2 (1.0 with the pose at its hard bounds) while pitch and yaw
+are both near their bounds (measured in ``renderer.mesh.field``).
 
 Authors' space (``pirender-3dmm-73``; raw Deep3DFaceRecon numbers, ``pirender-spec.md`` section 5) —
 generous bounds that never change real coefficients (the authors' editing presets stay within 1.8,

@@ -38,12 +38,22 @@ inward (nothing is known beyond it), and :func:`invert_displacement` turns the f
 backward map (which source pixel each output cell shows), exactly.
 
 Measured over the documented ranges (``tests/test_mesh_renderer.py``, the tear metric
-:func:`triangle_areas`, on a VoxCeleb crop, a face-cropped photograph and the demo portrait): no grid
-triangle folds for any pose in the hard ranges (all 64 corners of pitch, yaw, roll, tx, ty and scale
-at their bounds at once included), for any expression control at its bounds at the portrait's own
-pose, or for a broad talking face at the corners of the pose's identity ranges. Not yet: the jaw at
-its very bound (1.3) together with several pose slots near theirs folds a few triangles at the far
-mouth corner (the grid samples a strongly foreshortened, strongly moved patch).
+:func:`triangle_areas`, on a VoxCeleb crop, a face-cropped photograph (s12) and the demo portrait): no
+grid triangle folds for any pose in the hard ranges (all 64 corners of pitch, yaw, roll, tx, ty and
+scale at their bounds at once included), for any expression control at its bounds at the portrait's
+own pose, for a broad talking face at the corners of the pose's identity ranges, or for ``jaw_open``
+up to 1.2 (the top of its identity range) with all six pose slots anywhere in their identity ranges.
+
+Where it still folds (a few triangles at the far mouth corner, on the VoxCeleb crop and s12; never on
+the demo portrait): when ``jaw_open`` is beyond its identity range *and* pitch and yaw are both near
+their bounds. Measured at the 64 corners of the pose: at the identity-range corners the jaw at 1.3
+folds one triangle of s12 (16 corners: pitch and yaw at one pair of signs, smallest area ratio
+-0.04); at the hard-bound corners the jaw folds from 1.0 on s12 and from 1.2 on the VoxCeleb crop
+(16-32 corners each, smallest ratio -1.0 at 1.3); up to 0.8 nothing folds. The cause: the jaw
+stretches a grid triangle at the mouth corner several times over (the lower lip moves far from the
+upper), and the rigid motion of the depth proxy at that turn is strongly non-linear across the
+stretched triangle (it foreshortens the far side to under a tenth), so the triangle's corners land
+out of order; narrowing the tilt (:data:`TILT_MAX_DEG` 46 -> 38) does not remove it on s12.
 """
 
 from __future__ import annotations
@@ -105,6 +115,7 @@ class RigidMotion:
 
     @property
     def relative(self) -> np.ndarray:
+        """(3, 3) the whole linear part: ``swing @ Rz(twist)`` (a rotation times the scale)."""
         return self.swing @ _z_rotation(self.twist)
 
     def displacement(self, points: np.ndarray) -> np.ndarray:
