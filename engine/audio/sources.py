@@ -235,6 +235,7 @@ class AudioFileReader:
         self.close()
 
     def close(self) -> None:
+        """Close the file (safe to call more than once); frames not yet decoded are not read."""
         self._container.close()
 
     def frames(self) -> Iterator[tuple[av.AudioFrame, float]]:
