@@ -134,19 +134,56 @@ def test_every_renderer_receives_limited_motion(tiny_generator: FaceGenerator) -
     assert not torch.equal(unlimited.render(windows).frame, expected)  # the limits did change it
 
 
-def test_slider_ranges_and_the_servers_hello_read_the_documented_ranges() -> None:
+def _range(text: str) -> tuple[float, float]:
+    """'+-0.45', '0.8..1.2' or '-0.45..0.45 (26 deg)' -> (low, high)."""
+    text = text.split("(")[0].strip()
+    if text.startswith("+-"):
+        return -float(text[2:]), float(text[2:])
+    low, high = text.split("..")
+    return float(low), float(high)
+
+
+def _documented_open_ranges(doc: str, column) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
+    """{slot: (identity range, hard range)} from a markdown table of a module docstring; ``column``
+    takes a row's cells to its (identity, hard) texts."""
+    ranges = {}
+    for line in doc.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if (
+            not line.startswith("|")
+            or not cells[0]
+            or cells[0] in ("slot", "slots")
+            or set(cells[0]) <= {"-"}
+        ):
+            continue
+        identity, hard = column(cells)
+        for name in cells[0].split(", "):
+            ranges[name] = (_range(identity), _range(hard))
+    return ranges
+
+
+def test_the_open_limits_and_the_sliders_are_the_documented_ranges() -> None:
+    """Against the ranges as the docs write them (text, not the numbers the code builds from): the
+    open space's table (``track.open_space``, "identity / hard") and the limits table
+    (``motion.limits``). OPEN_LIMITS holds them, and the sliders (the server's hello, the web page)
+    span each slot's identity range, at its rest (0, or 1 for scale)."""
+    import pirender.engine.motion.limits as limits_module
+    import pirender.engine.track.open_space as open_space_module
     from pirender.engine.stream.sources import SLIDER_RANGES
 
-    for name, (low, high, default, unit) in SLIDER_RANGES.items():
+    open_doc = _documented_open_ranges(open_space_module.__doc__, lambda cells: cells[-1].split(" / "))
+    limits_doc = _documented_open_ranges(
+        limits_module.__doc__.split("Authors' space")[0], lambda cells: (cells[2], cells[3])
+    )
+    assert set(open_doc) == set(limits_doc) == set(OPEN_SPACE.slot_names) == set(SLIDER_RANGES)
+    for name in OPEN_SPACE.slot_names:
+        (knee_low, knee_high), (low, high) = open_doc[name]
+        assert limits_doc[name] == open_doc[name], name
         slot = OPEN_LIMITS.range_of(name)
-        assert slot.unit == unit, name
-        if name in ("pitch", "yaw", "roll"):  # added to the portrait's own pose
-            assert (low, high, default) == (slot.knee_low, slot.knee_high, 0.0), name
-        elif name == "scale":  # multiplies the portrait's own scale
-            assert (low, high, default) == (slot.knee_low, slot.knee_high, 1.0), name
-        else:
-            assert (low, high) == (slot.knee_low, slot.knee_high), name
-    assert set(SLIDER_RANGES) == set(OPEN_SPACE.slot_names)
+        assert (slot.low, slot.knee_low, slot.knee_high, slot.high) == (low, knee_low, knee_high, high), name
+        slider_low, slider_high, default, unit = SLIDER_RANGES[name]
+        assert (slider_low, slider_high) == (knee_low, knee_high), name
+        assert default == (1.0 if name == "scale" else 0.0) and unit == slot.unit, name
 
 
 def _range(text: str) -> tuple[float, float]:
