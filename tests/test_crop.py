@@ -184,7 +184,7 @@ def test_a_face_at_the_edge_of_a_wide_photo_is_found_and_padded(tmp_path: Path, 
     # moved inwards by at most MAX_SHIFT (the eyes' midpoint lies off the head's centre by a few pixels)
     assert abs(eyes[0] - 0.5) < MAX_SHIFT + 0.05 and abs(eyes[1] - EYES_FROM_TOP) < MAX_SHIFT + 0.03
     faces = finder.find(np.asarray(canvas))
-    left, top, side = portrait_square(faces[0].landmarks, 1920, 1080)
+    _, top, side = portrait_square(faces[0].landmarks, 1920, 1080)
     assert top < 0  # the square reaches above the picture: padded there (measured: 82 of 447 px)
     # the padding is smooth (blurred), not streaks of edge pixels: compare the padded top rows' detail
     top_rows = source.rgb[: round(-top * 256 / side) - 1].astype(np.float64)
