@@ -374,3 +374,22 @@ def test_render_driving_keeps_the_clip_sound_unless_no_audio(
     assert main([*common, "--no-audio", "--out", str(silent)]) == 0
     with av.open(str(silent)) as container:
         assert [s.type for s in container.streams] == ["video"]
+
+
+def test_damaged_leading_packets_do_not_push_the_sound_late() -> None:
+    """The reader gives the skipped packets' time as silence before its first decoded frame, and that
+    frame's time as ``first_time_s``: the sound must start where the file puts it, not that much later."""
+    from pirender.engine.sinks.mux import AudioFormat, _PlacedSamples
+
+    rate = 1000
+
+    class Reader:  # damaged packets for 0.2 s, then sound from 0.5 s on the file's timeline
+        first_time_s = 0.5
+        leading_silence_s = 0.2
+
+        def chunks(self, *, rate_hz: int, layout: str):  # type: ignore[no-untyped-def]
+            yield np.zeros((1, round(0.2 * rate_hz)), np.float32)
+            yield np.ones((1, rate_hz), np.float32)
+
+    placed = np.concatenate(list(_PlacedSamples(Reader(), AudioFormat(rate, "mono", 1), 0.0, None)), axis=1)  # type: ignore[arg-type]
+    assert np.argmax(placed[0] > 0) / rate == pytest.approx(0.5)

@@ -223,6 +223,8 @@ class AudioFileReader:
         self.first_error = ""
         self.stopped_early = ""  # why reading stopped before the end of the file ("" = it did not)
         self.first_time_s: float | None = None
+        # skipped (damaged) packets before the first decoded frame, given out as silence before it
+        self.leading_silence_s = 0.0
         self.decoded_frames = 0
         self._used = False
 
@@ -267,6 +269,7 @@ class AudioFileReader:
             for frame in decoded:
                 if self.first_time_s is None and frame.time is not None:
                     self.first_time_s = float(frame.time)
+                    self.leading_silence_s = pending_s
                 self.decoded_frames += 1
                 yield frame, pending_s
                 pending_s = 0.0

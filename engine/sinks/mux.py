@@ -198,7 +198,10 @@ class _PlacedSamples:
         chunks = self._reader.chunks(rate_hz=self._fmt.rate_hz, layout=self._fmt.layout)
         for index, chunk in enumerate(chunks):
             if index == 0 and self._start_at_s is not None:
-                lead = round(((self._reader.first_time_s or 0.0) - self._start_at_s) * self._fmt.rate_hz)
+                # the chunks start with the silence of damaged leading packets: the sound's first
+                # sample is that much before its first decoded frame
+                first_s = (self._reader.first_time_s or 0.0) - self._reader.leading_silence_s
+                lead = round((first_s - self._start_at_s) * self._fmt.rate_hz)
                 if lead > 0:  # the sound starts after the first video frame
                     yield from self._limited(np.zeros((chunk.shape[0], lead), np.float32))
                 to_drop = max(0, -lead)
