@@ -32,7 +32,7 @@ import av
 import numpy as np
 
 from ..errors import PirenderError, describe_value, exception_text
-from ..motion.timing import measure_rate
+from ..sources.frames import video_stream_rate
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
@@ -490,13 +490,8 @@ def read_video_info(path: str | os.PathLike[str]) -> VideoInfo:
             pts = [frame.pts for frame in container.decode(stream)]
             tick_s = float(stream.time_base) if stream.time_base is not None else 0.0
             known = [p for p in pts if p is not None] if tick_s > 0 else []
-            declared = stream.average_rate or stream.guessed_rate or stream.base_rate
-            rate = measure_rate(
-                np.asarray(known, dtype=np.float64) * tick_s,
-                tick_s=tick_s,
-                declared_fps=float(declared) if declared else None,
-            )
-            fps = rate.fps if rate is not None else 0.0
+            measured_fps, variable_rate = video_stream_rate(stream, pts)  # the readers' one rule
+            fps = measured_fps or 0.0
             if stream.duration is not None and tick_s > 0:
                 duration_s = float(stream.duration) * tick_s
             elif container.duration is not None:
@@ -512,7 +507,7 @@ def read_video_info(path: str | os.PathLike[str]) -> VideoInfo:
                 fps=fps,
                 codec=str(stream.codec_context.name),
                 duration_s=duration_s,
-                variable_rate=rate is not None and rate.variable,
+                variable_rate=variable_rate,
             )
     except PirenderError:
         raise

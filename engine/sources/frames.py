@@ -225,7 +225,7 @@ class VideoFileFrames(FrameSource):
         try:
             stream = self._video_stream(container)
             packet_pts, matrix = _probe_stream(container, stream)
-            self.fps, self.variable_rate = _frame_rate(stream, packet_pts)
+            self.fps, self.variable_rate = video_stream_rate(stream, packet_pts)
             self._orientation = _Orientation.from_display_matrix(matrix, self.label)
             width_px, height_px = stream.codec_context.width, stream.codec_context.height
             self.size_px: tuple[int, int] | None = (
@@ -400,12 +400,17 @@ def _display_matrix(av_frame: av.VideoFrame) -> list[int] | None:
     return None
 
 
-def _frame_rate(stream: av.VideoStream, packet_pts: list[int]) -> tuple[float | None, bool]:
-    """(fps, variable_rate) of ``stream`` from its packets' timestamps and its declared average rate."""
-    declared = stream.average_rate
+def video_stream_rate(stream: av.VideoStream, pts: list[int | None]) -> tuple[float | None, bool]:
+    """(fps, variable_rate) of a video stream: the one rule for every reader (the frame sources and
+    ``sinks.video_file.read_video_info``). Measured from timestamps (``pts``, in the stream's time base,
+    of packets or frames; None entries ignored) by ``motion.timing.measure_rate``, with the container's
+    declared rate (average, else guessed) as the hint for a constant-rate clip; (None, False) when
+    neither says anything."""
+    declared = stream.average_rate or stream.guessed_rate
     declared_fps = float(declared) if declared is not None and declared > 0 else None
     tick_s = float(stream.time_base) if stream.time_base is not None else 0.0
-    times_s = np.asarray(packet_pts if tick_s > 0 else [], dtype=np.float64) * tick_s
+    known = [p for p in pts if p is not None] if tick_s > 0 else []
+    times_s = np.asarray(known, dtype=np.float64) * tick_s
     rate = measure_rate(times_s, tick_s=tick_s, declared_fps=declared_fps)
     return (None, False) if rate is None else (rate.fps, rate.variable)
 
