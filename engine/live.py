@@ -182,7 +182,7 @@ def run_live_loop(
 
 
 def _finish_loop(stats: LiveStats, tracker: FaceTracker) -> None:
-    stats.cuts, stats.segments = len(tracker.cuts_s), tracker.segment + 1
+    stats.cuts, stats.segments = tracker.cuts, tracker.segment + 1
     tracker.close()
 
 
@@ -234,6 +234,7 @@ def run_webcam(
         )
     renderer = MeshRenderer(image_size_px=size_px)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(renderer)  # its face finder's graphs are released at the end
         frames = stack.enter_context(open_frames(camera, max_frames=max_frames))
         virtual_camera = None
         pacer = None

@@ -201,6 +201,7 @@ def run_talk_live(
         windows = StreamWindow(renderer.space, WindowSpec(radius=radius, lookahead_frames=0))
         frames, started = 0, time.monotonic()
         with contextlib.ExitStack() as stack:
+            stack.enter_context(renderer)  # released at the end (the mesh renderer's face finder)
             writer = None
             if out:
                 # made beside `out`, moved into place when recording stops (Ctrl-C included); after
