@@ -145,6 +145,7 @@ def read_image(
     *,
     label: str | None = None,
     formats: Sequence[str] | None = None,
+    max_pixels: int = MAX_FULL_DECODE_PIXELS,
 ) -> DecodedImage:
     """Decode a picture the one way the engine does (module docstring).
 
@@ -156,6 +157,9 @@ def read_image(
         label: how error messages and warnings name the picture (default: ``image <path>``,
             ``image (N bytes)``, ``image (PIL image)``, ``image (numpy array)``).
         formats: Pillow format names accepted (e.g. ``("PNG", "JPEG", "WEBP")``); ``None``: any.
+        max_pixels: the pixel budget of encoded pictures decoded in full (every format but JPEG),
+            checked from the header before anything is decoded; at most
+            :data:`MAX_FULL_DECODE_PIXELS` (the server's uploads pass a smaller one).
 
     Returns:
         A :class:`DecodedImage`.
@@ -167,8 +171,7 @@ def read_image(
     Raises:
         ImageError: file missing / empty / a folder / not an image / truncated or corrupt / a format
             not in ``formats`` / more pixels than :data:`MAX_JPEG_PIXELS` (JPEG) or
-            :data:`MAX_FULL_DECODE_PIXELS` (other formats) / an unsupported mode; arrays of the
-            wrong dtype or shape.
+            ``max_pixels`` (other formats) / an unsupported mode; arrays of the wrong dtype or shape.
     """
     if isinstance(source, DecodedImage):
         return source
@@ -189,11 +192,11 @@ def read_image(
         label = label or f"image ({len(source)} bytes)"
         if len(source) == 0:
             raise ImageError(f"{label}: is empty (0 bytes)")
-        image, stored_size = _decode(io.BytesIO(source), label, formats)  # EXIF applied
+        image, stored_size = _decode(io.BytesIO(source), label, formats, max_pixels)  # EXIF applied
     elif isinstance(source, str | os.PathLike):
         path = os.fspath(source)
         label = label or f"image {path}"
-        image, stored_size = _decode_file(path, label, formats)
+        image, stored_size = _decode_file(path, label, formats, max_pixels)
     else:
         raise ImageError(
             "an image must be a path, encoded bytes, a PIL.Image.Image or a uint8 numpy array, "
@@ -377,7 +380,9 @@ def save_png(path: str | os.PathLike[str], rgb: np.ndarray) -> None:
 # helpers
 
 
-def _decode_file(path: str, label: str, formats: Sequence[str] | None) -> tuple[Image.Image, tuple[int, int]]:
+def _decode_file(
+    path: str, label: str, formats: Sequence[str] | None, max_pixels: int
+) -> tuple[Image.Image, tuple[int, int]]:
     """Decode an image file (see :func:`_decode`); the file is closed on return."""
     p = Path(path)
     if not p.exists():
@@ -388,13 +393,13 @@ def _decode_file(path: str, label: str, formats: Sequence[str] | None) -> tuple[
         if p.stat().st_size == 0:
             raise ImageError(f"{label}: file is empty (0 bytes)")
         with open(p, "rb") as handle:
-            return _decode(handle, label, formats)
+            return _decode(handle, label, formats, max_pixels)
     except PermissionError:
         raise ImageError(f"{label}: permission denied") from None
 
 
 def _decode(
-    handle: io.BufferedIOBase | io.BytesIO, label: str, formats: Sequence[str] | None
+    handle: io.BufferedIOBase | io.BytesIO, label: str, formats: Sequence[str] | None, max_pixels: int
 ) -> tuple[Image.Image, tuple[int, int]]:
     """Decode the first frame of an encoded picture, EXIF orientation applied, JPEG at a reduced
     scale; returns the image and the picture's full (width, height) after EXIF rotation."""
@@ -417,7 +422,7 @@ def _decode(
             )
         width_px, height_px = image.size
         pixels = width_px * height_px
-        limit = MAX_JPEG_PIXELS if is_jpeg else MAX_FULL_DECODE_PIXELS
+        limit = MAX_JPEG_PIXELS if is_jpeg else min(max_pixels, MAX_FULL_DECODE_PIXELS)
         if pixels > limit:
             advice = "" if is_jpeg else " (JPEG files may be larger: they are decoded at a reduced scale)"
             raise ImageError(

@@ -84,6 +84,14 @@ class Client:
         await self.ws.close()
 
 
+async def _until(condition, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait until ``condition()`` holds (a connection comes up a moment after its answer)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
+
+
 def _candidate_addresses(sdp: str) -> list[str]:
     return re.findall(r"a=candidate:\S+ \d+ \S+ \d+ (\S+) \d+ typ", sdp)
 
@@ -117,14 +125,16 @@ def test_sliders_change_the_frames_and_two_peers_have_their_own_streams() -> Non
         try:
             await first.start("sliders")
             await second.start("sliders")
-            assert server.active_streams() == 2
+            await _until(lambda: server.active_streams() == 2)
             before = (await first.receive(3))[-1]
             await first.ws.send(json.dumps({"type": "control", "slots": {"yaw": 0.5, "jaw_open": 1.0}}))
             await asyncio.sleep(0.3)
             after = (await first.receive(5))[-1]
             untouched = (await second.receive(5))[-1]
-            assert np.abs(after.astype(int) - before.astype(int)).mean() > 3
-            assert np.abs(untouched.astype(int) - before.astype(int)).mean() < 1  # the other stream
+            moved = np.abs(after.astype(int) - before.astype(int)).mean()
+            assert moved > 3
+            # the other stream did not move: only the video codec's noise (VP8 quality adapts to load)
+            assert np.abs(untouched.astype(int) - before.astype(int)).mean() < moved / 5
         finally:
             await first.close()
             await second.close()
@@ -158,7 +168,7 @@ def test_bad_messages_get_errors_and_the_server_keeps_serving() -> None:
             async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
                 await ws.recv()  # hello
                 cases = [
-                    ("not json", "JSONDecodeError"),
+                    ("not json", "not valid JSON"),
                     (json.dumps([1, 2]), "JSON object"),
                     (json.dumps({"type": "nonsense"}), "no stream yet"),
                     (json.dumps({"type": "offer", "sdp": "v=garbage"}), "invalid SDP"),
@@ -173,7 +183,7 @@ def test_bad_messages_get_errors_and_the_server_keeps_serving() -> None:
                 assert pong["type"] == "pong" and pong["server_ms"] > 0
             # the page is served, paths outside web_client are not
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-            writer.write(b"GET /../pyproject.toml HTTP/1.1\r\nHost: x\r\n\r\n")
+            writer.write(b"GET /../pyproject.toml HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             status = (await reader.readline()).decode()
             assert " 404 " in status
             writer.close()
@@ -199,11 +209,12 @@ def test_uploads_are_checked_and_a_good_one_changes_the_portrait() -> None:
             before = (await client.receive(2))[-1]
 
             async def upload(data_url: str) -> dict | None:
+                """The upload's error, or None once the server says it is in use."""
                 await client.ws.send(json.dumps({"type": "upload", "image": data_url}))
-                try:
-                    return await client.next_message("error", timeout_s=3)
-                except TimeoutError:
-                    return None
+                while True:
+                    reply = json.loads(await asyncio.wait_for(client.ws.recv(), 30))
+                    if reply["type"] in ("error", "uploaded"):
+                        return reply if reply["type"] == "error" else None
 
             text = base64.b64encode(b"hello").decode()
             reply = await upload(f"data:image/png;base64,{text}")  # the loader's own words
@@ -451,3 +462,388 @@ def test_upload_errors_are_the_loaders(tmp_path) -> None:  # type: ignore[no-unt
     Image.new("RGB", (64, 64)).save(bmp, format="BMP")
     with pytest.raises(ImageError, match="BMP pictures are not accepted here"):
         upload_portrait(bmp.getvalue(), size_px=256)
+
+
+# -- hostile and faulty clients (issue 12) ------------------------------------------------------------
+
+
+def _strict(text: str) -> dict:
+    """Parse a server message as browsers do: NaN and Infinity are not JSON."""
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in a server message: {text[:200]}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+async def _http(port: int, request: bytes) -> tuple[int, bytes, bytes]:
+    """One raw HTTP request -> (status, header block, body read until the server closes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = re.search(rb"(?i)content-length: (\d+)", head)
+    if request.startswith(b"HEAD"):
+        body = await asyncio.wait_for(reader.read(), 10)  # nothing may follow the headers
+    else:
+        body = await asyncio.wait_for(reader.readexactly(int(length.group(1))), 10) if length else b""
+    writer.close()
+    return int(head.split()[1]), head, body
+
+
+def _bomb_png() -> bytes:
+    """A 13000 x 13000 single-colour PNG: a few KiB encoded, 169 megapixels decoded."""
+    import io
+
+    from PIL import Image
+
+    encoded = io.BytesIO()
+    Image.new("1", (13000, 13000)).save(encoded, format="PNG", optimize=True)
+    return encoded.getvalue()
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+def test_a_hostile_upload_neither_stalls_another_viewer_nor_bloats_the_server() -> None:
+    import base64
+
+    from conftest import shared_data
+
+    bomb = "data:image/png;base64," + base64.b64encode(_bomb_png()).decode()
+    photo = shared_data("portraits").glob("*.jpg")
+    real = "data:image/jpeg;base64," + base64.b64encode(next(iter(sorted(photo))).read_bytes()).decode()
+
+    async def run() -> None:
+        server = await _start_server()
+        viewer, attacker = Client(server.port), Client(server.port)
+        try:
+            await viewer.start("idle")
+            await attacker.start("idle")
+            await viewer.receive(10)
+            arrivals: list[float] = []
+            peak_mb = [_rss_mb()]
+            start_mb = peak_mb[0]
+            loop = asyncio.get_running_loop()
+
+            async def watch() -> None:
+                while True:
+                    await asyncio.wait_for(viewer.track.recv(), 10)
+                    arrivals.append(loop.time())
+                    peak_mb.append(_rss_mb())
+
+            watcher = asyncio.create_task(watch())
+            await asyncio.sleep(0.5)
+            replies = []
+            for data_url in [bomb] * 8 + [real]:  # eight in a row, then a real photo
+                await attacker.ws.send(json.dumps({"type": "upload", "image": data_url}))
+                while True:
+                    reply = _strict(await asyncio.wait_for(attacker.ws.recv(), 60))
+                    if reply["type"] in ("error", "uploaded"):
+                        replies.append(reply)
+                        break
+            await asyncio.sleep(0.5)
+            watcher.cancel()
+            gaps = np.diff(arrivals)
+            assert len(arrivals) > 10 and gaps.max() < 0.75, f"the viewer froze for {gaps.max():.2f} s"
+            assert peak_mb and max(peak_mb) - start_mb < 300, (
+                f"memory rose by {max(peak_mb) - start_mb:.0f} MB"
+            )
+            assert all(r["type"] == "error" and "megapixels" in r["message"] for r in replies[:8]), replies
+            assert replies[8]["type"] in ("uploaded", "error")  # a real photo is prepared as ever
+        finally:
+            await viewer.close()
+            await attacker.close()
+            await server.close()
+
+    asyncio.run(run())
+
+
+def test_uploads_are_one_at_a_time_per_client_and_queued_for_all() -> None:
+    import base64
+    import threading
+
+    from conftest import shared_data
+
+    face = shared_data("vox_demo", "id10593_cY3-UkuZhJM_007714_007874_00186.jpg").read_bytes()
+    data_url = "data:image/jpeg;base64," + base64.b64encode(face).decode()
+
+    async def replies(client: Client, count: int) -> list[str]:
+        """The next ``count`` replies other than stats: their type, or an error's message."""
+        kinds: list[str] = []
+        while len(kinds) < count:
+            reply = _strict(await asyncio.wait_for(client.ws.recv(), 60))
+            if reply["type"] != "stats":
+                kinds.append(reply["type"] if reply["type"] != "error" else reply["message"])
+        return kinds
+
+    async def run() -> None:
+        server = AvatarServer(ServerConfig(port=0, max_queued_uploads=1))
+        await server.start()
+        first, second = Client(server.port), Client(server.port)
+        worker_free = threading.Event()
+        try:
+            await first.start("idle")
+            await second.start("idle")
+            assert server.uploads is not None
+            held = server.uploads.submit(worker_free.wait, 60)  # the upload worker is busy
+            for _ in range(3):
+                await first.ws.send(json.dumps({"type": "upload", "image": data_url}))
+            await first.ws.send(json.dumps({"type": "ping", "client_ms": 1.0}))  # not held up
+            kinds = await replies(first, 3)
+            assert kinds.count("an upload is already being prepared; wait for its reply") == 2, kinds
+            assert "pong" in kinds, kinds
+            await second.ws.send(json.dumps({"type": "upload", "image": data_url}))
+            assert (await replies(second, 1)) == [
+                "the server is busy preparing other portraits; try again in a moment"
+            ]
+            worker_free.set()
+            held.result(10)
+            assert (await replies(first, 1)) == ["uploaded"]  # the queued one went through
+            await second.ws.send(json.dumps({"type": "upload", "image": data_url}))
+            assert (await replies(second, 1)) == ["uploaded"]  # and the queue is free again
+        finally:
+            worker_free.set()
+            await first.close()
+            await second.close()
+            await server.close()
+
+    asyncio.run(run())
+
+
+def test_offers_are_validated_and_failed_ones_give_their_slot_back() -> None:
+    async def run() -> None:
+        server = AvatarServer(
+            ServerConfig(port=0, max_streams=1, max_negotiations=2, negotiation_timeout_s=1.0)
+        )
+        await server.start()
+        sockets = []
+        try:
+            # an offer without a video section: audio and a data channel only
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.createDataChannel("control")
+            pc.addTransceiver("audio", direction="sendrecv")
+            await pc.setLocalDescription(await pc.createOffer())
+            no_video = pc.localDescription.sdp
+            await pc.close()
+            for _ in range(8):  # eight sockets with invalid offers, kept open
+                ws = await connect(f"ws://127.0.0.1:{server.port}/ws")
+                sockets.append(ws)
+                await ws.recv()
+                await ws.send(json.dumps({"type": "offer", "sdp": no_video}))
+                reply = _strict(await ws.recv())
+                assert (
+                    reply["type"] == "error" and "no video section (m=video; found: audio" in reply["message"]
+                )
+            assert server.active_streams() == 0 and server.negotiations() == 0
+            # two offers whose connection never comes up hold negotiation places, not stream slots
+            stalled = []
+            for _ in range(2):
+                hanging = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                hanging.addTransceiver("video", direction="recvonly")
+                await hanging.setLocalDescription(await hanging.createOffer())
+                ws = await connect(f"ws://127.0.0.1:{server.port}/ws")
+                sockets.append(ws)
+                await ws.recv()
+                await ws.send(json.dumps({"type": "offer", "sdp": hanging.localDescription.sdp}))
+                assert _strict(await ws.recv())["type"] == "answer"  # never applied: no ICE
+                stalled.append((hanging, ws))
+            assert server.negotiations() == 2 and server.active_streams() == 0
+            third = Client(server.port)
+            with pytest.raises(AssertionError, match="being set up"):
+                try:
+                    await third.start("idle")
+                except TimeoutError:
+                    raise AssertionError(str(third.messages)) from None
+            await third.close()
+            for hanging, ws in stalled:  # they time out and say so
+                reply = _strict(await asyncio.wait_for(ws.recv(), 5))
+                assert reply["type"] == "error" and "not established within 1 s" in reply["message"]
+                await hanging.close()
+            assert server.negotiations() == 0
+            client = Client(server.port)
+            await client.start("idle")
+            assert len(await client.receive(5)) == 5
+            await _until(lambda: server.active_streams() == 1)
+            await client.close()
+        finally:
+            for ws in sockets:
+                await ws.close()
+            await server.close()
+
+    asyncio.run(run())
+
+
+def test_every_channel_has_the_same_limits_and_no_value_stops_a_stream() -> None:
+    from pirender.engine.server.protocol import MAX_MESSAGE_BYTES
+
+    async def run() -> None:
+        server = await _start_server()
+        client = Client(server.port)
+        try:
+            await client.start("sliders")
+            channel_replies: asyncio.Queue[str] = asyncio.Queue()
+
+            @client.channel.on("message")
+            def on_message(data):  # type: ignore[no-untyped-def]
+                message = _strict(data)
+                if message["type"] != "frame":
+                    channel_replies.put_nowait(data)
+
+            await _until(lambda: client.channel.readyState == "open")
+            hostile = [
+                ("[" * 100_000 + "]" * 100_000, "nest"),
+                ('{"type": "x", "a": ' + "[" * 20 + "]" * 20 + "}", "nest"),
+                ('{"type": "ping", "client_ms": NaN}', "not valid JSON"),
+                ('{"type": "ping", "client_ms": 1e999}', "finite"),
+                ('{"type": "control", "slots": {"yaw": Infinity}}', "not valid JSON"),
+                ('{"type": "control", "slots": {"yaw": 1e400}}', "finite"),
+                ('{"type": "control", "slots": {"yaw": "0.3"}}', "must be a number"),
+                ('{"type": "presented", "frames": [{"pts": 1e300, "presented_ms": 1}]}', "within"),
+                ('{"type": "presented", "frames": [{"pts": 5, "presented_ms": -1e999}]}', "finite"),
+                ('{"type": "presented", "frames": "abc"}', "must be a list"),
+                ('{"type": "ping", "client_ms": ' + "9" * 5000 + "}", "not valid JSON"),
+            ]
+            for text, expected in hostile:
+                await client.ws.send(text)  # the websocket
+                reply = _strict(await asyncio.wait_for(client.ws.recv(), 10))
+                while reply["type"] == "stats":
+                    reply = _strict(await asyncio.wait_for(client.ws.recv(), 10))
+                assert reply["type"] == "error" and expected in reply["message"], (text[:60], reply)
+                client.channel.send(text)  # the data channel: the same answer
+                reply = _strict(await asyncio.wait_for(channel_replies.get(), 10))
+                assert reply["type"] == "error" and expected in reply["message"], (text[:60], reply)
+            # a hostile client ignores the 256 KiB the server's SCTP advertises (browsers keep to it):
+            # aiortc delivers whatever arrives, the server's own limit must refuse it
+            client.pc.sctp._remote_max_message_size = 0
+            client.channel.send("x" * (MAX_MESSAGE_BYTES + 1))
+            reply = _strict(await asyncio.wait_for(channel_replies.get(), 60))
+            assert reply["type"] == "error" and "byte limit" in reply["message"]
+            # the stream goes on, and a good value still works on both channels
+            frames = await client.receive(5)
+            client.channel.send(json.dumps({"type": "control", "slots": {"yaw": 0.5, "jaw_open": 1.0}}))
+            await client.ws.send(json.dumps({"type": "ping", "client_ms": 2.0}))
+            await client.next_message("pong")
+            await asyncio.sleep(0.5)
+            assert channel_replies.empty(), channel_replies.get_nowait()
+            # frames queued at the client while the hostile messages went: read until the move shows
+            for _ in range(1500):
+                moved = (await client.receive(1))[-1]
+                if np.abs(moved.astype(int) - frames[-1].astype(int)).mean() > 3:
+                    break
+            assert np.abs(moved.astype(int) - frames[-1].astype(int)).mean() > 3
+            stats = await client.next_message("stats")
+            _strict(json.dumps(stats))
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(run())
+
+
+def test_host_origin_and_http_status_codes() -> None:
+    async def run() -> None:
+        server = AvatarServer(ServerConfig(port=0, allowed_origins=["https://app.example.org"]))
+        await server.start()
+        port = server.port
+        try:
+            host = f"127.0.0.1:{port}".encode()
+            ok, head, body = await _http(port, b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            assert ok == 200 and b"<html" in body.lower()
+            for name in (b"localhost", b"[::1]", b"127.0.0.1"):
+                assert (await _http(port, b"GET / HTTP/1.1\r\nHost: " + name + b":1\r\n\r\n"))[0] == 200
+            # DNS rebinding: a page of another site resolved to 127.0.0.1 carries that site's name
+            status, _, _ = await _http(port, b"GET / HTTP/1.1\r\nHost: attacker.example:80\r\n\r\n")
+            assert status == 403
+            status, head, body = await _http(port, b"HEAD / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            assert status == 200 and b"Content-Length" in head and body == b""
+            status, head, _ = await _http(port, b"POST / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            assert status == 405 and b"Allow: GET, HEAD" in head
+            status, _, _ = await _http(port, b"DELETE /ws HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            assert status == 405
+            for path in (
+                b"/a\x00b",
+                b"/" + b"a" * 300,
+                b"/%00",
+                b"/web_client/../../etc/passwd",
+                b"/.git/HEAD",
+            ):
+                status, _, _ = await _http(port, b"GET " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+                assert status == 404, path
+            status, _, _ = await _http(
+                port, b"GET /" + b"a/" * 4000 + b" HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+            )
+            assert status == 414
+            # cross-site websocket use: only this server's own origin and the allowed ones
+            with pytest.raises(Exception, match="403"):
+                await connect(f"ws://127.0.0.1:{port}/ws", origin="http://attacker.example")
+            with pytest.raises(Exception, match="403"):
+                await connect(f"ws://127.0.0.1:{port}/ws", origin="null")
+            for origin in (f"http://127.0.0.1:{port}", "https://app.example.org"):
+                async with connect(f"ws://127.0.0.1:{port}/ws", origin=origin) as ws:
+                    assert _strict(await ws.recv())["type"] == "hello"
+        finally:
+            await server.close()
+
+    asyncio.run(run())
+
+
+def test_access_token_when_exposed_and_loopback_from_the_resolved_address() -> None:
+    from pirender.engine.server.app import access_token
+    from pirender.engine.server.ice import bind_is_loopback
+
+    for spelling in (
+        "127.0.0.1",
+        "localhost",
+        "127.0.0.2",
+        "::1",
+        "0:0:0:0:0:0:0:1",
+        "[::1]",
+        "::ffff:127.0.0.1",
+    ):
+        assert bind_is_loopback(spelling), spelling
+    for spelling in ("0.0.0.0", "::"):
+        assert not bind_is_loopback(spelling), spelling
+    exposed = access_token(ServerConfig(host="0.0.0.0"), loopback=False)
+    assert exposed and len(exposed) >= 32 and exposed != access_token(ServerConfig(), loopback=False)
+    assert access_token(ServerConfig(), loopback=True) is None
+    assert access_token(ServerConfig(require_token=False), loopback=False) is None  # --no-token
+    assert access_token(ServerConfig(token="s3cret"), loopback=True) == "s3cret"
+
+    async def run() -> None:
+        # "localhost" is loopback too: loopback-only ICE candidates, no token needed
+        server = AvatarServer(ServerConfig(host="localhost", port=0))
+        await server.start()
+        client = Client(server.port)
+        try:
+            assert server.loopback and server.token is None
+            await client.start("idle")
+            remote = _candidate_addresses(client.pc.remoteDescription.sdp)
+            assert remote and all(is_loopback(a) for a in remote)
+        finally:
+            await client.close()
+            await server.close()
+        # the token, as an exposed server requires it (tested on loopback: nothing leaves this machine)
+        server = AvatarServer(ServerConfig(port=0, require_token=True))
+        await server.start()
+        try:
+            token = server.token
+            assert token and server.page_url().endswith(f"/#token={token}")
+            url = f"ws://127.0.0.1:{server.port}/ws"
+            for bad in (url, f"{url}?token=wrong", f"{url}?token={token[:-1]}"):
+                with pytest.raises(Exception, match="401"):
+                    await connect(bad)
+            async with connect(f"{url}?token={token}") as ws:
+                assert _strict(await ws.recv())["type"] == "hello"
+            async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+                assert _strict(await ws.recv())["type"] == "hello"
+            status, _, _ = await _http(
+                server.port, f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode()
+            )
+            assert status == 200  # the page itself is public; it passes the fragment's token on
+        finally:
+            await server.close()
+
+    asyncio.run(run())

@@ -110,7 +110,11 @@
   // ---------------------------------------------------------------- websocket + messages
   function connectSocket() {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const ws = new WebSocket(`${proto}//${location.host}/ws`);
+    // an exposed server prints its page URL with #token=...: the fragment never travels over HTTP,
+    // the page passes it to the websocket it opens
+    const token = new URLSearchParams(location.hash.slice(1)).get('token');
+    const query = token ? `?token=${encodeURIComponent(token)}` : '';
+    const ws = new WebSocket(`${proto}//${location.host}/ws${query}`);
     S.ws = ws;
     ws.onopen = () => {
       S.wsOpen = true;
@@ -149,6 +153,7 @@
       case 'pong': onPong(msg); break;
       case 'frame': onFrameMessage(msg); break;
       case 'stats': S.serverStats = msg; break;
+      case 'uploaded': els.uploadNote.textContent = 'Portrait in use.'; break;
       case 'error':
         showError(msg.message || 'unknown server error');
         // An error while an offer is pending means the stream was refused.
@@ -288,7 +293,7 @@
       if (maxMsg && reader.result.length + 64 > maxMsg) {
         showError(`${file.name} is too large once encoded for upload`);
       } else if (sendWs({ type: 'upload', image: reader.result })) {
-        els.uploadNote.textContent = `Sent ${file.name} (${fmtBytes(file.size)}).`;
+        els.uploadNote.textContent = `Sent ${file.name} (${fmtBytes(file.size)}); preparing it…`;
       } else {
         showError('not connected to the server');
       }

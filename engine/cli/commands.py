@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -157,16 +158,18 @@ def run_render(args: argparse.Namespace) -> int:
 
 def _add_driving_sound(video: Path, driving: str, *, fps: float | None) -> None:
     """Mux the driving clip's sound (if it has one) into the rendered ``video``, in sync with its first
-    frame and cut at the video's end; a sound that cannot be used leaves the video silent, with a note."""
+    frame and cut at the video's end. A sound that cannot be decoded or converted (AudioError) leaves
+    the video silent, with a note; a failure to write is an error (the hidden temporary file removed)."""
     import av
 
     from ..audio.sources import AudioError
     from ..sinks.mux import first_video_time_s, has_audio_stream, mux_soundtrack
+    from ..sources.frames import video_stream_rate
 
     if not has_audio_stream(driving):
         return
     with av.open(driving) as container:
-        rate = container.streams.video[0].average_rate if container.streams.video else None
+        rate = video_stream_rate(container.streams.video[0], [])[0] if container.streams.video else None
     if fps is not None and rate is not None and abs(float(rate) - fps) > 1e-3:
         print(f"note: --fps {fps:g} plays the clip at another speed than its {float(rate):g} fps: "
               "its sound is left out")  # fmt: skip
@@ -174,10 +177,12 @@ def _add_driving_sound(video: Path, driving: str, *, fps: float | None) -> None:
     muxed = temporary_path(video)  # hidden, beside it
     try:
         sound = mux_soundtrack(video, driving, out_path=muxed, start_at_s=first_video_time_s(driving))
+        os.replace(muxed, video)
     except AudioError as exc:
         print(f"note: the video has no sound: {exc}")
         return
-    os.replace(muxed, video)
+    finally:
+        muxed.unlink(missing_ok=True)
     print(f"sound of {driving} muxed in ({sound.describe()}; --no-audio leaves it out)")
 
 
@@ -391,7 +396,16 @@ def run_serve(args: argparse.Namespace) -> int:
         max_streams=args.max_streams,
         stun_urls=list(args.stun),
         motion_file=args.motion,
+        token=args.token,
+        require_token=False if args.no_token else None,
+        allowed_origins=list(args.allow_origin),
+        allowed_hosts=list(args.allow_host),
     )
+    if args.token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{16,}", args.token):
+        raise PirenderError(
+            "--token must have at least 16 characters, letters, digits and . _ ~ - only "
+            "(leave it out for a random one)"
+        )
     try:
         asyncio.run(serve_forever(config))
     except OSError as exc:

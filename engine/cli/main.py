@@ -342,6 +342,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--stun", action="append", default=[], metavar="URL",
         help="STUN server for clients behind NAT, e.g. stun:stun.example.org:3478 (default: none)",
     )  # fmt: skip
+    token = serve.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token", help="the access token /ws requires (default: a random one, required exactly when "
+        "--host is not loopback; giving one requires it on loopback too)",
+    )  # fmt: skip
+    token.add_argument(
+        "--no-token", action="store_true", help="no access token even when exposed (anyone who reaches "
+        "the port controls the avatar; a warning is printed)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--allow-origin", action="append", default=[], metavar="ORIGIN",
+        help="another page origin allowed to open /ws, e.g. https://app.example.org (repeatable)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--allow-host", action="append", default=[], metavar="NAME",
+        help="another host name the server answers to (besides IP addresses, localhost and this "
+        "machine's name; others get 403 against DNS rebinding; repeatable)",
+    )  # fmt: skip
     serve.set_defaults(run=commands.run_serve)
     return parser
 

@@ -41,12 +41,139 @@ Server -> client
 
 from __future__ import annotations
 
-#: Largest websocket / data-channel message accepted (bytes); uploads are the big ones.
+import json
+import math
+from typing import Any
+
+#: Largest websocket / data-channel message accepted (bytes); uploads are the big ones. The websocket
+#: closes with 1009 beyond it (its frames are never buffered); the data channel answers an error.
 MAX_MESSAGE_BYTES = 12 * 1024 * 1024
 #: Largest decoded portrait upload (bytes).
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
-#: Concurrent streams one server accepts by default.
+#: Concurrent streams one server accepts by default (a slot is taken when the connection is up).
 MAX_STREAMS = 8
+#: Offers answered whose connection is not up yet, counted apart from the streams.
+MAX_NEGOTIATIONS = 8
+#: Seconds an answered offer may take to connect (ICE + DTLS) before it is dropped.
+NEGOTIATION_TIMEOUT_S = 10.0
+#: Uploads waiting for the one upload worker, all clients together (one in flight per client).
+MAX_QUEUED_UPLOADS = 4
+#: Deepest nesting of objects and arrays in a message (the protocol itself needs 3).
+MAX_NESTING = 8
+#: Largest number of entries of one ``presented`` message (a second of frames needs 25-60).
+MAX_PRESENTED = 1000
 #: WebRTC video clock (RTP timestamps of video run at 90 kHz).
 VIDEO_CLOCK_HZ = 90_000
 MODES = ("idle", "sliders", "camera", "file", "talk")
+
+
+class ProtocolError(ValueError):
+    """A client message that breaks the protocol; its text goes back as ``{"type": "error"}``."""
+
+
+def parse_message(data: str | bytes) -> dict[str, Any]:
+    """One client message from any channel (websocket or data channel) -> a JSON object with a
+    string ``"type"``.
+
+    The same limits for every channel: at most :data:`MAX_MESSAGE_BYTES`, strict JSON (``NaN`` and
+    ``Infinity`` are refused, as browsers' ``JSON.parse`` refuses them), at most :data:`MAX_NESTING`
+    levels of objects and arrays.
+
+    Raises:
+        ProtocolError: with a one-line reason.
+    """
+    size = len(data.encode() if isinstance(data, str) else data)
+    if size > MAX_MESSAGE_BYTES:
+        raise ProtocolError(f"a message of {size} bytes is over the {MAX_MESSAGE_BYTES} byte limit")
+    too_deep = ProtocolError(f"a message may nest objects and arrays at most {MAX_NESTING} deep")
+    try:
+        message = json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:  # nested beyond what the parser follows
+        raise too_deep from None
+    except ValueError as exc:  # JSONDecodeError, bad UTF-8, integers of more than 4300 digits
+        raise ProtocolError(f"not valid JSON ({exc})") from None
+    if _nesting(message) > MAX_NESTING:
+        raise too_deep
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError("a message is a JSON object with a string 'type'")
+    return message
+
+
+def number(message: dict[str, Any], key: str, *, low: float = -math.inf, high: float = math.inf) -> float:
+    """``message[key]`` as a finite number within [low, high] (JSON numbers only; bools refused).
+
+    Raises:
+        ProtocolError: the field is missing, not a number, not finite or out of range.
+    """
+    if key not in message:
+        raise ProtocolError(f"the field {key!r} is missing")
+    return finite(message[key], key, low=low, high=high)
+
+
+def finite(value: Any, name: str, *, low: float = -math.inf, high: float = math.inf) -> float:
+    """A JSON value checked as a finite number within [low, high] (see :func:`number`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{name!r} must be a number, got {type(value).__name__}")
+    try:
+        result = float(value)
+    except OverflowError:  # an integer beyond float range
+        raise ProtocolError(f"{name!r} is out of range") from None
+    if not math.isfinite(result):
+        raise ProtocolError(f"{name!r} must be a finite number")
+    if not low <= result <= high:
+        raise ProtocolError(f"{name!r} must be within [{low:g}, {high:g}], got {result:g}")
+    return result
+
+
+def text(
+    message: dict[str, Any], key: str, *, default: str | None = None, max_chars: int | None = None
+) -> str:
+    """``message[key]`` as a string (``default`` when missing and a default is given).
+
+    Raises:
+        ProtocolError: missing without a default, not a string, longer than ``max_chars``.
+    """
+    if key not in message:
+        if default is None:
+            raise ProtocolError(f"the field {key!r} is missing")
+        return default
+    value = message[key]
+    if not isinstance(value, str):
+        raise ProtocolError(f"{key!r} must be a string, got {type(value).__name__}")
+    if max_chars is not None and len(value) > max_chars:
+        raise ProtocolError(f"{key!r} is longer than {max_chars} characters")
+    return value
+
+
+def encode_message(message: dict[str, Any]) -> str:
+    """A server message as strict JSON: non-finite floats (an empty statistic) become ``null``."""
+    return json.dumps(_finite_or_null(message), allow_nan=False, separators=(",", ":"))
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_null(item) for item in value]
+    if hasattr(value, "item") and hasattr(value, "dtype"):  # numpy scalars
+        return _finite_or_null(value.item())
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not a JSON number (numbers must be finite)")
+
+
+def _nesting(value: Any) -> int:
+    """Deepest nesting of objects and arrays in a parsed message (iterative: no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:  # deeper is refused anyway: do not walk a deep bomb
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, depth + 1) for child in children)
+    return deepest

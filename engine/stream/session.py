@@ -52,6 +52,17 @@ def _percentiles(values: deque[float], quantiles: tuple[int, ...]) -> dict[str, 
     return {f"p{q}": float(np.percentile(values, q)) for q in quantiles}
 
 
+@dataclass
+class MotionSources:
+    """The motion sources of one stream for one portrait (see :meth:`AvatarStream.sources_for`)."""
+
+    idle: IdleSource
+    sliders: SliderSource
+    file: FileSource | None
+    talk: TalkSource | None
+    camera: CameraSource | None
+
+
 class AvatarStream:
     """Frames of one portrait at ``fps``, driven by the chosen motion source."""
 
@@ -89,26 +100,51 @@ class AvatarStream:
         self._audio_index = 0
         self.last_mouth_open = 0.0  # jaw_open of the latest frame above the portrait's rest
 
-    def set_mode(self, mode: str) -> None:
+    def build_mode(self, mode: str) -> None:
+        """Build the motion source ``mode`` needs if it is not built yet (``camera``: a face tracker,
+        ``talk``: the audio-to-motion model; up to a second or more). Safe to run off the event loop
+        (the server runs it on its tracking thread); :meth:`set_mode` is then instant.
+
+        Raises:
+            ValueError: ``file`` without a motion file.
+        """
         if mode == "file" and self.file is None:
             raise ValueError("no motion file on this server (pirender serve --motion FILE)")
         if mode == "talk" and self.talk is None:
             self.talk = TalkSource(self.microphone, self.rest, fps=self.fps)
         if mode == "camera" and self.camera is None:
             self.camera = CameraSource(self.rest)
+
+    def set_mode(self, mode: str) -> None:
+        """Switch the motion source (built here if :meth:`build_mode` has not run)."""
+        self.build_mode(mode)
         self.mode = mode
 
-    def set_source(self, source: PreparedSource, rest: np.ndarray) -> None:
-        """A new portrait (upload): motion sources restart relative to its rest pose."""
+    def sources_for(self, rest: np.ndarray) -> MotionSources:
+        """The motion sources this stream has, rebuilt for a new portrait's rest pose (heavy for the
+        camera and talk sources: safe to run off the event loop; nothing of the stream changes)."""
+        return MotionSources(
+            idle=IdleSource(rest, fps=self.fps),
+            sliders=SliderSource(rest),
+            file=FileSource(self.motion_file, rest) if self.motion_file is not None else None,
+            talk=TalkSource(self.microphone, rest, fps=self.fps) if self.talk is not None else None,
+            camera=CameraSource(rest) if self.camera is not None else None,
+        )
+
+    def set_source(
+        self, source: PreparedSource, rest: np.ndarray, sources: MotionSources | None = None
+    ) -> None:
+        """A new portrait (upload): motion sources restart relative to its rest pose (``sources``
+        from :meth:`sources_for`, built here when not given). All of it changes at once."""
+        built = sources or self.sources_for(rest)
+        old_camera = self.camera
         self.source, self.rest = source, rest
-        self.idle, self.sliders = IdleSource(rest, fps=self.fps), SliderSource(rest)
-        if self.motion_file is not None:
-            self.file = FileSource(self.motion_file, rest)
-        if self.talk is not None:
-            self.talk = TalkSource(self.microphone, rest, fps=self.fps)
-        if self.camera is not None:
-            self.camera.close()
-            self.camera = CameraSource(rest)
+        self.idle, self.sliders, self.file = built.idle, built.sliders, built.file
+        if built.talk is not None or self.talk is None:
+            self.talk = built.talk
+        self.camera = built.camera if built.camera is not None else old_camera
+        if old_camera is not None and old_camera is not self.camera:
+            old_camera.close()
 
     def _motion(self, time_s: float) -> np.ndarray:
         if self.mode == "sliders":
