@@ -2,8 +2,10 @@
 
 Signaling runs on a websocket at ``/ws`` (same port as the page); once connected, the same control
 messages may also travel on the WebRTC data channel labelled ``"control"`` (lower latency).
-Every message is a JSON object with a ``"type"``; unknown types, bad JSON and oversized messages get
-``{"type": "error", "message": ...}`` and never close other streams.
+Every message is a JSON object with a ``"type"``, checked by :func:`parse_message` whatever channel
+it came on (the same limits: size, strict JSON, nesting) and field by field (numbers finite and in
+range); anything else gets ``{"type": "error", "message": ...}`` and never stops a stream. Replies
+are strict JSON (:func:`encode_message`: no NaN or Infinity).
 
 Client -> server
 - ``{"type": "offer", "sdp": str, "mode": "idle" | "sliders" | "camera" | "file"}``: start a
@@ -17,7 +19,9 @@ Client -> server
   ``tx``/``ty`` in inter-ocular distances, ``scale`` as a factor, expression controls as values.
   Names are those of the ``hello`` message; values are clamped to its ranges.
 - ``{"type": "upload", "image": "data:image/jpeg;base64,..."}``: a new source portrait (PNG, JPEG or
-  WebP, at most ``MAX_UPLOAD_BYTES`` decoded).
+  WebP, at most ``MAX_UPLOAD_BYTES`` decoded; PNG and WebP within ``hello.limits.max_upload_pixels``),
+  prepared in the background: ``uploaded`` or an error follows. One at a time per client; at most
+  ``MAX_QUEUED_UPLOADS`` waiting for all clients (beyond: an error, try again).
 - ``{"type": "ping", "client_ms": float}``: clock-offset probe (see ``pong``).
 - ``{"type": "presented", "frames": [{"rtp_timestamp": int, "pts": int, "presented_ms": float}, ...]}``:
   the browser's presentation times (``requestVideoFrameCallback``) on the server clock, for the
@@ -28,7 +32,10 @@ Client -> server
 Server -> client
 - ``{"type": "hello", "slots": [{"name", "min", "max", "default", "unit"}], "limits": {...},
   "modes": [...], "fps": float}`` on connect.
-- ``{"type": "answer", "sdp": str}``.
+- ``{"type": "answer", "sdp": str}``; the offer must have a video section the server can send on.
+  The stream takes one of ``max_streams`` slots once its connection is up; until then it is one of
+  ``MAX_NEGOTIATIONS`` negotiations, dropped with an error after ``NEGOTIATION_TIMEOUT_S``.
+- ``{"type": "uploaded"}``: the uploaded portrait is in use.
 - ``{"type": "pong", "client_ms": float, "server_ms": float}``: ``server_ms`` on the server's frame
   clock (milliseconds, monotonic).
 - ``{"type": "frame", "pts": int, "capture_ms": float}`` (data channel, every frame): the frame's
