@@ -757,6 +757,7 @@ def test_host_origin_and_http_status_codes() -> None:
             # DNS rebinding: a page of another site resolved to 127.0.0.1 carries that site's name
             status, _, _ = await _http(port, b"GET / HTTP/1.1\r\nHost: attacker.example:80\r\n\r\n")
             assert status == 403
+            assert (await _http(port, b"GET / HTTP/1.1\r\n\r\n"))[0] == 400  # no Host at all
             status, head, body = await _http(port, b"HEAD / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
             assert status == 200 and b"Content-Length" in head and body == b""
             status, head, _ = await _http(port, b"POST / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")

@@ -606,6 +606,8 @@ class AvatarServer:
         if len(request.path) > MAX_URL_CHARS:
             return connection.respond(414, "URI too long\n")
         host = request.headers.get("Host", "")
+        if not host:
+            return connection.respond(400, "a Host header is required\n")
         if not self._host_allowed(host):
             return connection.respond(403, "forbidden host (add it with pirender serve --allow-host)\n")
         target = urlsplit(request.path)
