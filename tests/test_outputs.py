@@ -4,6 +4,7 @@ SIGTERM keeps a playable <stem>.partial<suffix>; kill -9 leaves the old file as 
 
 from __future__ import annotations
 
+import importlib
 import re
 import signal
 import subprocess
@@ -173,6 +174,10 @@ def test_an_existing_output_is_refused_before_any_work(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # modules that bind load_audio by name at import must be imported before it is replaced, or a
+    # first import during this test would keep the replacement for every later test
+    importlib.import_module("pirender.training.audio_trainer")
+    importlib.import_module("pirender.training.audio_pairs")
     for heavy in ("_open_renderer", "load_renderer", "track_clip", "open_frames", "crop_to_face"):
         monkeypatch.setattr(commands, heavy, _no_work)
     monkeypatch.setattr("pirender.engine.audio.sources.load_audio", _no_work)

@@ -677,10 +677,11 @@ def test_offers_are_validated_and_failed_ones_give_their_slot_back() -> None:
 
 
 def test_every_channel_has_the_same_limits_and_no_value_stops_a_stream() -> None:
-    from pirender.engine.server.protocol import MAX_MESSAGE_BYTES
+    limit = 300_000  # the default 12 MiB takes a minute through aiortc's SCTP on a busy CPU
 
     async def run() -> None:
-        server = await _start_server()
+        server = AvatarServer(ServerConfig(port=0, max_message_bytes=limit))
+        await server.start()
         client = Client(server.port)
         try:
             await client.start("sliders")
@@ -718,7 +719,7 @@ def test_every_channel_has_the_same_limits_and_no_value_stops_a_stream() -> None
             # a hostile client ignores the 256 KiB the server's SCTP advertises (browsers keep to it):
             # aiortc delivers whatever arrives, the server's own limit must refuse it
             client.pc.sctp._remote_max_message_size = 0
-            client.channel.send("x" * (MAX_MESSAGE_BYTES + 1))
+            client.channel.send("x" * (limit + 1))
             reply = _strict(await asyncio.wait_for(channel_replies.get(), 60))
             assert reply["type"] == "error" and "byte limit" in reply["message"]
             # the stream goes on, and a good value still works on both channels

@@ -112,6 +112,8 @@ class ServerConfig:
     max_negotiations: int = MAX_NEGOTIATIONS
     negotiation_timeout_s: float = NEGOTIATION_TIMEOUT_S
     max_queued_uploads: int = MAX_QUEUED_UPLOADS
+    #: largest message on any channel (the websocket closes with 1009 beyond; the data channel errs)
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     upload_max_pixels: int = UPLOAD_MAX_PIXELS
 
 
@@ -196,7 +198,7 @@ class Peer:
         """
         kind = "?"
         try:
-            message = parse_message(data)
+            message = parse_message(data, max_bytes=self.server.config.max_message_bytes)
             kind = message["type"]
             return await self._dispatch(kind, message, reply or self.send)
         except (ValueError, KeyError, TypeError, PirenderError) as exc:
@@ -504,7 +506,7 @@ class AvatarServer:
             self.config.host,
             self.config.port,
             process_request=self._http,
-            max_size=MAX_MESSAGE_BYTES,
+            max_size=self.config.max_message_bytes,
         )
 
     @property
@@ -589,7 +591,7 @@ class AvatarServer:
         ]
         limits = {
             "max_upload_bytes": MAX_UPLOAD_BYTES,
-            "max_message_bytes": MAX_MESSAGE_BYTES,
+            "max_message_bytes": self.config.max_message_bytes,
             "max_upload_pixels": self.config.upload_max_pixels,
         }
         modes = [m for m in MODES if m != "file" or self.motion_file is not None]

@@ -78,11 +78,12 @@ class ProtocolError(ValueError):
     """A client message that breaks the protocol; its text goes back as ``{"type": "error"}``."""
 
 
-def parse_message(data: str | bytes) -> dict[str, Any]:
+def parse_message(data: str | bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     """One client message from any channel (websocket or data channel) -> a JSON object with a
     string ``"type"``.
 
-    The same limits for every channel: at most :data:`MAX_MESSAGE_BYTES`, strict JSON (``NaN`` and
+    The same limits for every channel: at most ``max_bytes`` (the server's ``max_message_bytes``,
+    default :data:`MAX_MESSAGE_BYTES`), strict JSON (``NaN`` and
     ``Infinity`` are refused, as browsers' ``JSON.parse`` refuses them), at most :data:`MAX_NESTING`
     levels of objects and arrays.
 
@@ -90,8 +91,8 @@ def parse_message(data: str | bytes) -> dict[str, Any]:
         ProtocolError: with a one-line reason.
     """
     size = len(data.encode() if isinstance(data, str) else data)
-    if size > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"a message of {size} bytes is over the {MAX_MESSAGE_BYTES} byte limit")
+    if size > max_bytes:
+        raise ProtocolError(f"a message of {size} bytes is over the {max_bytes} byte limit")
     too_deep = ProtocolError(f"a message may nest objects and arrays at most {MAX_NESTING} deep")
     try:
         message = json.loads(data, parse_constant=_refuse_constant)
