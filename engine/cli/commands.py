@@ -519,6 +519,23 @@ def run_prepare_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_prepare(args: argparse.Namespace) -> int:
+    from ...training.prepare import PrepareConfig, prepare_dataset
+
+    holdout = tuple(i.strip() for i in (args.holdout or "").split(",") if i.strip())
+    config = PrepareConfig(
+        size_px=args.size,
+        holdout=holdout,
+        holdout_fraction=args.holdout_fraction,
+        seed=args.seed,
+        max_frames=args.max_frames,
+        max_clips=args.max_clips,
+    )
+    report = prepare_dataset(args.videos, args.out, config, overwrite=args.overwrite)
+    print(f"{report.describe()}; dataset in {args.out} (meta.json lists the skipped clips)")
+    return 0
+
+
 def run_train_audio(args: argparse.Namespace) -> int:
     from ...training.audio_data import write_pairs
     from ...training.audio_trainer import TrainConfig, train

@@ -36,6 +36,7 @@ _EXAMPLES = {
     "talk": "pirender talk --source portrait.jpg --face-crop --audio speech.wav --out talking.mp4",
     "train-audio": "pirender train-audio data/pairs --out my_flow.pt --steps 2500",
     "prepare-audio": "pirender prepare-audio videos/ --out data/pairs",
+    "prepare": "pirender prepare ../shared/data/talking/MANIFEST.tsv --out data/talking --holdout A,B",
     "webcam": "pirender webcam --source portrait.jpg --face-crop --input camera:0 --preview preview.mp4",
 }
 
@@ -284,6 +285,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare_audio.add_argument("--device", default="cpu", help="device of the regressor (cpu, cuda)")
     prepare_audio.set_defaults(run=commands.run_prepare_audio)
+
+    prepare = command("prepare", "make a renderer training dataset (LMDB) from talking-head videos")
+    prepare.add_argument(
+        "videos", help="a MANIFEST.tsv (columns file, identity), a folder of videos, or one video"
+    )
+    prepare.add_argument("--out", required=True, help="dataset folder (a rerun resumes it)")
+    split = prepare.add_mutually_exclusive_group()
+    split.add_argument("--holdout", help="identities held out for testing, comma-separated")
+    split.add_argument(
+        "--holdout-fraction", type=float, default=0.2, help="else this fraction of identities (default 0.2)"
+    )
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the fraction split (default 0)")
+    prepare.add_argument("--size", type=int, default=256, help="side of the stored frames (default 256)")
+    prepare.add_argument("--max-clips", type=int, default=None, help="prepare at most N clips in this run")
+    prepare.add_argument("--max-frames", type=int, default=None, help="use at most N frames of each clip")
+    _add_overwrite_option(prepare, "remove the dataset in --out and make it again (default: resume it)")
+    prepare.set_defaults(run=commands.run_prepare)
 
     train_audio = command("train-audio", "train the audio-to-motion flow on (audio, motion) pairs")
     train_audio.add_argument(
