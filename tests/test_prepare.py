@@ -318,3 +318,24 @@ def test_the_prepare_command_resumes_and_refuses_other_settings(
     assert "other settings" in error and "--overwrite" in error and len(error.splitlines()) == 1
     assert main([*common[:-2], "--size", "128", "--overwrite"]) == 0
     assert not (out / "256").exists() and (out / "128").is_dir()
+
+
+def test_nothing_of_one_clip_carries_over_to_the_next(tmp_path: Path) -> None:
+    """A GRID clip (360x288) after a 512x512 one: a tracker reused across clips kept MediaPipe's
+    face-mesh state and stored 1 of its 25 frames; every frame has the face."""
+    manifest = _manifest(
+        tmp_path,
+        [
+            (shared_data("talking", "MimicTalk__German_20s.mp4"), "G"),
+            (shared_data("talking", "LipNet__bbaf2n.mpg"), "B"),
+        ],
+    )
+    out = tmp_path / "dataset"
+    prep.prepare_dataset(
+        manifest, out, prep.PrepareConfig(max_frames=25, holdout_fraction=0.0), progress=False
+    )
+    meta = json.loads((out / "meta.json").read_text())
+    assert {name: clip["frames"] for name, clip in meta["clips"].items()} == {
+        "MimicTalk__German_20s": 25,
+        "LipNet__bbaf2n": 25,
+    }

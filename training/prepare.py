@@ -603,23 +603,24 @@ def prepare_dataset(
         report.kept = [c.name for c in clips if c.name in done]
         if config.max_clips is not None:
             todo = todo[: config.max_clips]
-        recording = _RecordingTracker()
-        try:
-            for clip in tqdm(todo, unit="clip", desc="prepare", disable=not progress):
-                try:
-                    stored = _prepare_clip(clip, env, out, config, recording, progress=progress)
-                except ClipSkipped as exc:
-                    reason = str(exc).replace("\n", " ")
-                    skipped[clip.name] = reason
-                    report.skipped[clip.name] = reason
-                    tqdm.write(f"skipped {clip.name}: {reason}")
-                    continue
-                skipped.pop(clip.name, None)
-                report.prepared.append(clip.name)
-                report.frames += stored
-                _write_index(out, env, config, train_ids, test_ids, skipped, len(clips))
-        finally:
-            recording.close()
+        for clip in tqdm(todo, unit="clip", desc="prepare", disable=not progress):
+            # a fresh tracker per clip: a reset one keeps MediaPipe's video-mode face mesh state, and
+            # after a clip of another size it lost the face of most frames (measured: 1 of 25 kept)
+            recording = _RecordingTracker()
+            try:
+                stored = _prepare_clip(clip, env, out, config, recording, progress=progress)
+            except ClipSkipped as exc:
+                reason = str(exc).replace("\n", " ")
+                skipped[clip.name] = reason
+                report.skipped[clip.name] = reason
+                tqdm.write(f"skipped {clip.name}: {reason}")
+                continue
+            finally:
+                recording.close()
+            skipped.pop(clip.name, None)
+            report.prepared.append(clip.name)
+            report.frames += stored
+            _write_index(out, env, config, train_ids, test_ids, skipped, len(clips))
         _write_index(out, env, config, train_ids, test_ids, skipped, len(clips))
     finally:
         env.close()
