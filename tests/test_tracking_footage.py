@@ -5,6 +5,7 @@ situations; every expected value was measured on them first (mediapipe 0.10.14, 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -172,6 +173,9 @@ class _ScriptedMesh:
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         return [face.copy() for face in next(self._script)]
+
+    def reset(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -627,3 +631,19 @@ def test_a_variable_rate_clip_numbers_states_and_segments_by_motion_row(
         assert (meta["first_frame"], meta["last_frame"]) == (rows[0], rows[-1])
     assert len(clip.segments) == 2 and clip.segments[1].starts_at_cut
     assert "resampled to" in clip.describe()
+
+
+def test_a_reused_tracker_finds_the_next_clip_as_a_fresh_one_does() -> None:
+    """MediaPipe's video mode looks for a face where the last one was: reset() must start afresh
+    (this 360x288 GRID clip after 25 frames of d3, 512x512, kept 1 of 25 frames when it did not)."""
+    first = shared_data("driving", "d3.mp4")
+    second = shared_data("talking", "LipNet__bbaf2n.mpg")
+    with contextlib.closing(FaceTracker()) as reused:
+        with open_frames(str(first), max_frames=25) as frames:
+            track_clip(frames, tracker=reused, progress=False)
+        with open_frames(str(second), max_frames=25) as frames:
+            again = track_clip(frames, tracker=reused, progress=False)
+    with contextlib.closing(FaceTracker()) as fresh, open_frames(str(second), max_frames=25) as frames:
+        alone = track_clip(frames, tracker=fresh, progress=False)
+    assert alone.frames_with_face >= 20
+    assert again.frames_with_face == alone.frames_with_face

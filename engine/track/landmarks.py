@@ -189,6 +189,11 @@ class FaceMesh:
             faces.append(points)
         return faces
 
+    def reset(self) -> None:
+        """Start a new video: forget the faces tracked so far (MediaPipe's video mode looks for them
+        where they were in the previous frame; a new clip must start with a fresh detection)."""
+        self._mesh.reset()
+
     def close(self) -> None:
         """Release the MediaPipe graph."""
         self._mesh.close()

@@ -193,11 +193,15 @@ class FaceTracker:
         self._reservoir: deque[np.ndarray] = deque(maxlen=self.config.refine_frames)
         self.cuts_s: deque[float] = deque(maxlen=RECENT_KEPT)
         self.segment_people: deque[PersonModel] = deque(maxlen=RECENT_KEPT)
-        self.reset()
+        self._clear()
 
     def reset(self) -> None:
         """Forget the stream: the next frame is frame 0 of a new one (no shot, person, neutral or
-        cut yet). The face mesh and the human-face check are kept."""
+        cut yet; the face mesh looks for faces afresh). The MediaPipe graphs are kept."""
+        self.mesh.reset()
+        self._clear()
+
+    def _clear(self) -> None:
         self.neutral: NeutralFace | None = None
         self.segment = -1  # index of the current person segment (-1: none yet)
         self.cuts = 0  # shot changes since the stream started (``cuts_s`` keeps the newest times)
