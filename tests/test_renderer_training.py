@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
-from pirender.engine.errors import CheckpointError
+from pirender.engine.errors import CheckpointError, PirenderError
 from pirender.engine.renderer.checkpoint import read_checkpoint
 from pirender.engine.renderer.pirender.config import TINY_CONFIG
 from pirender.training.renderer_config import (
@@ -337,3 +337,31 @@ def test_main_trains_resumes_and_names_a_missing_vgg_file(
     assert main([*args, "--vgg19", str(tmp_path / "missing.pth")], make_dataset=data) == 2
     err = capsys.readouterr().err.strip()
     assert "missing.pth" in err and "\n" not in err
+
+
+def test_bf16_autocast_trains_and_a_batch_of_another_space_is_refused(
+    frames: torch.Tensor, tmp_path: Path
+) -> None:
+    trainer = RendererTrainer(
+        replace(tiny_config(2, 1), bf16=True), FramePairs(frames), tmp_path, progress=False
+    )
+    before = weights(trainer.net)
+    results = trainer.train()
+    assert [r.stage for r in results] == ["warp", "gen"]
+    assert all(np.isfinite(v) for r in results for v in r.losses.values())
+    assert any(not torch.equal(before[k], v) for k, v in weights(trainer.net).items())
+    assert all(v.dtype == torch.float32 for v in trainer.net.state_dict().values())
+
+    class OpenSpacePairs(FramePairs):
+        def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+            item = super().__getitem__(index)
+            return {
+                **item,
+                "source_window": item["source_window"][:17],
+                "target_window": item["target_window"][:17],
+            }
+
+    other = RendererTrainer(tiny_config(1, 1), OpenSpacePairs(frames), tmp_path / "o", progress=False)
+    with pytest.raises(PirenderError) as refused:
+        other.train()
+    assert "(17, 27)" in str(refused.value) and "pirender-3dmm-73" in str(refused.value)

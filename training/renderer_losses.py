@@ -133,16 +133,18 @@ class PerceptualLoss(nn.Module):
         for scale in range(self.scales):
             if scale:
                 x, gt = _half(x), _half(gt)
-            fx = self.taps(x)
+            fx = self.taps(x)  # in the caller's autocast dtype (bf16 where enabled)
             with torch.no_grad():
                 fg = self.taps(gt)
-            for a, b in zip(fx, fg, strict=True):
-                total = total + F.l1_loss(a.float(), b.detach().float())
-            if scale == 0 and self.style_weight:
-                style = sum(
-                    F.l1_loss(gram(a.float()), gram(b.detach().float())) for a, b in zip(fx, fg, strict=True)
-                )
-                total = total + self.style_weight * style
+            with torch.autocast(x.device.type, enabled=False):  # differences and Grams in float32
+                for a, b in zip(fx, fg, strict=True):
+                    total = total + F.l1_loss(a.float(), b.detach().float())
+                if scale == 0 and self.style_weight:
+                    style = sum(
+                        F.l1_loss(gram(a.float()), gram(b.detach().float()))
+                        for a, b in zip(fx, fg, strict=True)
+                    )
+                    total = total + self.style_weight * style
         return total
 
 
@@ -174,8 +176,11 @@ class StructuralLoss(nn.Module):
         self.register_buffer("window", (g[:, None] * g[None, :])[None, None], persistent=False)
 
     def forward(self, x: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):  # SSIM's variances need float32
+            return self._forward(x.float(), gt.detach().float())
+
+    def _forward(self, x: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
         total = x.new_zeros((), dtype=torch.float32)
-        gt = gt.detach()
         for scale in range(self.scales):
             if scale:
                 x, gt = _half(x), _half(gt)
