@@ -85,8 +85,10 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         *,
         repeat: int = 100,
         seed: int | None = None,
+        size_px: int | None = None,
     ) -> None:
         self.root = Path(dataset_dir).expanduser()
+        self.output_px = size_px  # frames resized to this side (PIL bicubic) when stored at another
         if split not in ("train", "test"):
             raise PirenderError(f"split must be 'train' or 'test', not {split!r}")
         if radius < 0 or repeat < 1:
@@ -189,14 +191,17 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         return build_windows(values[first : newest + 1], frame - first, self.radius)[0]
 
     def image(self, clip: int, frame: int) -> torch.Tensor:
-        """(3, S, S) float32 in [-1, 1] of a stored frame."""
+        """(3, S, S) float32 in [-1, 1] of a stored frame (S: the ``size_px`` asked for, else as stored)."""
         name = self.clips[clip].name
         with self._txn() as txn:
             jpeg = txn.get(f"{name}-{frame:07d}".encode())
         if jpeg is None:
             raise PirenderError(f"{self.lmdb_path}: no frame {frame} of clip {name!r}")
         with Image.open(io.BytesIO(jpeg)) as picture:
-            rgb = np.asarray(picture.convert("RGB"))
+            converted = picture.convert("RGB")
+            if self.output_px is not None and converted.size != (self.output_px, self.output_px):
+                converted = converted.resize((self.output_px, self.output_px), Image.Resampling.BICUBIC)
+            rgb = np.asarray(converted)
         return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

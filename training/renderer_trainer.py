@@ -494,10 +494,12 @@ class RendererTrainer:
 def _default_dataset(data: str, config: RendererTrainConfig) -> Dataset:
     from pirender.training.dataset import PairDataset  # the prepared-dataset reader (issue 13)
 
+    size_px = config.image_size_px  # frames stored at 256 px are resized for a smaller model
     if config.radius_future == config.radius_past:
-        return PairDataset(data, "train", config.radius_past, False)
+        return PairDataset(data, "train", config.radius_past, False, size_px=size_px)
     if config.radius_future == 0:  # the reader's causal windows repeat the centre in the future slots
-        return _PastOnly(PairDataset(data, "train", config.radius_past, True), config.radius_past + 1)
+        causal = PairDataset(data, "train", config.radius_past, True, size_px=size_px)
+        return _PastOnly(causal, config.radius_past + 1)
     raise PirenderError("the prepared-dataset reader gives centred or causal (radius_future 0) windows only")
 
 

@@ -32,6 +32,7 @@ _EXAMPLES = {
     "live": "pirender live --source portrait.jpg --input camera:0 --window --out live.mp4",
     "serve": "pirender serve --port 8080   (then open http://127.0.0.1:8080/)",
     "bench": "pirender bench --backend all --json bench.json --plot bench.png",
+    "train": "pirender train --config small --data data/talking --out runs/small",
     "doctor": "pirender doctor",
     "talk": "pirender talk --source portrait.jpg --face-crop --audio speech.wav --out talking.mp4",
     "train-audio": "pirender train-audio data/pairs --out my_flow.pt --steps 2500",
@@ -321,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_audio.add_argument("--validation", help="a folder of held-out pairs (e.g. from real videos)")
     train_audio.set_defaults(run=commands.run_train_audio)
 
+    train = command("train", "train PIRenderer on a prepared dataset (torchrun for several processes)")
+    train.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender train --help")
+    train.set_defaults(run=lambda args: 2)  # never reached: `pirender train` goes to its own parser
+
     bench = command("bench", "time every renderer backend against the authors' eager fp32 model")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender bench --help")
     bench.set_defaults(run=commands.run_bench)
@@ -412,6 +417,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["train"]:  # the renderer trainer has its own parser (and --help)
+        from ...training.renderer_trainer import main as train_main
+
+        try:
+            return train_main(arguments[1:])
+        except KeyboardInterrupt as exc:
+            print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
+            return 143 if isinstance(exc, Terminated) else 130
     if arguments[:1] == ["bench"]:  # the benchmark has its own parser (and --help)
         from ..bench import main as bench_main
 
