@@ -193,8 +193,10 @@ class RendererTrainer:
         progress: bool = True,
     ) -> None:
         self.space = space or known_space(config.motion_space)
-        if config.generator.coeff_nc != self.space.width:
-            config = replace(config, generator=replace(config.generator, coeff_nc=self.space.width))
+        if config.generator.coeff_nc != self.space.width or config.motion_space != self.space.name:
+            # the dataset's space wins: the model and the recorded config both say it
+            generator = replace(config.generator, coeff_nc=self.space.width)
+            config = replace(config, generator=generator, motion_space=self.space.name)
         self.config = config
         self.out_dir = Path(out_dir)
         self.progress = progress
