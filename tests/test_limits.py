@@ -186,14 +186,6 @@ def test_the_open_limits_and_the_sliders_are_the_documented_ranges() -> None:
         assert default == (1.0 if name == "scale" else 0.0) and unit == slot.unit, name
 
 
-def _range(text: str) -> tuple[float, float]:
-    text = text.split("(")[0].strip()
-    if text.startswith("+-"):
-        return -float(text[2:]), float(text[2:])
-    low, high = text.split("..")
-    return float(low), float(high)
-
-
 def test_the_documented_tables_are_the_numbers_in_use() -> None:
     """The tables in ``motion.limits`` and ``track.open_space`` state OPEN_LIMITS (no drift)."""
     from pirender.engine.motion import limits

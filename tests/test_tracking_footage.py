@@ -377,6 +377,21 @@ def test_d18_stays_within_the_documented_ranges() -> None:
 # a browser recording: no frame rate, a 1 ms clock, irregular frame times
 
 
+def _write_browser_recording(path: Path, encoder: str, pictures: list[np.ndarray], slots: list[int]) -> None:
+    """A WebM as browsers record: a 1 ms clock, no declared rate; picture i shown at slot[i] x 40 ms."""
+    height, width = pictures[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(encoder)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        stream.codec_context.framerate = Fraction(0, 1)
+        for slot, rgb in zip(slots, pictures, strict=True):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = slot * 40, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
 def test_a_variable_rate_recording_gives_motion_in_real_time(tmp_path: Path) -> None:
     """d20's first 4 s recorded as a browser does (WebM, 1 ms clock, no declared rate) with frames
     dropped irregularly (70 of 100 kept). The motion comes out at a constant rate over the same 4 s
@@ -388,16 +403,7 @@ def test_a_variable_rate_recording_gives_motion_in_real_time(tmp_path: Path) -> 
     kept = sorted(np.random.default_rng(3).choice(np.arange(1, 99), size=68, replace=False).tolist())
     kept = [0, *kept, 99]
     path = tmp_path / "recording.webm"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(encoder)
-        stream.width, stream.height, stream.pix_fmt = 480, 480, "yuv420p"
-        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
-        stream.codec_context.framerate = Fraction(0, 1)
-        for index in kept:
-            frame = av.VideoFrame.from_ndarray(pictures[index], format="rgb24")
-            frame.pts, frame.time_base = index * 40, Fraction(1, 1000)  # d20 is 25 fps: 40 ms apart
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    _write_browser_recording(path, encoder, [pictures[index] for index in kept], kept)  # d20: 25 fps
     with open_frames(path) as frames:
         clip = track_clip(frames, progress=False)
     motion = clip.open_motion
@@ -592,16 +598,7 @@ def test_a_variable_rate_clip_numbers_states_and_segments_by_motion_row(
     cut = 12  # decoded frame of the cut
     pictures = [_grey(100)] * cut + [_grey(200)] * (len(kept) - cut)
     path = tmp_path / "variable.webm"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(encoder)
-        stream.width, stream.height, stream.pix_fmt = 512, 600, "yuv420p"
-        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
-        stream.codec_context.framerate = Fraction(0, 1)
-        for slot, rgb in zip(kept, pictures, strict=True):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = slot * 40, Fraction(1, 1000)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+    _write_browser_recording(path, encoder, pictures, kept)
     elsewhere = frontal_points + np.array([250.0, 0.0, 0.0])
     script = [[]] * 3 + [[frontal_points]] * (cut - 3) + [[elsewhere]] * (len(kept) - cut)
     # what the tracker says of each decoded frame
