@@ -339,3 +339,241 @@ def test_nothing_of_one_clip_carries_over_to_the_next(tmp_path: Path) -> None:
         "MimicTalk__German_20s": 25,
         "LipNet__bbaf2n": 25,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# --deep3d: the authors' coefficients of every stored frame
+
+
+def _write_deep3d_checkpoint(path: Path, *, seed: int = 0, epoch: int = 20) -> Path:
+    """A random Deep3DFaceRecon network in the released layout (``net_recon`` + optimizer and
+    scheduler entries); random head weights, so the coefficients follow the picture."""
+    from pirender.engine.track.deep3d import Deep3DReconNet
+
+    torch.manual_seed(seed)
+    net = Deep3DReconNet()
+    with torch.no_grad():
+        for layer in net.final_layers:
+            layer.weight.normal_(0.0, 0.05)
+            layer.bias.normal_(0.0, 0.1)
+    optimizer = {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0]}]}
+    torch.save({"net_recon": net.state_dict(), "opt_00": optimizer, "sched_00": {"last_epoch": epoch}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def deep3d_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_deep3d_checkpoint(tmp_path_factory.mktemp("deep3d") / "epoch_20.pth")
+
+
+DEEP3D_FRAMES = 12
+
+
+@pytest.fixture(scope="module")
+def prepared_deep3d(tmp_path_factory: pytest.TempPathFactory, deep3d_checkpoint: Path) -> Path:
+    """A GRID clip (360x288, identity B) and a 512x512 one (G, held out), 12 frames each, --deep3d."""
+    tmp = tmp_path_factory.mktemp("prepare_deep3d")
+    manifest = _manifest(
+        tmp,
+        [
+            (shared_data("talking", "LipNet__bbaf2n.mpg"), "B"),
+            (shared_data("talking", "MimicTalk__German_20s.mp4"), "G"),
+        ],
+    )
+    out = tmp / "dataset"
+    config = prep.PrepareConfig(holdout=("G",), max_frames=DEEP3D_FRAMES, deep3d=deep3d_checkpoint)
+    report = prep.prepare_dataset(manifest, out, config, progress=False)
+    assert sorted(report.prepared) == ["LipNet__bbaf2n", "MimicTalk__German_20s"] and not report.skipped
+    return out
+
+
+def _stored_rgb(out: Path, key: str) -> np.ndarray:
+    with Image.open(io.BytesIO(_read(out, key) or b"")) as picture:
+        return np.asarray(picture.convert("RGB"))
+
+
+def test_deep3d_stores_the_authors_260_wide_rows_of_every_stored_frame(
+    prepared_deep3d: Path, deep3d_checkpoint: Path
+) -> None:
+    from pirender.engine.track.deep3d import Deep3DRegressor
+
+    out = prepared_deep3d
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["settings"]["deep3d"] is True
+    authors = meta["spaces"]["authors"]
+    assert (
+        authors["key"] == "{video}-coeff_3dmm" and authors["width"] == 73 and authors["stored_width"] == 260
+    )
+    assert authors["checkpoint_sha256"] and Path(authors["checkpoint"]).name == "epoch_20.pth"
+    assert meta["spaces"]["open"] == {"space": OPEN_SPACE.name, "key": "{video}-open_motion", "width": 17}
+    regressor = Deep3DRegressor.from_checkpoint(deep3d_checkpoint)
+    for name in ("LipNet__bbaf2n", "MimicTalk__German_20s"):
+        frames = int(_read(out, f"{name}-length") or b"0")
+        assert frames == meta["clips"][name]["frames"] == DEEP3D_FRAMES
+        raw = _read(out, f"{name}-coeff_3dmm") or b""
+        assert len(raw) == frames * 260 * 4
+        rows = np.frombuffer(raw, dtype="<f4").reshape(frames, 260)
+        assert np.isfinite(rows).all() and rows[:, 80:144].std(axis=0).max() > 0  # follows the picture
+        info = json.loads(_read(out, f"{name}-info") or b"{}")
+        assert info["deep3d"]["held_frames"] == 0 == meta["clips"][name]["deep3d_held_frames"]
+        # (s, t0, t1) of the stored 256 px frame: s of order 1, the face near the crop's centre
+        s, t0, t1 = rows[:, 257], rows[:, 258], rows[:, 259]
+        assert (
+            np.all((s > 0.3) & (s < 3.0)) and np.all(np.abs(t0 - 128) < 64) and np.all(np.abs(t1 - 128) < 64)
+        )
+        # the authors' way: the 257 numbers are the network's on the stored JPEG aligned by (s, t0, t1)
+        for index in (0, frames - 1):
+            rgb = _stored_rgb(out, f"{name}-{index:07d}")
+            scale, left_t, up_t = (float(v) for v in rows[index, 257:])
+            width = height = rgb.shape[0]
+            resized = Image.fromarray(rgb).resize(
+                (int(width * scale), int(height * scale)), Image.Resampling.BICUBIC
+            )
+            left = int(resized.width / 2 - 112 + (left_t - width / 2) * scale)
+            top = int(resized.height / 2 - 112 + (height / 2 - up_t) * scale)
+            crop = np.array(resized.crop((left, top, left + 224, top + 224)))
+            expected = regressor.coefficients_of_crops(crop)[0]
+            assert np.allclose(rows[index, :257], expected, rtol=1e-3, atol=1e-4)
+
+
+def test_deep3d_settings_are_kept_on_a_rerun(
+    prepared_deep3d: Path,
+    prepared: tuple[Path, prep.PrepareReport],
+    deep3d_checkpoint: Path,
+    tmp_path: Path,
+) -> None:
+    manifest = prepared_deep3d.parent / "MANIFEST.tsv"
+    config = prep.PrepareConfig(holdout=("G",), max_frames=DEEP3D_FRAMES, deep3d=deep3d_checkpoint)
+    report = prep.prepare_dataset(manifest, prepared_deep3d, config, progress=False)
+    assert sorted(report.kept) == ["LipNet__bbaf2n", "MimicTalk__German_20s"] and not report.prepared
+    without = prep.PrepareConfig(holdout=("G",), max_frames=DEEP3D_FRAMES)
+    with pytest.raises(PirenderError, match=r"was prepared with --deep3d.*give the same --deep3d"):
+        prep.prepare_dataset(manifest, prepared_deep3d, without, progress=False)
+    other = _write_deep3d_checkpoint(tmp_path / "epoch_21.pth", epoch=21)
+    with pytest.raises(PirenderError, match="another Deep3DFaceRecon checkpoint"):
+        prep.prepare_dataset(
+            manifest,
+            prepared_deep3d,
+            prep.PrepareConfig(holdout=("G",), max_frames=DEEP3D_FRAMES, deep3d=other),
+            progress=False,
+        )
+    plain, _ = prepared  # made without --deep3d: refused in one line, nothing added
+    plain_manifest = plain.parent / "MANIFEST.tsv"
+    before = (plain / "meta.json").read_bytes()
+    with pytest.raises(PirenderError, match=r"prepared without --deep3d.*--overwrite") as error:
+        prep.prepare_dataset(
+            plain_manifest,
+            plain,
+            prep.PrepareConfig(holdout=("B",), max_frames=FRAMES, deep3d=deep3d_checkpoint),
+            progress=False,
+        )
+    assert len(str(error.value).splitlines()) == 1
+    assert (plain / "meta.json").read_bytes() == before
+
+
+def test_pair_dataset_reads_either_space_and_names_deep3d_when_one_is_missing(
+    prepared_deep3d: Path, prepared: tuple[Path, prep.PrepareReport]
+) -> None:
+    # read before the dataset opens the LMDB (py-lmdb opens an environment once per process)
+    rows = np.frombuffer(_read(prepared_deep3d, "LipNet__bbaf2n-coeff_3dmm") or b"", dtype="<f4").reshape(
+        -1, 260
+    )
+    open_data = PairDataset(prepared_deep3d, "train", radius=2, seed=1)
+    assert open_data.width == 17 and open_data.space.name == OPEN_SPACE.name  # the default
+    assert PairDataset(prepared_deep3d, "train", radius=2, space="open").width == 17
+    data = PairDataset(prepared_deep3d, "train", radius=2, seed=1, space="authors")
+    assert data.width == 73 and data.space.name == "pirender-3dmm-73"
+    item = data[0]
+    assert item["source_window"].shape == item["target_window"].shape == (73, 5)
+    assert item["source"].shape == (3, 256, 256)
+    values, _ = data.clip_motion(0)
+    assert np.array_equal(values, rows[:, AUTHORS_COLUMNS])
+    frame = int(item["target_frame"])
+    assert np.array_equal(item["target_window"].numpy(), build_windows(values, frame, 2)[0])
+    assert PairDataset(prepared_deep3d, "test", space="authors").clips[0].name == "MimicTalk__German_20s"
+    plain, _ = prepared
+    with pytest.raises(PirenderError, match="--deep3d") as error:
+        PairDataset(plain, "train", space="authors")
+    assert len(str(error.value).splitlines()) == 1 and "open" in str(error.value)
+    with pytest.raises(PirenderError, match="space must be one of open, authors"):
+        PairDataset(plain, "train", space="3dmm")
+
+
+def test_the_trainer_takes_the_space_and_names_deep3d_when_missing(
+    prepared: tuple[Path, prep.PrepareReport], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pirender.training.renderer_trainer import main as train_main
+
+    plain, _ = prepared
+    args = ["--data", str(plain), "--out", str(tmp_path / "run"), "--steps", "1"]
+    assert train_main([*args, "--space", "authors"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--deep3d" in error
+
+
+def test_unaligned_frames_hold_the_nearest_and_a_clip_without_any_is_skipped(
+    tmp_path: Path, deep3d_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pirender.engine.errors import LandmarkError
+
+    video = shared_data("talking", "LipNet__bbaf2n.mpg")
+    real = prep.align_face
+    calls: list[int] = []
+
+    def every_third_fails(image: np.ndarray, points: np.ndarray) -> object:
+        calls.append(1)
+        if len(calls) % 3 == 2:
+            raise LandmarkError("degenerate face points")
+        return real(image, points)
+
+    monkeypatch.setattr(prep, "align_face", every_third_fails)
+    config = prep.PrepareConfig(holdout_fraction=0.0, max_frames=9, deep3d=deep3d_checkpoint)
+    prep.prepare_dataset(video, tmp_path / "held", config, progress=False)
+    out = tmp_path / "held"
+    info = json.loads(_read(out, "LipNet__bbaf2n-info") or b"{}")
+    assert info["deep3d"]["held_frames"] == 3  # frames 1, 4, 7
+    rows = np.frombuffer(_read(out, "LipNet__bbaf2n-coeff_3dmm") or b"", dtype="<f4").reshape(9, 260)
+    for failed in (1, 4, 7):  # the nearest aligned frame; on a tie the earlier one
+        assert np.array_equal(rows[failed], rows[failed - 1])
+    assert not np.array_equal(rows[0], rows[2])
+
+    def always_fails(image: np.ndarray, points: np.ndarray) -> object:
+        raise LandmarkError("degenerate face points")
+
+    monkeypatch.setattr(prep, "align_face", always_fails)
+    report = prep.prepare_dataset(video, tmp_path / "none", config, progress=False)
+    assert (
+        list(report.skipped) == ["LipNet__bbaf2n"] and "Deep3DFaceRecon" in report.skipped["LipNet__bbaf2n"]
+    )
+    meta = json.loads((tmp_path / "none" / "meta.json").read_text())
+    assert list(meta["skipped"]) == ["LipNet__bbaf2n"] and meta["clips"] == {}
+    assert [k for k in _keys(tmp_path / "none") if k.startswith("LipNet")] == []  # nothing of it left
+
+
+def test_hold_nearest_stays_inside_the_shot() -> None:
+    rows = np.arange(6, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    found = np.array([True, False, False, False, True, False])
+    shots = np.array([0, 0, 1, 1, 1, 2])
+    filled = prep.hold_nearest(rows, found, shots)
+    # frame 1: shot 0 has frame 0; frames 2, 3: shot 1 has frame 4; frame 5: shot 2 has none -> nearest (4)
+    assert filled[:, 0].tolist() == [0, 0, 4, 4, 4, 4]
+
+
+def test_the_prepare_command_with_deep3d_and_a_bad_checkpoint(
+    tmp_path: Path, deep3d_checkpoint: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pirender.engine.cli.main import main
+
+    video = shared_data("talking", "LipNet__bbaf2n.mpg")
+    out = tmp_path / "dataset"
+    common = ["prepare", str(video), "--out", str(out), "--max-frames", "4", "--holdout-fraction", "0"]
+    not_a_checkpoint = tmp_path / "notes.pth"
+    not_a_checkpoint.write_text("not weights")
+    for bad in (tmp_path / "missing.pth", not_a_checkpoint):
+        assert main([*common, "--deep3d", str(bad)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "--deep3d" in error and str(bad) in error
+        assert not out.exists()  # refused before any work
+    assert main([*common, "--deep3d", str(deep3d_checkpoint), "--device", "cpu"]) == 0
+    assert "1 clips prepared (4 frames)" in capsys.readouterr().out
+    assert len(_read(out, "LipNet__bbaf2n-coeff_3dmm") or b"") == 4 * 260 * 4

@@ -13,7 +13,8 @@ frames: the later slots repeat frame ``c``, like a live stream with lookahead 0)
 Two layouts are read (found by what the folder holds):
 
 - a dataset of ``pirender prepare`` (``meta.json``; motion ``<video>-open_motion`` in the open
-  space, 17 wide);
+  space, 17 wide; with ``prepare --deep3d`` also the authors' ``<video>-coeff_3dmm``, read as
+  below; ``meta.json`` ``spaces`` says which it holds, ``space=`` picks one);
 - the authors' VoxCeleb LMDB (``prepare_vox_lmdb``): the LMDB in a sub-folder named by the
   resolution (``256``), ``train_list.txt`` / ``test_list.txt`` beside it, motion
   ``<video>-coeff_3dmm`` (N, 260) float32, turned into their 73-wide space (expression columns
@@ -40,11 +41,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from pirender.engine.errors import PirenderError
-from pirender.engine.motion.space import AUTHORS_SPACE, MotionSpace, known_space
+from pirender.engine.motion.io import LMDB_ROW_WIDTH
+from pirender.engine.motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSpace, known_space
 from pirender.engine.motion.window import DEFAULT_RADIUS, build_windows
 
 #: columns of the authors' (N, 260) coefficients that make their 73-wide motion (spec section 5)
 AUTHORS_COLUMNS = np.r_[80:144, 224:227, 254:257, 257:260]
+#: the motion spaces a dataset may hold, by the short name ``space=`` takes
+SPACES = ("open", "authors")
+_AUTHORS_KEY = "{video}-coeff_3dmm"
 
 
 @dataclass
@@ -66,6 +71,12 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         repeat: the identity list is repeated this many times per epoch (100 as the authors).
         seed: None: draws come from torch's generator (seeded per DataLoader worker by torch);
             an int: item ``i`` is a fixed function of (seed, i), so an epoch can be replayed exactly.
+        size_px: frames are resized to this side (PIL bicubic) when stored at another (None: as
+            stored).
+        space: the motion space to read: ``"open"`` (17 wide, ``<video>-open_motion``) or
+            ``"authors"`` (73 wide: ``<video>-coeff_3dmm`` (N, 260) through
+            :data:`AUTHORS_COLUMNS`); None: the open space where the dataset holds it (a prepared
+            dataset), else the authors' (their VoxCeleb LMDB).
 
     Items (dict of tensors): ``source`` and ``target`` (3, S, S) float32 in [-1, 1] (S: the
     dataset's size, 256); ``source_window`` and ``target_window`` (width, 2k+1) float32 (width 17
@@ -73,7 +84,9 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
     ``source_frame`` / ``target_frame`` () int64 frame numbers.
 
     Raises:
-        PirenderError: not a dataset folder, an unknown split, a split without clips, a bad radius.
+        PirenderError: not a dataset folder, an unknown split, a split without clips, a bad radius,
+            an unknown ``space`` or one the dataset does not hold (one line; the authors' space of a
+            prepared dataset needs ``pirender prepare --deep3d``).
     """
 
     def __init__(
@@ -86,6 +99,7 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         repeat: int = 100,
         seed: int | None = None,
         size_px: int | None = None,
+        space: str | None = None,
     ) -> None:
         self.root = Path(dataset_dir).expanduser()
         self.output_px = size_px  # frames resized to this side (PIL bicubic) when stored at another
@@ -93,16 +107,26 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
             raise PirenderError(f"split must be 'train' or 'test', not {split!r}")
         if radius < 0 or repeat < 1:
             raise PirenderError(f"radius must be >= 0 and repeat >= 1 (got {radius}, {repeat})")
+        if space is not None and space not in SPACES:
+            raise PirenderError(f"space must be one of {', '.join(SPACES)} (or None), not {space!r}")
         self.split, self.radius, self.causal, self.repeat, self.seed = split, radius, causal, repeat, seed
         meta_path = self.root / "meta.json"
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())
             names = _read_list(self.root / f"{split}_list.txt")
             self.layout = "prepare"
-            self.space: MotionSpace = known_space(meta["space"]["name"])
+            spaces = _prepared_spaces(meta)
+            chosen = space or ("open" if "open" in spaces else next(iter(spaces)))
+            if chosen not in spaces:
+                raise PirenderError(
+                    f"{self.root}: holds no motion in the {chosen} space (it has: {', '.join(spaces)}); "
+                    "the authors' 73-wide space needs a dataset made with pirender prepare --deep3d "
+                    "epoch_20.pth"
+                )
+            self.space: MotionSpace = known_space(spaces[chosen]["space"])
             self.size_px = int(meta["size"])
             self.lmdb_path = self.root / str(meta["lmdb"])
-            self.motion_key = str(meta["motion_key"])
+            self.motion_key = str(spaces[chosen]["key"])
             info = meta["clips"]
             self.clips = [
                 _Clip(n, str(info[n]["identity"]), int(info[n]["frames"])) for n in names if n in info
@@ -118,12 +142,17 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
                     f"{self.root}: not a dataset (no meta.json of pirender prepare, no LMDB sub-folder "
                     "named by its resolution as the authors')"
                 )
+            if space == "open":
+                raise PirenderError(
+                    f"{self.root}: the authors' VoxCeleb LMDB holds their 73-wide space only "
+                    "(space='authors')"
+                )
             names = _read_list(self.root / f"{split}_list.txt")
             self.layout = "authors"
             self.space = AUTHORS_SPACE
             self.size_px = int(folders[0].name)
             self.lmdb_path = folders[0]
-            self.motion_key = "{video}-coeff_3dmm"
+            self.motion_key = _AUTHORS_KEY
             self.clips = [_Clip(n, n.split("#")[0], -1) for n in names]
         if not self.clips:
             raise PirenderError(f"{self.root}: no clips in the {split} split")
@@ -169,8 +198,8 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
             raise PirenderError(f"{self.lmdb_path}: clip {name!r} is incomplete (no motion or length)")
         frames = int(length)
         values = np.frombuffer(raw, dtype="<f4")
-        if self.layout == "authors":
-            values = values.reshape(-1, 260)[:, AUTHORS_COLUMNS]
+        if self.space.name == AUTHORS_SPACE.name:  # (N, 260) rows of either layout
+            values = values.reshape(-1, LMDB_ROW_WIDTH)[:, AUTHORS_COLUMNS]
         else:
             values = values.reshape(-1, self.width)
         if values.shape[0] != frames:
@@ -242,10 +271,21 @@ def _open_readonly(path: Path) -> lmdb.Environment:
     return env
 
 
+def _prepared_spaces(meta: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The spaces of a prepared dataset's meta.json: short name -> {"space": full name, "key": LMDB
+    key pattern}; meta.json of before ``--deep3d`` names only its one (open) space."""
+    spaces = meta.get("spaces")
+    if isinstance(spaces, dict) and spaces:
+        return {str(name): dict(entry) for name, entry in spaces.items()}
+    name = str(meta["space"]["name"])
+    short = "open" if name == OPEN_SPACE.name else "authors" if name == AUTHORS_SPACE.name else name
+    return {short: {"space": name, "key": str(meta["motion_key"])}}
+
+
 def _read_list(path: Path) -> list[str]:
     if not path.is_file():
         raise PirenderError(f"{path}: missing (a dataset lists its clips in train_list.txt / test_list.txt)")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-__all__ = ["AUTHORS_COLUMNS", "PairDataset"]
+__all__ = ["AUTHORS_COLUMNS", "SPACES", "PairDataset"]

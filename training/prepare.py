@@ -14,6 +14,18 @@ shot changes and passes over other people):
 - **Frames** cropped and resized to ``size`` x ``size`` pixels (PIL bicubic), stored as JPEG (PIL's
   default quality 75, as the authors).
 - **Motion** of every stored frame in the open space (``OPEN_SPACE``, 17 wide), float32.
+- **The authors' coefficients** (``--deep3d epoch_20.pth``, :attr:`PrepareConfig.deep3d`): every
+  stored frame also gets Deep3DFaceRecon's 257 coefficients and the alignment's (s, t0, t1), computed
+  the authors' way on the stored ``size`` x ``size`` JPEG itself (the picture the renderer sees, as
+  PIRenderer fitted its VoxCeleb frames: ``deep3d-facts.md`` section 3), so the dataset reads like
+  theirs (73-wide space = ``AUTHORS_COLUMNS`` of ``training.dataset``). The five alignment points
+  come from the tracker's face-mesh landmarks of that frame mapped through the crop box (measured
+  on the full-resolution frame, always of the followed person, present on every stored frame: a
+  second face mesh on the crop could lose the face or lock onto another person in the box). A
+  frame whose points cannot be aligned (degenerate, face too small/large) holds the coefficients of
+  the nearest aligned frame of its shot (else of the clip), counted in the clip's info
+  (``deep3d.held_frames``); a clip with no aligned frame is skipped and listed. The network runs in
+  batches of :data:`DEEP3D_BATCH`.
 - **Audio**: the clip's sound as a 16 kHz mono 16-bit WAV in ``audio/<video>.wav`` (a clip without
   an audio stream has none; meta says so).
 
@@ -30,21 +42,30 @@ in the clip's final transaction: a clip is complete exactly when this key exists
 ``<video>-<7-digit index>`` JPEG; ``<video>-open_motion`` (frames, 17) float32 little-endian;
 ``<video>-shot`` (frames,) int32 box/shot number of each frame (windows never cross a shot);
 ``<video>-source_frame`` (frames,) int32 the decoded frame each stored frame came from;
-``<video>-info`` JSON (identity, fps, boxes, ...); ``length`` number of complete videos.
+``<video>-info`` JSON (identity, fps, boxes, ...); ``length`` number of complete videos; with
+``--deep3d`` also ``<video>-coeff_3dmm`` (frames, 260) float32 little-endian, the authors' layout:
+257 Deep3DFaceRecon coefficients then (s, t0, t1) of the stored frame (t1 upward from its bottom).
+``meta.json`` ``spaces`` names the motion spaces a dataset holds (``open``; ``authors`` with
+``--deep3d``), each with its key and width.
 
 Resumable: complete clips are skipped on a rerun; an incomplete one (a crash half way) has its keys
 deleted and is made again. ``meta.json`` and the lists are rebuilt from the LMDB after every clip and
 written atomically, so they never name an incomplete clip. Split by identity, never by clip.
+``--deep3d`` is part of the settings: a dataset prepared without it is refused by a rerun with it
+(the coefficients are not added afterwards: ``--overwrite`` makes it again) and the other way
+round; a rerun with another Deep3DFaceRecon checkpoint (other SHA-256) is refused too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import importlib.metadata
 import io
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,13 +76,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from pirender.engine.audio.sources import AudioError, load_audio
-from pirender.engine.errors import PirenderError, exception_text
+from pirender.engine.errors import LandmarkError, PirenderError, exception_text
 from pirender.engine.fileio import prepare_folder, write_atomically
-from pirender.engine.motion.space import OPEN_SPACE
+from pirender.engine.motion.io import LMDB_ROW_WIDTH
+from pirender.engine.motion.space import AUTHORS_SPACE, OPEN_SPACE
 from pirender.engine.motion.timing import held_indices
 from pirender.engine.sources.frames import VideoFileFrames
 from pirender.engine.track.clip import TrackedClip, track_clip
 from pirender.engine.track.crop import portrait_square
+from pirender.engine.track.deep3d import COEFF_COUNT, Deep3DRegressor, align_face
+from pirender.engine.track.landmarks import five_points
 from pirender.engine.track.tracker import FaceTracker, TrackResult
 
 from .audio_pairs import write_wav
@@ -78,6 +102,12 @@ META_FILE = "meta.json"
 TRAIN_LIST = "train_list.txt"
 TEST_LIST = "test_list.txt"
 MOTION_KEY = "{video}-open_motion"
+#: the authors' key of the (frames, 260) Deep3DFaceRecon rows (257 coefficients + s, t0, t1)
+AUTHORS_KEY = "{video}-coeff_3dmm"
+#: frames per Deep3DFaceRecon network call
+DEEP3D_BATCH = 16
+#: the keys of a clip other than its frames: ``<video>-<suffix>``
+_CLIP_KEY_SUFFIXES = ("length", "open_motion", "coeff_3dmm", "shot", "source_frame", "info")
 
 
 @dataclass(frozen=True)
@@ -95,6 +125,10 @@ class PrepareConfig:
         max_clips: prepare at most this many clips in this run (None: all; not part of the
             dataset's settings, a later run may add the rest).
         jpeg_quality: JPEG quality of the stored frames (75: PIL's default, as the authors).
+        deep3d: Deep3DFaceRecon checkpoint (``epoch_20.pth``): also store the authors' coefficients
+            of every frame (module docstring); None: the open space only.
+        device: torch device of the Deep3DFaceRecon network ("cpu", "cuda", ...; not a setting of
+            the dataset).
     """
 
     size_px: int = 256
@@ -104,6 +138,8 @@ class PrepareConfig:
     max_frames: int | None = None
     max_clips: int | None = None
     jpeg_quality: int = 75
+    deep3d: Path | None = None
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.size_px < 32:
@@ -127,6 +163,7 @@ class PrepareConfig:
             "max_frames": self.max_frames,
             "jpeg_quality": self.jpeg_quality,
             "layout_version": DATASET_VERSION,
+            "deep3d": self.deep3d is not None,
         }
 
 
@@ -326,6 +363,142 @@ def encode_frame(rgb: np.ndarray, box: tuple[int, int, int], size_px: int, quali
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class _Deep3D:
+    """The loaded Deep3DFaceRecon regressor, with its checkpoint's path and SHA-256 (meta.json; a
+    resumed dataset must keep the same checkpoint)."""
+
+    regressor: Deep3DRegressor
+    checkpoint: Path
+    sha256: str
+
+
+def _load_deep3d(config: PrepareConfig) -> _Deep3D | None:
+    """The regressor of ``config.deep3d`` (None without it).
+
+    Raises:
+        PirenderError: (one line, naming ``--deep3d``) the file is missing or not a Deep3DFaceRecon
+            checkpoint, or the device cannot be used.
+    """
+    if config.deep3d is None:
+        return None
+    path = Path(config.deep3d).expanduser()
+    try:
+        regressor = Deep3DRegressor.from_checkpoint(path, device=config.device)
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except PirenderError as exc:
+        raise type(exc)(f"--deep3d {exc}") from None
+    except OSError as exc:
+        raise PirenderError(f"--deep3d {path}: cannot read ({exc.strerror or exc})") from None
+    return _Deep3D(regressor, path.resolve(), digest.hexdigest())
+
+
+def crop_points(landmarks: np.ndarray, box: tuple[int, int, int], size_px: int) -> np.ndarray:
+    """Deep3DFaceRecon's five alignment points of one frame, in pixels of its stored crop.
+
+    Args:
+        landmarks: (478, 2+) face-mesh landmarks in pixels of the decoded frame (x right, y down).
+        box: (left, top, side) crop box in frame pixels.
+        size_px: side of the stored frame.
+
+    Returns:
+        (5, 2) float64 [eye (image left), eye, nose tip, mouth corner (image left), mouth corner] in
+        stored-frame pixels, y down (the crop is cut and resized: a shift and a uniform scale).
+    """
+    left, top, side = box
+    return (five_points(landmarks) - np.array([left, top], dtype=np.float64)) * (size_px / side)
+
+
+def deep3d_rows(
+    regressor: Deep3DRegressor, images: list[np.ndarray], points: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' rows of stored frames: each aligned on its five points, one network call.
+
+    Args:
+        regressor: the Deep3DFaceRecon regressor.
+        images: N stored frames, (S, S, 3) uint8 RGB each (the decoded JPEGs).
+        points: (N, 5, 2) their five points, pixels, y down (:func:`crop_points`).
+
+    Returns:
+        (N, 260) float32 rows (257 coefficients, then s, t0, t1 of the frame: s no unit, t0/t1
+        pixels, t1 upward from the bottom row) and (N,) bool, True where the frame was aligned (the
+        others' rows are zero: degenerate points, or a face too small/large for the alignment).
+    """
+    rows = np.zeros((len(images), LMDB_ROW_WIDTH), dtype=np.float32)
+    aligned = np.zeros(len(images), dtype=bool)
+    crops = []
+    for index, (image, frame_points) in enumerate(zip(images, points, strict=True)):
+        try:
+            face = align_face(image, frame_points)
+        except LandmarkError:
+            continue
+        crops.append(face.crop_rgb)
+        rows[index, COEFF_COUNT:] = face.crop_params
+        aligned[index] = True
+    if crops:
+        rows[aligned, :COEFF_COUNT] = regressor.coefficients_of_crops(np.stack(crops))
+    return rows, aligned
+
+
+def hold_nearest(rows: np.ndarray, found: np.ndarray, shots: np.ndarray) -> np.ndarray:
+    """Rows of frames without a value take the row of the nearest frame with one: of the same shot
+    where it has one (the crop numbers belong to the shot's box), else of the clip; on a tie the
+    earlier frame.
+
+    Args:
+        rows: (N, D) values; found: (N,) bool, at least one True; shots: (N,) shot of each frame.
+
+    Returns:
+        (N, D) copy with every row filled.
+    """
+    have = np.flatnonzero(found)
+    filled = rows.copy()
+    for frame in np.flatnonzero(~found):
+        same = have[shots[have] == shots[frame]]
+        pool = same if same.size else have
+        filled[frame] = rows[pool[int(np.argmin(np.abs(pool - frame)))]]
+    return filled
+
+
+class _AuthorsRows:
+    """The authors' rows of one clip's stored frames, regressed in batches of :data:`DEEP3D_BATCH`
+    while the frames are encoded."""
+
+    def __init__(self, regressor: Deep3DRegressor, frames: int) -> None:
+        self.regressor = regressor
+        self.rows = np.zeros((frames, LMDB_ROW_WIDTH), dtype=np.float32)
+        self.aligned = np.zeros(frames, dtype=bool)
+        self.seconds = 0.0
+        self._pending: list[tuple[int, np.ndarray, np.ndarray]] = []
+
+    def add(self, frame: int, jpeg: bytes, points: np.ndarray) -> int:
+        """Queue stored frame ``frame`` (its JPEG bytes: the picture the renderer sees) with its (5, 2)
+        points; returns how many frames were regressed now (0 until a batch is full)."""
+        started = time.perf_counter()
+        with Image.open(io.BytesIO(jpeg)) as picture:
+            rgb = np.asarray(picture.convert("RGB"))
+        self._pending.append((frame, rgb, points))
+        self.seconds += time.perf_counter() - started
+        return self.flush() if len(self._pending) >= DEEP3D_BATCH else 0
+
+    def flush(self) -> int:
+        """Regress the queued frames; returns how many."""
+        if not self._pending:
+            return 0
+        started = time.perf_counter()
+        frames = [frame for frame, _, _ in self._pending]
+        rows, aligned = deep3d_rows(
+            self.regressor, [rgb for _, rgb, _ in self._pending], np.stack([p for _, _, p in self._pending])
+        )
+        self.rows[frames], self.aligned[frames] = rows, aligned
+        self._pending = []
+        self.seconds += time.perf_counter() - started
+        return len(frames)
+
+
 def _delete_clip_keys(env: lmdb.Environment, name: str) -> None:
     """Remove every key of ``name`` (an incomplete clip of a crashed run)."""
     prefix = f"{name}-".encode()
@@ -340,7 +513,7 @@ def _delete_clip_keys(env: lmdb.Environment, name: str) -> None:
         for key in keys:
             # keys of another clip whose name starts with "<name>-" are not ours
             rest = key[len(prefix) :].decode(errors="replace")
-            if rest.isdigit() or rest in ("length", "open_motion", "shot", "source_frame", "info"):
+            if rest.isdigit() or rest in _CLIP_KEY_SUFFIXES:
                 txn.delete(key)
 
 
@@ -352,8 +525,10 @@ def _prepare_clip(
     tracker: _RecordingTracker,
     *,
     progress: bool,
+    deep3d: _Deep3D | None = None,
 ) -> int:
-    """Track, crop and store one clip; returns its stored frames. Raises :class:`ClipSkipped`."""
+    """Track, crop and store one clip (with ``deep3d``, also the authors' rows); returns its stored
+    frames. Raises :class:`ClipSkipped`."""
     try:
         frames = VideoFileFrames(clip.path, max_frames=config.max_frames)
     except PirenderError as exc:
@@ -370,30 +545,46 @@ def _prepare_clip(
         wanted.setdefault(int(decoded), []).append(k)
     stored = 0
     pending: list[tuple[bytes, bytes]] = []
+    authors = None if deep3d is None else _AuthorsRows(deep3d.regressor, len(plan.rows))
     bar = tqdm(
-        total=len(plan.rows), unit="frame", desc=f"{clip.name}: frames", disable=not progress, leave=False
+        total=len(plan.rows),
+        unit="frame",
+        desc=f"{clip.name}: frames" + ("" if authors is None else " + Deep3DFaceRecon"),
+        disable=not progress,
+        leave=False,
     )
     try:
         with VideoFileFrames(clip.path, max_frames=config.max_frames) as again:
             for frame in again:
                 for k in wanted.get(frame.index, ()):
-                    jpeg = encode_frame(
-                        frame.rgb, plan.boxes[plan.shots[k]], config.size_px, config.jpeg_quality
-                    )
+                    box = plan.boxes[plan.shots[k]]
+                    jpeg = encode_frame(frame.rgb, box, config.size_px, config.jpeg_quality)
                     pending.append((f"{clip.name}-{k:07d}".encode(), jpeg))
                     stored += 1
-                    bar.update()
+                    if authors is None:
+                        bar.update()
+                    else:
+                        landmarks = tracker.records[int(plan.decoded[k])][1]
+                        assert landmarks is not None  # a stored frame shows the followed face
+                        bar.update(authors.add(k, jpeg, crop_points(landmarks, box, config.size_px)))
                 if len(pending) >= FRAMES_PER_COMMIT:
                     _put(env, pending)
                     pending = []
                 if frame.index >= int(plan.decoded[-1]):
                     break
+            if authors is not None:
+                bar.update(authors.flush())
     except PirenderError as exc:
         raise ClipSkipped(f"second decoding pass: {exc}") from None
     finally:
         bar.close()
     if stored != len(plan.rows):
         raise ClipSkipped(f"the second decoding pass gave {stored} of {len(plan.rows)} frames")
+    if authors is not None and not authors.aligned.any():
+        raise ClipSkipped(
+            "Deep3DFaceRecon: no stored frame could be aligned (five points degenerate, or the face too "
+            "small or too large in the crop)"
+        )
     seconds = None if config.max_frames is None else len(tracker.records) / tracked.open_motion.fps
     audio = _write_audio(clip, out, seconds=seconds)
     motion = np.ascontiguousarray(tracked.open_motion.values[plan.rows], dtype="<f4")
@@ -410,6 +601,15 @@ def _prepare_clip(
         "resampled_from": tracked.resampled_from,
         "audio": audio,
     }
+    if authors is not None:
+        held = int((~authors.aligned).sum())
+        info["deep3d"] = {
+            "held_frames": held,
+            "seconds": round(authors.seconds, 3),
+            "ms_per_frame": round(1000 * authors.seconds / stored, 1),
+        }
+        rows = hold_nearest(authors.rows, authors.aligned, plan.shots) if held else authors.rows
+        pending.append((AUTHORS_KEY.format(video=clip.name).encode(), rows.astype("<f4").tobytes()))
     pending += [
         (MOTION_KEY.format(video=clip.name).encode(), motion.tobytes()),
         (f"{clip.name}-shot".encode(), plan.shots.astype("<i4").tobytes()),
@@ -475,8 +675,13 @@ def _write_index(
     test_ids: list[str],
     skipped: dict[str, str],
     inputs: int,
+    deep3d: _Deep3D | None = None,
 ) -> dict[str, Any]:
-    """meta.json and the two lists from the LMDB's complete clips, each written atomically."""
+    """meta.json and the two lists from the LMDB's complete clips, each written atomically.
+
+    ``spaces`` names the motion spaces every clip holds: ``open`` always (the top-level ``space``,
+    ``width`` and ``motion_key`` describe it, as before), ``authors`` with ``deep3d`` (its key, the
+    stored width 260, the checkpoint and its SHA-256)."""
     infos = _complete_infos(env)
     test_set = set(test_ids)
     clips = {}
@@ -490,10 +695,26 @@ def _write_index(
             "audio": info.get("audio"),
             "source": info.get("source"),
         }
+        if "deep3d" in info:
+            clips[name]["deep3d_held_frames"] = info["deep3d"].get("held_frames")
     try:
         tool = f"pirender-live {importlib.metadata.version('pirender-live')}"
     except importlib.metadata.PackageNotFoundError:
         tool = "pirender-live (not installed)"
+    spaces: dict[str, dict[str, Any]] = {
+        "open": {"space": OPEN_SPACE.name, "key": MOTION_KEY, "width": OPEN_SPACE.width}
+    }
+    if deep3d is not None:
+        spaces["authors"] = {
+            "space": AUTHORS_SPACE.name,
+            "key": AUTHORS_KEY,
+            "width": AUTHORS_SPACE.width,
+            "stored_width": LMDB_ROW_WIDTH,
+            "layout": "257 Deep3DFaceRecon coefficients, then (s, t0, t1) of the stored frame",
+            "five_points": "tracker face-mesh landmarks mapped through the crop box",
+            "checkpoint": str(deep3d.checkpoint),
+            "checkpoint_sha256": deep3d.sha256,
+        }
     meta = {
         "format": "pirender-prepare",
         "version": DATASET_VERSION,
@@ -504,6 +725,7 @@ def _write_index(
         "size": config.size_px,
         "lmdb": str(config.size_px),
         "motion_key": MOTION_KEY,
+        "spaces": spaces,
         "identities": {"train": train_ids, "test": test_ids},
         "clips": clips,
         "skipped": dict(sorted(skipped.items())),
@@ -517,12 +739,16 @@ def _write_index(
     return meta
 
 
-def _open_output(out: Path, config: PrepareConfig, *, overwrite: bool) -> dict[str, Any] | None:
+def _open_output(
+    out: Path, config: PrepareConfig, *, overwrite: bool, deep3d_sha256: str | None = None
+) -> dict[str, Any] | None:
     """Check ``out`` before any work: returns the earlier meta to resume from (or None).
 
     Raises:
         PirenderError: ``out`` is a file; a folder with other content and no meta.json (without
-            ``overwrite``); a dataset made with other settings (without ``overwrite``).
+            ``overwrite``); a dataset made with other settings, with(out) ``--deep3d`` unlike this
+            run, or with another Deep3DFaceRecon checkpoint than ``deep3d_sha256`` (all without
+            ``overwrite``).
     """
     if out.exists() and not out.is_dir():
         raise PirenderError(f"{out}: is a file; --out is the dataset's folder")
@@ -544,8 +770,24 @@ def _open_output(out: Path, config: PrepareConfig, *, overwrite: bool) -> dict[s
             raise PirenderError(
                 f"{meta_path}: unreadable ({exception_text(exc, with_type=False)}); add --overwrite"
             ) from None
-        old = meta.get("settings", {})
+        old = {"deep3d": False, **meta.get("settings", {})}  # made before --deep3d existed: without
         new = config.settings()
+        if old["deep3d"] != new["deep3d"]:
+            raise PirenderError(
+                f"{out}: was prepared without --deep3d (open space only), and the authors' coefficients "
+                "are not added to a prepared dataset; add --overwrite to make it again with --deep3d, or "
+                "choose another --out"
+                if new["deep3d"]
+                else f"{out}: was prepared with --deep3d (every clip holds the authors' coefficients); give "
+                "the same --deep3d to resume it, or add --overwrite"
+            )
+        earlier_sha = meta.get("spaces", {}).get("authors", {}).get("checkpoint_sha256")
+        if deep3d_sha256 is not None and earlier_sha not in (None, deep3d_sha256):
+            raise PirenderError(
+                f"{out}: its authors' coefficients came from another Deep3DFaceRecon checkpoint (SHA-256 "
+                f"{earlier_sha[:12]}..., this --deep3d {deep3d_sha256[:12]}...); give that one, or add "
+                "--overwrite"
+            )
         differ = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v]
         if differ:
             raise PirenderError(
@@ -583,20 +825,24 @@ def prepare_dataset(
 
     Raises:
         PirenderError: the inputs or ``out`` are refused (:func:`read_inputs`,
-            :func:`split_identities`, settings differ); never for one bad clip.
+            :func:`split_identities`, settings differ), or ``config.deep3d`` is not a readable
+            Deep3DFaceRecon checkpoint (checked before any work); never for one bad clip.
     """
     config = config or PrepareConfig()
     clips = inputs if isinstance(inputs, list) else read_inputs(inputs)
     train_ids, test_ids = split_identities([c.identity for c in clips], config)
     out = Path(out).expanduser()
-    earlier = _open_output(out, config, overwrite=overwrite)
+    deep3d = _load_deep3d(config)  # a bad --deep3d: one line before any work
+    earlier = _open_output(
+        out, config, overwrite=overwrite, deep3d_sha256=None if deep3d is None else deep3d.sha256
+    )
     prepare_folder(out)
     prepare_folder(out / "audio")
     env = lmdb.open(str(out / str(config.size_px)), map_size=MAP_SIZE_BYTES, subdir=True, max_dbs=0)
     report = PrepareReport()
     skipped: dict[str, str] = dict((earlier or {}).get("skipped", {}))
     try:
-        _write_index(out, env, config, train_ids, test_ids, skipped, len(clips))
+        _write_index(out, env, config, train_ids, test_ids, skipped, len(clips), deep3d)
         with env.begin() as txn:
             done = _complete_names(txn)
         todo = [c for c in clips if c.name not in done]
@@ -608,8 +854,9 @@ def prepare_dataset(
             # after a clip of another size it lost the face of most frames (measured: 1 of 25 kept)
             recording = _RecordingTracker()
             try:
-                stored = _prepare_clip(clip, env, out, config, recording, progress=progress)
+                stored = _prepare_clip(clip, env, out, config, recording, progress=progress, deep3d=deep3d)
             except ClipSkipped as exc:
+                _delete_clip_keys(env, clip.name)  # what it wrote (never complete: -length comes last)
                 reason = str(exc).replace("\n", " ")
                 skipped[clip.name] = reason
                 report.skipped[clip.name] = reason
@@ -620,8 +867,8 @@ def prepare_dataset(
             skipped.pop(clip.name, None)
             report.prepared.append(clip.name)
             report.frames += stored
-            _write_index(out, env, config, train_ids, test_ids, skipped, len(clips))
-        _write_index(out, env, config, train_ids, test_ids, skipped, len(clips))
+            _write_index(out, env, config, train_ids, test_ids, skipped, len(clips), deep3d)
+        _write_index(out, env, config, train_ids, test_ids, skipped, len(clips), deep3d)
     finally:
         env.close()
     return report
@@ -632,7 +879,10 @@ __all__ = [
     "ClipSkipped",
     "PrepareConfig",
     "PrepareReport",
+    "crop_points",
+    "deep3d_rows",
     "encode_frame",
+    "hold_nearest",
     "identity_from_name",
     "prepare_dataset",
     "read_inputs",

@@ -493,14 +493,15 @@ class RendererTrainer:
 # command line
 
 
-def _default_dataset(data: str, config: RendererTrainConfig) -> Dataset:
+def _default_dataset(data: str, config: RendererTrainConfig, space: str | None = None) -> Dataset:
+    """The prepared-dataset reader; ``space`` "open" / "authors" (None: the dataset's default)."""
     from pirender.training.dataset import PairDataset  # the prepared-dataset reader (issue 13)
 
     size_px = config.image_size_px  # frames stored at 256 px are resized for a smaller model
     if config.radius_future == config.radius_past:
-        return PairDataset(data, "train", config.radius_past, False, size_px=size_px)
+        return PairDataset(data, "train", config.radius_past, False, size_px=size_px, space=space)
     if config.radius_future == 0:  # the reader's causal windows repeat the centre in the future slots
-        causal = PairDataset(data, "train", config.radius_past, True, size_px=size_px)
+        causal = PairDataset(data, "train", config.radius_past, True, size_px=size_px, space=space)
         return _PastOnly(causal, config.radius_past + 1)
     raise PirenderError("the prepared-dataset reader gives centred or causal (radius_future 0) windows only")
 
@@ -527,11 +528,19 @@ def main(
     *,
     make_dataset: Callable[[str, RendererTrainConfig], Dataset] | None = None,
 ) -> int:
-    """``--config paper|small|FILE --data DATASET --out RUN [--vgg19 PATH] [--steps N] [--resume [CKPT]]``."""
+    """``--config paper|small|FILE --data DATASET --out RUN [--space open|authors] [--vgg19 PATH] [--steps N]
+    [--resume [CKPT]]``."""
     parser = argparse.ArgumentParser(prog="pirender train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="small", help="preset (paper, small) or a .json/.toml file")
     parser.add_argument("--data", required=True, help="prepared dataset folder")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
+    parser.add_argument(
+        "--space",
+        choices=["open", "authors"],
+        default=None,
+        help="motion space of the dataset to train in (default: open where the dataset holds it; "
+        "authors needs a dataset made with prepare --deep3d)",
+    )
     parser.add_argument(
         "--vgg19", default=None, help="torchvision VGG-19 state_dict file (else the fallback loss)"
     )
@@ -548,7 +557,10 @@ def main(
         config = load_config(args.config)
         if args.steps is not None:
             config = config.with_steps(args.steps)
-        dataset = (make_dataset or _default_dataset)(args.data, config)
+        if make_dataset is not None:
+            dataset = make_dataset(args.data, config)
+        else:
+            dataset = _default_dataset(args.data, config, args.space)
         space = getattr(dataset, "space", None)
         resume = None if args.resume is None else (args.resume or args.out)
         trainer = RendererTrainer(config, dataset, args.out, space=space, vgg19=args.vgg19, resume=resume)

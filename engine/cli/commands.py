@@ -530,6 +530,8 @@ def run_prepare(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_frames=args.max_frames,
         max_clips=args.max_clips,
+        deep3d=Path(args.deep3d) if args.deep3d else None,
+        device=args.device,
     )
     report = prepare_dataset(args.videos, args.out, config, overwrite=args.overwrite)
     print(f"{report.describe()}; dataset in {args.out} (meta.json lists the skipped clips)")

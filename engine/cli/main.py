@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 from ..errors import PirenderError
@@ -33,6 +33,7 @@ _EXAMPLES = {
     "serve": "pirender serve --port 8080   (then open http://127.0.0.1:8080/)",
     "bench": "pirender bench --backend all --json bench.json --plot bench.png",
     "train": "pirender train --config small --data data/talking --out runs/small",
+    "eval": "pirender eval --data data/talking --renderer mesh --renderer runs/small --out out/eval",
     "doctor": "pirender doctor",
     "talk": "pirender talk --source portrait.jpg --face-crop --audio speech.wav --out talking.mp4",
     "train-audio": "pirender train-audio data/pairs --out my_flow.pt --steps 2500",
@@ -301,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--size", type=int, default=256, help="side of the stored frames (default 256)")
     prepare.add_argument("--max-clips", type=int, default=None, help="prepare at most N clips in this run")
     prepare.add_argument("--max-frames", type=int, default=None, help="use at most N frames of each clip")
+    prepare.add_argument("--deep3d", help="Deep3DFaceRecon epoch_20.pth: the authors' space too")
+    prepare.add_argument("--device", default="cpu", help="device of the Deep3DFaceRecon net (default cpu)")
     _add_overwrite_option(prepare, "remove the dataset in --out and make it again (default: resume it)")
     prepare.set_defaults(run=commands.run_prepare)
 
@@ -325,6 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = command("train", "train PIRenderer on a prepared dataset (torchrun for several processes)")
     train.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender train --help")
     train.set_defaults(run=lambda args: 2)  # never reached: `pirender train` goes to its own parser
+
+    evaluate = command("eval", "measure renderers on held-out people (PSNR, SSIM, AED/APD, contact sheet)")
+    evaluate.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender eval --help")
+    evaluate.set_defaults(run=lambda args: 2)  # never reached: `pirender eval` goes to its own parser
 
     bench = command("bench", "time every renderer backend against the authors' eager fp32 model")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender bench --help")
@@ -410,6 +417,32 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _train_main() -> Callable[[list[str]], int]:
+    from ...training.renderer_trainer import main as train_main
+
+    return train_main
+
+
+def _eval_main() -> Callable[[list[str]], int]:
+    from ...training.evaluate import main as eval_main
+
+    return eval_main
+
+
+def _bench_main() -> Callable[[list[str]], int]:
+    from ..bench import main as bench_main
+
+    return bench_main
+
+
+#: commands with their own parser, imported only when run (they pull in training or benchmark code)
+_DELEGATED: dict[str, Callable[[], Callable[[list[str]], int]]] = {
+    "train": _train_main,
+    "eval": _eval_main,
+    "bench": _bench_main,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     with _sigterm_as_interrupt():
         return _main(argv)
@@ -417,19 +450,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == ["train"]:  # the renderer trainer has its own parser (and --help)
-        from ...training.renderer_trainer import main as train_main
-
+    delegated = _DELEGATED.get(arguments[0]) if arguments else None
+    if delegated is not None:  # these commands have their own parser (and --help)
         try:
-            return train_main(arguments[1:])
-        except KeyboardInterrupt as exc:
-            print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
-            return 143 if isinstance(exc, Terminated) else 130
-    if arguments[:1] == ["bench"]:  # the benchmark has its own parser (and --help)
-        from ..bench import main as bench_main
-
-        try:
-            return bench_main(arguments[1:])
+            return delegated()(arguments[1:])
         except KeyboardInterrupt as exc:
             print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
             return 143 if isinstance(exc, Terminated) else 130
