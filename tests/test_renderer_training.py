@@ -265,6 +265,11 @@ def test_checkpoint_loads_through_load_renderer_and_renders(frames: torch.Tensor
     renderer.prepare(SourceImage(rgb=rgb, path=None, original_size_px=(SIZE, SIZE)))
     frame = renderer.render(np.random.default_rng(0).normal(size=(73, 27)).astype(np.float32)).frame
     assert frame.shape == (1, 3, SIZE, SIZE) and bool(torch.isfinite(frame).all()) and float(frame.std()) > 0
+    # the checkpoint's sample grid: source | target | warped | generated for each pair of the last batch
+    with Image.open(tmp_path / "samples" / "step_0000002.png") as grid:
+        assert grid.size == (4 * SIZE, 2 * SIZE)
+        tiles = np.asarray(grid.convert("RGB")).reshape(2, SIZE, 4, SIZE, 3)
+    assert tiles[:, :, 3].std() > 1 and not np.array_equal(tiles[:, :, 2], tiles[:, :, 3])
 
 
 _DDP_SCRIPT = """
