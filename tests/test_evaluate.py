@@ -213,3 +213,22 @@ def test_measures() -> None:
     assert ev.relative_pose_deg(angles, angles[0]) == pytest.approx(
         np.array([[0, 0, 0], [0, 10, 0]]), abs=1e-9
     )
+
+
+def test_lpips_and_fid_are_computed_from_local_weights(dataset: Path, tmp_path: Path) -> None:
+    from test_quality_metrics import ALEX_CLASSIFIER, ALEX_CONVS, torchvision_state_dict
+
+    from pirender.training.quality_metrics import FidInceptionV3
+
+    alex = tmp_path / "alexnet.pth"
+    torch.save(torchvision_state_dict(ALEX_CONVS, ALEX_CLASSIFIER, seed=1), alex)
+    fid = tmp_path / "pt_inception-random.pth"
+    torch.save(FidInceptionV3().state_dict(), fid)
+    config = ev.EvalConfig(
+        data=dataset, out=tmp_path / "r", max_frames=8, cross_frames=2, lpips=alex, fid=fid
+    )
+    metrics = ev.Evaluation(config, progress=False).run()
+    assert metrics["not_computed"] == []
+    assert metrics["same_identity"]["mesh"]["lpips"] > 0 and isinstance(metrics["fid"]["mesh"], float)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "LPIPS |" in report and "FID (generated vs real" in report and "Not computed" not in report

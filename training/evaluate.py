@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from pirender.engine.errors import PirenderError, exception_text
@@ -523,9 +523,10 @@ class Evaluation:
                     **{k: _round(v) for k, v in clip_acc.means(_METRICS).items()},
                 }
             )
-        if self.fid:
+        if self.fid:  # the real frames through Inception once, their features to every renderer's FID
+            features = next(iter(self.fid.values())).extract(real * 2 - 1)
             for metric in self.fid.values():
-                metric.update(real * 2 - 1, real=True)
+                metric.add_features(features, real=True)
 
     def _measure_frames(
         self,
@@ -868,17 +869,17 @@ def markdown_report(metrics: dict[str, Any]) -> str:
 
 def contact_sheet(entries: list[_SheetEntry], labels: list[str], *, tile_px: int = 192) -> Image.Image:
     """One row per entry: source | real | each renderer, titled; (rows x (2 + renderers)) tiles."""
-    header = 18
+    font = ImageFont.load_default(size=14)
+    header = 22
     columns = ["source", "real", *labels]
-    sheet = Image.new(
-        "RGB", (tile_px * len(columns), max(1, len(entries)) * (tile_px + header) + header), "white"
-    )
+    height = max(1, len(entries)) * (tile_px + header) + header
+    sheet = Image.new("RGB", (tile_px * len(columns), height), "white")
     draw = ImageDraw.Draw(sheet)
     for c, name in enumerate(columns):
-        draw.text((c * tile_px + 4, 3), name, fill="black")
+        draw.text((c * tile_px + 4, 3), name, fill="black", font=font)
     for r, entry in enumerate(entries):
         top = header + r * (tile_px + header)
-        draw.text((4, top + 3), entry.label, fill="black")
+        draw.text((4, top + 3), entry.label, fill="black", font=font)
         tiles = [entry.source, entry.real, *(entry.generated.get(label) for label in labels)]
         for c, tile in enumerate(tiles):
             if tile is None:
