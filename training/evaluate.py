@@ -44,7 +44,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -268,13 +268,27 @@ class Shot:
 
     clip: str
     identity: str
-    frames: list[np.ndarray]
-    points: list[np.ndarray | None]
+    numbers: np.ndarray  # (N,) the frames' numbers in the clip
+    frames: list[np.ndarray | None]  # (S, S, 3) uint8 each (None: let go, see ``trimmed``)
+    points: list[np.ndarray | None]  # (478, 3) real landmarks, None where no face was found
     open_rows: np.ndarray  # (N, 17): the clip's motion (relative to its neutral)
     authors_rows: np.ndarray | None  # (N, 73) or None
     source: int  # index of the source frame
     real_rows: np.ndarray = field(default_factory=lambda: np.zeros((0, OPEN_SPACE.width)))
     real_found: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def frame(self, index: int) -> np.ndarray:
+        picture = self.frames[index]
+        if picture is None:
+            raise PirenderError(f"frame {index} of the shot of {self.clip} was let go")
+        return picture
+
+    def trimmed(self, count: int) -> Shot:
+        """This shot keeping only the pictures the cross-identity test needs: the first ``count``
+        frames and the source (the rest let go, so that held-out sets of any size fit in memory)."""
+        keep = [f if (i < count or i == self.source) else None for i, f in enumerate(self.frames)]
+        points = [p if (i < count or i == self.source) else None for i, p in enumerate(self.points)]
+        return replace(self, frames=keep, points=points)
 
     @property
     def targets(self) -> np.ndarray:
@@ -308,8 +322,8 @@ def _rgb(dataset: PairDataset, clip: int, frame: int) -> np.ndarray:
 def _authors_motion(data: Path, split: str) -> PairDataset | None:
     """The dataset's authors'-space motion reader, when it stores Deep3D coefficients."""
     try:
-        return PairDataset(data, split, 0, space="authors")  # type: ignore[call-arg]
-    except (PirenderError, TypeError):
+        return PairDataset(data, split, 0, space="authors")
+    except PirenderError:
         return None
 
 
@@ -320,7 +334,6 @@ def _authors_motion(data: Path, split: str) -> PairDataset | None:
 @dataclass
 class _Accumulator:
     values: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in _METRICS})
-    extra: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, name: str, value: float) -> None:
         if math.isfinite(value):
@@ -467,7 +480,7 @@ class Evaluation:
             elif self.deep3d is not None:
                 shot_authors = self._deep3d_rows(frames, points, found)
             source = calmest_frame(open_rows, found)
-            shot = Shot(info.name, info.identity, frames, points, open_rows, shot_authors, source)
+            shot = Shot(info.name, info.identity, idx, list(frames), points, open_rows, shot_authors, source)
             neutral = NeutralFace.from_landmarks([points[source]])  # type: ignore[list-item]
             shot.real_rows, shot.real_found = _rows_relative(neutral, points)
             shots.append(shot)
@@ -488,8 +501,7 @@ class Evaluation:
     # ---- same identity
     def _same_identity(self, shot: Shot, retracker: Retracker, bar: tqdm) -> None:
         targets = shot.targets
-        real = torch.from_numpy(np.stack([shot.frames[i] for i in targets])).permute(0, 3, 1, 2).float() / 255
-        source_rgb = shot.frames[shot.source]
+        source_rgb = shot.frame(shot.source)
         sheet_pick = self._sheet_candidates(shot, targets)
         for contender in self.contenders:
             acc = self.same[contender.label]
@@ -503,7 +515,7 @@ class Evaluation:
                 with torch.inference_mode():
                     out = renderer.render(windows[part], source=prepared).frame
                 fake = _to_unit(out, self.size_px)
-                truth = real[start : start + BATCH]
+                truth = _real_batch(shot, part)
                 fake_rgb = _to_uint8(fake)
                 self._measure_frames(shot, part, fake, truth, fake_rgb, neutral, retracker, (acc, clip_acc))
                 if contender.label in self.fid:
@@ -517,16 +529,19 @@ class Evaluation:
                 {
                     "clip": shot.clip,
                     "identity": shot.identity,
-                    "source_frame": int(shot.source),
+                    "shot_first_frame": int(shot.numbers[0]),
+                    "source_frame": int(shot.numbers[shot.source]),
                     "frames": int(targets.size),
                     "renderer": contender.label,
                     **{k: _round(v) for k, v in clip_acc.means(_METRICS).items()},
                 }
             )
         if self.fid:  # the real frames through Inception once, their features to every renderer's FID
-            features = next(iter(self.fid.values())).extract(real * 2 - 1)
-            for metric in self.fid.values():
-                metric.add_features(features, real=True)
+            first = next(iter(self.fid.values()))
+            for start in range(0, targets.size, BATCH):
+                features = first.extract(_real_batch(shot, targets[start : start + BATCH]) * 2 - 1)
+                for metric in self.fid.values():
+                    metric.add_features(features, real=True)
 
     def _measure_frames(
         self,
@@ -589,9 +604,9 @@ class Evaluation:
                 frame_index = int(chosen[best])
                 self.sheet[name] = _SheetEntry(
                     float(score[best]),
-                    f"{name}: {shot.clip} frame {frame_index}",
-                    shot.frames[shot.source],
-                    shot.frames[frame_index],
+                    f"{name}: {shot.clip} frame {int(shot.numbers[frame_index])}",
+                    shot.frame(shot.source),
+                    shot.frame(frame_index),
                 )
                 picks[name] = (frame_index, float(score[best]))
         return picks
@@ -609,14 +624,14 @@ class Evaluation:
             example = int(np.argmax(jaw))
             self.cross_example = _SheetEntry(
                 0.0,
-                f"{source.clip} driven by {driver.clip} frame {example}",
-                source.frames[source.source],
-                driver.frames[example],
+                f"{source.clip} driven by {driver.clip} frame {int(driver.numbers[example])}",
+                source.frame(source.source),
+                driver.frame(example),
             )
         for contender in self.contenders:
             acc = self.cross[contender.label]
             renderer = contender.renderer
-            image = _source_image(source.frames[source.source], renderer.image_size_px, source.clip)
+            image = _source_image(source.frame(source.source), renderer.image_size_px, source.clip)
             prepared = renderer.prepare(image)
             windows = contender.windows(self._cross_rows(contender.space, source, driver))
             for start in range(0, count, BATCH):
@@ -648,52 +663,61 @@ class Evaluation:
 
     # ---- main loop
     def run(self) -> dict[str, Any]:
+        """Measure every renderer (module docstring), write the report files, return the metrics.
+
+        Clips are read, measured and let go one by one (only what the cross-identity test needs is
+        kept); a clip that cannot be measured is skipped and listed.
+        """
         started = time.perf_counter()
         prepare_folder(self.config.out)
         retracker = Retracker()
+        firsts: list[Shot] = []
+        measured: list[Shot] = []
+        renderers = len(self.contenders)
+        budgets = [self._budget(c) for c in range(len(self.dataset.clips))]
+        estimate = sum(b - 1 + min(b, self.config.cross_frames) for b in budgets) * renderers
         try:
-            shots = self._collect(retracker)
-            if not shots:
-                raise PirenderError(
-                    f"no clip of the {self.config.split} split could be measured "
-                    f"(skipped: {'; '.join(f'{k}: {v}' for k, v in self.skipped.items()) or 'none'})"
-                )
-            pairs = _cross_pairs(shots)
-            total = sum(s.targets.size for s in shots) + sum(
-                min(len(d.frames), self.config.cross_frames) for _, d in pairs
-            )
-            with tqdm(
-                total=total * len(self.contenders), unit="frame", desc="eval", disable=not self.progress
-            ) as bar:
-                for shot in shots:
-                    self._same_identity(shot, retracker, bar)
+            with tqdm(total=estimate, unit="frame", desc="eval", disable=not self.progress) as bar:
+                for clip, budget in enumerate(budgets):
+                    name = self.dataset.clips[clip].name
+                    bar.set_postfix_str(name)
+                    try:
+                        shots = self._shots(clip, retracker)
+                    except PirenderError as exc:
+                        shots, self.skipped[name] = [], exception_text(exc)
+                    if not shots and name not in self.skipped:
+                        self.skipped[name] = f"no shot of {MIN_SHOT_FRAMES}+ frames with a face in them"
+                    bar.total += (sum(s.targets.size for s in shots) - (budget - 1)) * renderers
+                    for shot in shots:
+                        self._same_identity(shot, retracker, bar)
+                    if shots:
+                        firsts.append(shots[0].trimmed(self.config.cross_frames))
+                    measured += [replace(s, frames=[], points=[]) for s in shots]
+                if not measured:
+                    raise PirenderError(
+                        f"no clip of the {self.config.split} split could be measured "
+                        f"(skipped: {'; '.join(f'{k}: {v}' for k, v in self.skipped.items()) or 'none'})"
+                    )
+                pairs = _cross_pairs(firsts)
+                cross = sum(min(len(d.frames), self.config.cross_frames) for _, d in pairs) * renderers
+                bar.total = bar.n + cross
+                bar.set_postfix_str("cross-identity")
                 for source, driver in pairs:
                     self._cross_identity(source, driver, retracker, bar)
         finally:
             retracker.close()
             for contender in self.contenders:
                 contender.renderer.close()
-        metrics = self._metrics(shots, pairs, time.perf_counter() - started)
+        metrics = self._metrics(measured, pairs, time.perf_counter() - started)
         self._write(metrics)
         return metrics
 
-    def _collect(self, retracker: Retracker) -> list[Shot]:
-        shots: list[Shot] = []
-        clips = range(len(self.dataset.clips))
-        for clip in tqdm(clips, unit="clip", desc="reading held-out clips", disable=not self.progress):
-            name = self.dataset.clips[clip].name
-            try:
-                found = self._shots(clip, retracker)
-            except PirenderError as exc:
-                self.skipped[name] = exception_text(exc)
-                continue
-            if not found:
-                self.skipped[name] = (
-                    f"no shot of {MIN_SHOT_FRAMES}+ frames with a face found in {MIN_SHOT_FRAMES}+"
-                )
-                continue
-            shots.extend(found)
-        return shots
+    def _budget(self, clip: int) -> int:
+        """Frames of a clip that will be read (for the progress bar's first estimate)."""
+        frames = self.dataset.clips[clip].frames
+        if frames < 0:  # the authors' layout does not list lengths
+            frames = self.dataset.clip_motion(clip)[0].shape[0]
+        return frames if self.config.max_frames is None else min(frames, self.config.max_frames)
 
     # ---- report
     def _metrics(self, shots: list[Shot], pairs: list[tuple[Shot, Shot]], seconds: float) -> dict[str, Any]:
@@ -752,7 +776,7 @@ class Evaluation:
         report = markdown_report(metrics)
         write_atomically(self.outputs["report.md"], text(report))
         buffer = io.StringIO()
-        columns = ["clip", "identity", "source_frame", "frames", "renderer", *_METRICS]
+        columns = ["clip", "identity", "shot_first_frame", "source_frame", "frames", "renderer", *_METRICS]
         writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.per_clip)
@@ -783,12 +807,8 @@ def _hold(rows: np.ndarray, found: np.ndarray) -> np.ndarray:
     return out
 
 
-def _cross_pairs(shots: list[Shot]) -> list[tuple[Shot, Shot]]:
+def _cross_pairs(firsts: list[Shot]) -> list[tuple[Shot, Shot]]:
     """Each clip's first shot as a source, driven by the next clip (in order) of another person."""
-    firsts: list[Shot] = []
-    for shot in shots:
-        if not firsts or firsts[-1].clip != shot.clip:
-            firsts.append(shot)
     pairs = []
     for i, source in enumerate(firsts):
         for step in range(1, len(firsts)):
@@ -797,6 +817,12 @@ def _cross_pairs(shots: list[Shot]) -> list[tuple[Shot, Shot]]:
                 pairs.append((source, driver))
                 break
     return pairs
+
+
+def _real_batch(shot: Shot, part: np.ndarray) -> torch.Tensor:
+    """(B, 3, S, S) float in [0, 1] of some real frames of a shot."""
+    stacked = np.stack([shot.frame(int(i)) for i in part])
+    return torch.from_numpy(stacked).permute(0, 3, 1, 2).float().div_(255)
 
 
 def _fid_value(metric: Any) -> float | str:
