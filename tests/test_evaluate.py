@@ -127,8 +127,11 @@ def test_eval_runs_end_to_end_side_by_side_and_writes_its_report(
     assert {(r["clip"], r["renderer"]) for r in rows} == {
         (c, r) for c in ("d18", "d20") for r in ("mesh", "open_tiny", "oracle")
     }
-    sheet = Image.open(out / "contact_sheet.png")
-    assert sheet.size[0] == 192 * 5 and sheet.size[1] > 4 * 192  # source, real, 3 renderers; 4 rows
+    # columns: source, real, 3 renderers; a row per extreme frame that is extreme enough + cross-identity
+    rows = metrics["contact_sheet"]
+    assert rows[-1].startswith("cross-identity: ") and all("(source: frame" in r for r in rows[:-1])
+    with Image.open(out / "contact_sheet.png") as sheet:
+        assert sheet.size == (192 * 5, 22 + len(rows) * (192 + 22))
 
     with pytest.raises(PirenderError, match="exists"):  # an earlier report is never replaced silently
         ev.Evaluation(config, progress=False)
@@ -192,7 +195,8 @@ def test_a_folder_of_videos_is_prepared_and_a_faceless_clip_is_skipped_and_liste
     assert metrics["clips"] == ["d18", "d20"] and metrics["same_identity"]["mesh"]["frames"] == 30
     report = (out / "report.md").read_text()
     assert "noise" in json.dumps(json.loads((out / "dataset" / "meta.json").read_text())["skipped"])
-    assert metrics["cross_identity"]["mesh"]["frames"] == 8 and "Skipped" not in report
+    assert metrics["cross_identity"]["mesh"]["frames"] == 8 and "noise" in metrics["not_prepared"]
+    assert "Clips the dataset could not take (pirender prepare skipped them): noise" in report
 
 
 def test_measures() -> None:
@@ -232,3 +236,13 @@ def test_lpips_and_fid_are_computed_from_local_weights(dataset: Path, tmp_path: 
     assert metrics["same_identity"]["mesh"]["lpips"] > 0 and isinstance(metrics["fid"]["mesh"], float)
     report = (tmp_path / "r" / "report.md").read_text()
     assert "LPIPS |" in report and "FID (generated vs real" in report and "Not computed" not in report
+
+
+def test_a_checkpoint_that_stopped_in_the_warp_stage_is_measured_as_its_warped_source(tmp_path: Path) -> None:
+    path = tmp_path / "warp_only.pt"
+    model = random_generator(replace(TINY_CONFIG, coeff_nc=OPEN_SPACE.width))
+    save_checkpoint(path, model, space=OPEN_SPACE, image_size_px=64, meta={"stage": "warp"}, iteration=50)
+    contender = ev.load_contender(str(path), "cpu")
+    assert contender.renderer.mode == RenderMode.WARP and contender.label == "warp_only"
+    save_checkpoint(path, model, space=OPEN_SPACE, image_size_px=64, meta={"stage": "gen"})
+    assert ev.load_contender(str(path), "cpu").renderer.mode == RenderMode.FULL

@@ -338,10 +338,21 @@ def test_main_trains_resumes_and_names_a_missing_vgg_file(
     if importlib.util.find_spec("tensorboard") is None:  # else the scalars go to TensorBoard
         log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         assert log[0]["losses_used"]["kind"] == "fallback" and log[-1]["step"] == 3
-    capsys.readouterr()
-    assert main([*args, "--vgg19", str(tmp_path / "missing.pth")], make_dataset=data) == 2
+    printed = capsys.readouterr().out
+    assert "step 3: checkpoint in" in printed and "still in the warp stage" not in printed
+    # a new run over an earlier one is refused in one line; --overwrite starts again
+    assert main([*args, "--steps", "1"], make_dataset=data) == 2
+    err = capsys.readouterr().err.strip()
+    assert "add --resume to continue it or --overwrite" in err and "\n" not in err
+    assert main([*args, "--steps", "1", "--warp-steps", "1", "--overwrite"], make_dataset=data) == 0
+    assert read_checkpoint(run).iteration == 1 and not (run / checkpoint_name(0, 2)).exists()
+    assert "still in the warp stage (warp_steps 1)" in capsys.readouterr().out
+    fresh = ["--config", str(config_file), "--data", "unused", "--out", str(tmp_path / "fresh")]
+    assert main([*fresh, "--vgg19", str(tmp_path / "missing.pth")], make_dataset=data) == 2
     err = capsys.readouterr().err.strip()
     assert "missing.pth" in err and "\n" not in err
+    assert main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+    assert "no such dataset folder" in capsys.readouterr().err
 
 
 def test_bf16_autocast_trains_and_a_batch_of_another_space_is_refused(

@@ -62,6 +62,7 @@ from pirender.engine.motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionFrame,
 from pirender.engine.motion.window import build_windows
 from pirender.engine.renderer.base import Renderer
 from pirender.engine.track import landmarks as lm
+from pirender.engine.track.face_check import HumanFaceCheck
 from pirender.engine.track.geometry import euler_from_rotation, rotation_from_euler
 from pirender.engine.track.landmarks import FaceMesh, FaceMeshConfig
 from pirender.engine.track.open_space import NeutralFace
@@ -84,6 +85,14 @@ _EYE_POINTS = np.array(
 _METRICS = ("l1", "psnr", "ssim", "mouth_psnr", "mouth_ssim", "eyes_psnr", "eyes_ssim", "aed", "apd_deg")
 _CROSS_METRICS = ("aed", "apd_deg", "face_found")
 _SHEET_ROWS = ("mouth open", "head turned", "eyes closed")
+#: a contact-sheet row is shown only when its most extreme held-out frame reaches this (re-tracked,
+#: relative to the source): jaw_open (control units), yaw (degrees), blink (mean of both eyes)
+_SHEET_MIN = {"mouth open": 0.3, "head turned": 10.0, "eyes closed": 0.5}
+_SHEET_MEASURE = {
+    "mouth open": "jaw_open {:.2f}",
+    "head turned": "yaw {:.0f} deg",
+    "eyes closed": "blink {:.2f}",
+}
 
 
 @dataclass(frozen=True)
@@ -170,14 +179,21 @@ class Retracker:
 
     def __init__(self) -> None:
         self._mesh = FaceMesh(FaceMeshConfig(max_faces=1), static_images=True)
+        self._human = HumanFaceCheck()
 
-    def landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
-        """(478, 3) pixel landmarks of the face in an (H, W, 3) uint8 picture, or None."""
-        faces = self._mesh.detect(np.ascontiguousarray(rgb))
-        return faces[0] if faces else None
+    def landmarks(self, rgb: np.ndarray, *, human: bool = False) -> np.ndarray | None:
+        """(478, 3) pixel landmarks of the face in an (H, W, 3) uint8 picture, or None. ``human``:
+        only a face that also passes the project's human-face rule (``track.face_check``; the face
+        mesh alone finds "faces" in some noise), as generated frames are judged."""
+        rgb = np.ascontiguousarray(rgb)
+        faces = self._mesh.detect(rgb)
+        if not faces or (human and not self._human.check(rgb, faces[0]).human):
+            return None
+        return faces[0]
 
     def close(self) -> None:
         self._mesh.close()
+        self._human.close()
 
 
 def _rows_relative(neutral: NeutralFace, points: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
@@ -232,8 +248,15 @@ def load_contender(spec: str, device: str) -> Contender:
     window = info.config.min_window_frames
     past = int(train.get("radius_past", (window - 1) // 2))
     future = int(train.get("radius_future", (window - 1) // 2))
-    renderer = load_renderer(info, device=device)
     label = Path(spec).name if Path(spec).is_dir() else Path(spec).stem
+    mode = "full"
+    if info.meta.get("stage") == "warp":  # the editing net never trained: its frames would be noise
+        mode = "warp"
+        print(
+            f"note: {label} stopped in the warp stage (step {info.iteration}): measured as its warped "
+            "source (mode warp), the editing net is untrained"
+        )
+    renderer = load_renderer(info, device=device, mode=mode)
     return Contender(label, renderer, past, future)
 
 
@@ -407,6 +430,10 @@ class Evaluation:
                     "PATH (Deep3DFaceRecon's epoch_20.pth) or a dataset prepared with --deep3d"
                 )
         self.skipped: dict[str, str] = {}
+        #: clips the dataset itself could not take (``pirender prepare`` skipped them; any split)
+        self.not_prepared: dict[str, str] = {}
+        if (self.data / "meta.json").is_file():
+            self.not_prepared = dict(json.loads((self.data / "meta.json").read_text()).get("skipped") or {})
         self.same = {c.label: _Accumulator() for c in self.contenders}
         self.cross = {c.label: _Accumulator() for c in self.contenders}
         self.per_clip: list[dict[str, Any]] = []
@@ -427,7 +454,10 @@ class Evaluation:
 
         clips = read_inputs(data)
         prepared = config.out / "dataset"
-        print(f"{data} is not a dataset: preparing its {len(clips)} clip(s) in {prepared} (all held out)")
+        print(
+            f"{data} is not a dataset: preparing its {len(clips)} clip(s) in {prepared}, all held out "
+            "(without a MANIFEST.tsv each file counts as its own person)"
+        )
         config_all = PrepareConfig(holdout=tuple(sorted({c.identity for c in clips})))
         prepare_dataset(clips, prepared, config_all, progress=True)
         return prepared
@@ -574,7 +604,7 @@ class Evaluation:
                     b = truth[k : k + 1, :, top:bottom, left:right]
                     values[f"{region}_psnr"] = float(psnr_db(a, b)[0])
                     values[f"{region}_ssim"] = float(ssim_per_image(a, b)[0])
-            generated = retracker.landmarks(fake_rgb[k])
+            generated = retracker.landmarks(fake_rgb[k], human=True)
             values["face_found"] = float(generated is not None)
             if generated is not None and shot.real_found[int(frame_index)]:
                 gen_row = neutral.motion(generated).values.astype(np.float64)
@@ -602,9 +632,11 @@ class Evaluation:
             best = int(np.argmax(score))
             if name not in self.sheet or score[best] > self.sheet[name].score:
                 frame_index = int(chosen[best])
+                measure = _SHEET_MEASURE[name].format(float(score[best]))
                 self.sheet[name] = _SheetEntry(
                     float(score[best]),
-                    f"{name}: {shot.clip} frame {int(shot.numbers[frame_index])}",
+                    f"{name} ({measure}): {shot.clip} frame {int(shot.numbers[frame_index])} "
+                    f"(source: frame {int(shot.numbers[shot.source])})",
                     shot.frame(shot.source),
                     shot.frame(frame_index),
                 )
@@ -624,7 +656,8 @@ class Evaluation:
             example = int(np.argmax(jaw))
             self.cross_example = _SheetEntry(
                 0.0,
-                f"{source.clip} driven by {driver.clip} frame {int(driver.numbers[example])}",
+                f"cross-identity: {source.clip} driven by {driver.clip} frame {int(driver.numbers[example])} "
+                "(real: the driver)",
                 source.frame(source.source),
                 driver.frame(example),
             )
@@ -640,7 +673,7 @@ class Evaluation:
                     out = renderer.render(windows[part], source=prepared).frame
                 fake_rgb = _to_uint8(_to_unit(out, self.size_px))
                 for k, frame_index in enumerate(part):
-                    generated = retracker.landmarks(fake_rgb[k])
+                    generated = retracker.landmarks(fake_rgb[k], human=True)
                     acc.add("face_found", float(generated is not None))
                     if generated is None or not driver.real_found[frame_index]:
                         continue
@@ -669,7 +702,6 @@ class Evaluation:
         kept); a clip that cannot be measured is skipped and listed.
         """
         started = time.perf_counter()
-        prepare_folder(self.config.out)
         retracker = Retracker()
         firsts: list[Shot] = []
         measured: list[Shot] = []
@@ -720,6 +752,14 @@ class Evaluation:
         return frames if self.config.max_frames is None else min(frames, self.config.max_frames)
 
     # ---- report
+    def _sheet_entries(self) -> list[_SheetEntry]:
+        """The contact sheet's rows: the extreme frames that reach :data:`_SHEET_MIN`, then the
+        cross-identity example."""
+        rows = [
+            self.sheet[r] for r in _SHEET_ROWS if r in self.sheet and self.sheet[r].score >= _SHEET_MIN[r]
+        ]
+        return rows + ([self.cross_example] if self.cross_example is not None else [])
+
     def _metrics(self, shots: list[Shot], pairs: list[tuple[Shot, Shot]], seconds: float) -> dict[str, Any]:
         same = {}
         for label, acc in self.same.items():
@@ -747,6 +787,7 @@ class Evaluation:
                     "label": c.label,
                     "spec": spec,
                     "space": c.space.name,
+                    "mode": str(c.renderer.mode),
                     "image_size_px": c.renderer.image_size_px,
                     "window": [c.past, c.future],
                 }
@@ -765,10 +806,14 @@ class Evaluation:
             "fid": fid or None,
             "not_computed": not_computed,
             "skipped": self.skipped,
+            "not_prepared": self.not_prepared,
+            "contact_sheet": [entry.label for entry in self._sheet_entries()],
             "seconds": round(seconds, 1),
         }
 
     def _write(self, metrics: dict[str, Any]) -> None:
+        prepare_folder(self.config.out)
+
         def text(data: str) -> Any:
             return lambda handle: handle.write(data.encode())
 
@@ -781,11 +826,7 @@ class Evaluation:
         writer.writeheader()
         writer.writerows(self.per_clip)
         write_atomically(self.outputs["per_clip.csv"], text(buffer.getvalue()))
-        sheet = contact_sheet(
-            [self.sheet[r] for r in _SHEET_ROWS if r in self.sheet]
-            + ([self.cross_example] if self.cross_example is not None else []),
-            [c.label for c in self.contenders],
-        )
+        sheet = contact_sheet(self._sheet_entries(), [c.label for c in self.contenders])
         png = io.BytesIO()
         sheet.save(png, format="PNG")
         write_atomically(self.outputs["contact_sheet.png"], lambda handle: handle.write(png.getvalue()))
@@ -836,6 +877,10 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _cell(value: Any, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -843,7 +888,8 @@ def _cell(value: Any, digits: int) -> str:
 def markdown_report(metrics: dict[str, Any]) -> str:
     """The Markdown tables of a metrics dict (same-identity, cross-identity, what was not computed)."""
     lines = [
-        f"# pirender eval: {len(metrics['identities'])} people, {len(metrics['clips'])} clips, "
+        f"# pirender eval: {_count(len(metrics['identities']), 'person', 'people')}, "
+        f"{_count(len(metrics['clips']), 'clip', 'clips')}, "
         f"{metrics['shots']} shots ({metrics['split']} split of {metrics['data']})",
         "",
         "Same-identity reconstruction (source: each shot's calmest frame; every other frame generated "
@@ -875,7 +921,11 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         "| renderer | frames | AED | APD (deg) | face found |",
         "|---|---|---|---|---|",
     ]
+    if not metrics["cross_pairs"]:
+        lines.append("| (none: cross-identity needs at least two held-out people) | | | | |")
     for label, m in metrics["cross_identity"].items():
+        if not metrics["cross_pairs"]:
+            break
         lines.append(
             f"| {label} | {m['frames']} | {_cell(m['aed'], 4)} | {_cell(m['apd_deg'], 2)} "
             f"| {_cell(m['face_found'], 3)} |"
@@ -890,6 +940,9 @@ def markdown_report(metrics: dict[str, Any]) -> str:
         lines += ["", "Not computed: " + "; ".join(metrics["not_computed"]) + "."]
     if metrics["skipped"]:
         lines += ["", "Skipped clips: " + "; ".join(f"{k} ({v})" for k, v in metrics["skipped"].items())]
+    if metrics.get("not_prepared"):
+        skipped = "; ".join(f"{k} ({v})" for k, v in metrics["not_prepared"].items())
+        lines += ["", f"Clips the dataset could not take (pirender prepare skipped them): {skipped}"]
     return "\n".join(lines) + "\n"
 
 
@@ -940,7 +993,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, help="report folder (metrics.json, report.md, CSV, PNG)")
     parser.add_argument("--split", default="test", choices=["test", "train"], help="default: test (held out)")
-    parser.add_argument("--max-frames", type=int, default=None, help="frames per clip at most (default all)")
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        help=f"frames per clip at most (>= {MIN_SHOT_FRAMES}; default all)",
+    )
     parser.add_argument("--cross-frames", type=int, default=100, help="frames per cross-identity pair (100)")
     parser.add_argument(
         "--deep3d", default=None, help="Deep3DFaceRecon checkpoint (authors'-space renderers)"
@@ -975,7 +1033,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         metrics = Evaluation(config).run()
     except PirenderError as exc:
-        print(f"pirender eval: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(markdown_report(metrics))
     print(f"report in {config.out} (metrics.json, report.md, per_clip.csv, contact_sheet.png)")

@@ -151,12 +151,19 @@ class RendererTrainConfig:
         )
         return write_atomically(target, lambda h: h.write(text.encode()), error=ConfigError)
 
-    def with_steps(self, total_steps: int) -> RendererTrainConfig:
-        """The same config with another total (the warp stage is cut to fit if longer)."""
+    def with_steps(self, total_steps: int | None, *, warp_steps: int | None = None) -> RendererTrainConfig:
+        """The same config with another total and/or warp stage (None: as configured); the warp
+        stage is cut to fit a shorter total.
+
+        Raises:
+            ConfigError: a total below 1 or a negative warp stage.
+        """
         s = self.schedule
-        return replace(
-            self, schedule=replace(s, total_steps=total_steps, warp_steps=min(s.warp_steps, total_steps))
-        )
+        total = s.total_steps if total_steps is None else total_steps
+        warp = s.warp_steps if warp_steps is None else warp_steps
+        if total < 1 or warp < 0:
+            raise ConfigError(f"steps must be >= 1 and warp steps >= 0 (got {total}, {warp})")
+        return replace(self, schedule=replace(s, total_steps=total, warp_steps=min(warp, total)))
 
 
 def _refuse_unknown(cls: type, data: dict[str, Any], prefix: str) -> None:

@@ -42,6 +42,7 @@ import io
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -568,6 +569,23 @@ class _PastOnly(Dataset):
         return item
 
 
+def _check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an earlier one's checkpoints (``--resume`` continues it,
+    ``--overwrite`` removes its checkpoints, pointer, log and samples first)."""
+    earlier = sorted(out.glob("epoch_*_checkpoint.pt")) if out.is_dir() else []
+    if resume or not (earlier or (out / POINTER_FILE).exists()):
+        return
+    if not overwrite:
+        raise PirenderError(
+            f"{out} holds the checkpoints of an earlier run ({len(earlier)}): add --resume to continue "
+            "it or --overwrite to start again"
+        )
+    for path in [*earlier, out / POINTER_FILE, out / "log.jsonl"]:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(out / "samples", ignore_errors=True)
+    shutil.rmtree(out / "tensorboard", ignore_errors=True)
+
+
 def main(
     argv: list[str] | None = None,
     *,
@@ -575,7 +593,13 @@ def main(
 ) -> int:
     """``--config paper|small|FILE --data DATASET --out RUN [--space open|authors] [--vgg19 PATH] [--steps N]
     [--resume [CKPT]]``."""
-    parser = argparse.ArgumentParser(prog="pirender train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="pirender train",
+        description="Train PIRenderer on a dataset of pirender prepare: the warp stage (mapping + warping "
+        "nets) first, then end to end with the editing net.",
+        epilog="example: pirender train --config small --data data/talking --out runs/small "
+        "(then pirender eval --data data/talking --renderer mesh --renderer runs/small --out out/eval)",
+    )
     parser.add_argument("--config", default="small", help="preset (paper, small) or a .json/.toml file")
     parser.add_argument("--data", required=True, help="prepared dataset folder")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
@@ -589,7 +613,14 @@ def main(
     parser.add_argument(
         "--vgg19", default=None, help="torchvision VGG-19 state_dict file (else the fallback loss)"
     )
-    parser.add_argument("--steps", type=int, default=None, help="total steps (overrides the config)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="total steps (overrides the config; the warp stage keeps its length, cut to fit: a run of "
+        "no more steps than --warp-steps never trains the editing net)",
+    )
+    parser.add_argument("--warp-steps", type=int, default=None, help="steps of the warp stage (overrides)")
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -597,11 +628,21 @@ def main(
         default=None,
         help="continue from a checkpoint (default: the run folder's latest)",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start again in a run folder that holds checkpoints"
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        if args.steps is not None:
-            config = config.with_steps(args.steps)
+        if args.steps is not None or args.warp_steps is not None:
+            config = config.with_steps(args.steps, warp_steps=args.warp_steps)
+        if make_dataset is None and not Path(args.data).expanduser().exists():
+            raise PirenderError(
+                f"--data {args.data}: no such dataset folder (make one with pirender prepare)"
+            )
+        _check_run_folder(
+            Path(args.out).expanduser(), resume=args.resume is not None, overwrite=args.overwrite
+        )
         if make_dataset is not None:
             dataset = make_dataset(args.data, config)
         else:
@@ -612,8 +653,19 @@ def main(
         trainer.train()
         trainer.close()
     except PirenderError as exc:
-        print(f"pirender train: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    if trainer.rank == 0:
+        s = config.schedule
+        print(
+            f"step {trainer.step}: checkpoint in {Path(args.out) / POINTER_FILE} (losses: "
+            f"{trainer.objective.description.get('kind', '?')}; sample grids in {Path(args.out) / 'samples'})"
+        )
+        if trainer.step <= s.warp_steps:
+            print(
+                f"note: the run is still in the warp stage (warp_steps {s.warp_steps}): the editing net is "
+                "untrained; the checkpoint renders the warped source only (pirender eval measures it so)"
+            )
     return 0
 
 

@@ -192,7 +192,9 @@ class FaceMesh:
     def reset(self) -> None:
         """Start a new video: forget the faces tracked so far (MediaPipe's video mode looks for them
         where they were in the previous frame; a new clip must start with a fresh detection)."""
-        self._mesh.reset()
+        with quiet_native_logs():  # the graph restarts: its calculators open (and log) again
+            self._mesh.reset()
+            run_graph(self._mesh, np.zeros((64, 64, 3), dtype=np.uint8))  # until they have
 
     def close(self) -> None:
         """Release the MediaPipe graph."""
