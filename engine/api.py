@@ -26,9 +26,11 @@ from .renderer.mesh.renderer import MeshRenderer
 from .renderer.pirender.generator import FaceGenerator
 from .renderer.torch_backend import TorchRenderer
 
-#: Renderer backends by name: ``mesh`` (weight-free, the default without a checkpoint), and PIRenderer
-#: from a checkpoint through ``torch`` (the default with one), ``onnx``, ``openvino`` or ``tensorrt``.
-BACKENDS = ("mesh", "torch", "onnx", "openvino", "tensorrt")
+#: Renderer backends by name: ``mesh`` (weight-free, the default without a checkpoint), ``neural``
+#: (the mesh warp + an editing network trained on real people; default weights shipped, or a refiner
+#: checkpoint), and PIRenderer from a checkpoint through ``torch`` (the default with one), ``onnx``,
+#: ``openvino`` or ``tensorrt``.
+BACKENDS = ("mesh", "neural", "torch", "onnx", "openvino", "tensorrt")
 
 
 def load_renderer(
@@ -61,6 +63,19 @@ def load_renderer(
         if checkpoint is not None:
             raise PirenderError("the mesh renderer is weight-free: it takes no checkpoint")
         return MeshRenderer(image_size_px=image_size_px or 256, mode=chosen_mode, warp=warp)
+    if chosen == "neural":
+        from .renderer.refine.renderer import DEFAULT_WEIGHTS, NeuralRenderer, read_refiner
+
+        weights = DEFAULT_WEIGHTS if checkpoint is None else checkpoint
+        if isinstance(weights, CheckpointInfo):
+            raise PirenderError("the neural renderer takes a refiner checkpoint, not a PIRenderer one")
+        return NeuralRenderer(
+            read_refiner(weights),
+            image_size_px=image_size_px or 256,
+            mode=chosen_mode,
+            warp=warp,
+            device=device,
+        )
     if checkpoint is None:
         raise PirenderError(f"the {chosen} (PIRenderer) backend needs a checkpoint")
     info = checkpoint if isinstance(checkpoint, CheckpointInfo) else read_checkpoint(checkpoint)

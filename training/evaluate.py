@@ -240,9 +240,13 @@ def load_contender(spec: str, device: str) -> Contender:
     """
     from pirender.engine.api import load_renderer
     from pirender.engine.renderer.checkpoint import read_checkpoint
+    from pirender.engine.renderer.refine.renderer import is_refiner_file
 
     if spec == "mesh":
         return Contender("mesh", load_renderer(), 0, 0)
+    if spec == "neural" or is_refiner_file(spec):
+        renderer = load_renderer(None if spec == "neural" else spec, backend="neural", device=device)
+        return Contender("neural" if spec == "neural" else Path(spec).stem, renderer, 0, 0)
     info = read_checkpoint(spec)
     train = dict(info.meta.get("train_config") or {})
     window = info.config.min_window_frames

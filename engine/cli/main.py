@@ -33,6 +33,7 @@ _EXAMPLES = {
     "serve": "pirender serve --port 8080   (then open http://127.0.0.1:8080/)",
     "bench": "pirender bench --backend all --json bench.json --plot bench.png",
     "train": "pirender train --config small --data data/talking --out runs/small",
+    "train-refiner": "pirender train-refiner --data data/talking --run runs/refiner --out refiner.pt",
     "eval": "pirender eval --data data/talking --renderer mesh --renderer runs/small --out out/eval",
     "doctor": "pirender doctor",
     "talk": "pirender talk --source portrait.jpg --face-crop --audio speech.wav --out talking.mp4",
@@ -329,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender train --help")
     train.set_defaults(run=lambda args: 2)  # never reached: `pirender train` goes to its own parser
 
+    refiner = command("train-refiner", "train the neural renderer's editing network on a prepared dataset")
+    refiner.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender train-refiner --help")
+    refiner.set_defaults(run=lambda args: 2)  # never reached: it goes to its own parser
+
     evaluate = command("eval", "measure renderers on held-out people (PSNR, SSIM, AED/APD, contact sheet)")
     evaluate.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender eval --help")
     evaluate.set_defaults(run=lambda args: 2)  # never reached: `pirender eval` goes to its own parser
@@ -429,6 +434,12 @@ def _eval_main() -> Callable[[list[str]], int]:
     return eval_main
 
 
+def _train_refiner_main() -> Callable[[list[str]], int]:
+    from ...training.refiner_trainer import main as train_refiner_main
+
+    return train_refiner_main
+
+
 def _bench_main() -> Callable[[list[str]], int]:
     from ..bench import main as bench_main
 
@@ -439,6 +450,7 @@ def _bench_main() -> Callable[[list[str]], int]:
 _DELEGATED: dict[str, Callable[[], Callable[[list[str]], int]]] = {
     "train": _train_main,
     "eval": _eval_main,
+    "train-refiner": _train_refiner_main,
     "bench": _bench_main,
 }
 

@@ -218,6 +218,13 @@ class MeshRenderer(Renderer):
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
         rows = np.asarray(windows, dtype=np.float32)[:, :, windows.shape[2] // 2]  # centre slots (B, 17)
+        return self.render_rows(rows, source, mode, extras)[0]
+
+    def render_rows(
+        self, rows: np.ndarray, source: PreparedSource, mode: RenderMode, extras: bool
+    ) -> tuple[RenderOutput, list[np.ndarray]]:
+        """Rows (B, 17) already within their limits -> the output and each frame's (478, 3) target
+        landmarks (pixels; what the ``neural`` renderer's editing network works around)."""
         cache = source.cache
         flows, targets = [], []
         for row in rows:
@@ -231,7 +238,7 @@ class MeshRenderer(Renderer):
         if mode is RenderMode.FULL:
             for index, target in enumerate(targets):
                 self._mouth(frame[index], target, cache)
-        return RenderOutput(frame=frame, warped=warped, flow=flow if extras else None)
+        return RenderOutput(frame=frame, warped=warped, flow=flow if extras else None), targets
 
     def rest_row(self, source: PreparedSource | None = None) -> np.ndarray:
         """The row that reproduces the source as it is (its own pose, no expression)."""

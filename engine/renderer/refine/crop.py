@@ -1,0 +1,82 @@
+"""The face box the editing network works in: a square around the eyes and mouth, scaled to the face.
+
+The network always sees the face at one scale (``CROP_IOD`` inter-ocular distances across
+``crop_px`` pixels), whatever the frame's size or the person's distance, and at full detail: the
+box of a 256 px frame's face is about as many pixels as the crop. ``crop`` samples the box out of
+frames; ``paste`` puts a crop back, blended with a soft border so no seam shows.
+
+Boxes are (B, 3) float tensors: centre x, centre y, side, in pixels of the frame (x right, y down).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...track import landmarks as lm
+
+#: side of the box in inter-ocular distances (eyes, brows' lower half, mouth and chin fit)
+CROP_IOD = 2.6
+#: the box centre lies this far from the eyes' midpoint toward the mouth (0: at the eyes, 1: mouth)
+CENTRE_TOWARD_MOUTH = 0.55
+#: width of the blended border of a pasted crop, as a part of its side
+FEATHER = 0.12
+
+
+def face_box(points: np.ndarray) -> np.ndarray:
+    """(3,) float32 box (centre x, centre y, side; pixels) of (478, 2+) face-mesh landmarks."""
+    right, left = lm.eye_centres(points[:, :2])
+    eyes = (right + left) / 2
+    mouth = (points[lm.MOUTH_RIGHT, :2] + points[lm.MOUTH_LEFT, :2]) / 2
+    centre = eyes + CENTRE_TOWARD_MOUTH * (mouth - eyes)
+    side = CROP_IOD * float(np.linalg.norm(left - right))
+    return np.array([centre[0], centre[1], max(side, 8.0)], dtype=np.float32)
+
+
+def _grid(boxes: torch.Tensor, height: int, width: int, size: int) -> torch.Tensor:
+    """(B, size, size, 2) grid_sample coordinates (align_corners=False) of each box's pixels."""
+    steps = (torch.arange(size, dtype=torch.float32, device=boxes.device) + 0.5) / size - 0.5  # (-0.5, 0.5)
+    cx, cy, side = boxes[:, 0, None], boxes[:, 1, None], boxes[:, 2, None]
+    xs = (cx + side * steps[None]) * (2.0 / width) - 1.0 + 1.0 / width  # pixel centres -> [-1, 1]
+    ys = (cy + side * steps[None]) * (2.0 / height) - 1.0 + 1.0 / height
+    grid_x = xs[:, None, :].expand(-1, size, -1)
+    grid_y = ys[:, :, None].expand(-1, -1, size)
+    return torch.stack([grid_x, grid_y], dim=-1)
+
+
+def crop(frames: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, C, H, W) frames, (B, 3) boxes -> (B, C, size, size) crops (bilinear; border pixels repeat)."""
+    grid = _grid(boxes.to(frames.dtype), frames.shape[-2], frames.shape[-1], size).to(frames.dtype)
+    return F.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def paste(frames: torch.Tensor, crops: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Put (B, C, s, s) crops back into (B, C, H, W) frames at their (B, 3) boxes, blended over a
+    border of :data:`FEATHER` of the side (a new tensor; ``frames`` is not changed)."""
+    height, width = frames.shape[-2:]
+    ys = torch.arange(height, dtype=frames.dtype, device=frames.device)
+    xs = torch.arange(width, dtype=frames.dtype, device=frames.device)
+    boxes = boxes.to(frames.dtype)
+    cx, cy, side = boxes[:, 0, None], boxes[:, 1, None], boxes[:, 2, None]
+    u = (xs[None] - cx) / side  # (B, W): -0.5..0.5 inside the box
+    v = (ys[None] - cy) / side  # (B, H)
+    grid = torch.stack(
+        [(2 * u)[:, None, :].expand(-1, height, -1), (2 * v)[:, :, None].expand(-1, -1, width)], dim=-1
+    )  # crop coordinates in [-1, 1] (align_corners=False: pixel centres at (2k + 1)/s - 1)
+    back = F.grid_sample(crops, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def ramp(t: torch.Tensor) -> torch.Tensor:  # 1 inside, 0 outside, smooth over the feather
+        inside = (0.5 - t.abs()) / FEATHER
+        return (0.5 - 0.5 * torch.cos(torch.pi * inside.clamp(0.0, 1.0))).to(frames.dtype)
+
+    mask = (ramp(v)[:, :, None] * ramp(u)[:, None, :])[:, None]  # (B, 1, H, W)
+    return frames * (1 - mask) + back * mask
+
+
+def boxes_of(points: list[np.ndarray]) -> torch.Tensor:
+    """(B, 3) float32 boxes of several landmark sets."""
+    return torch.from_numpy(np.stack([face_box(p) for p in points]))
+
+
+__all__ = ["CROP_IOD", "FEATHER", "boxes_of", "crop", "face_box", "paste"]

@@ -1,0 +1,195 @@
+"""The ``neural`` renderer: the mesh renderer's exact warp, then an editing network trained on real
+people (``network.Refiner``) that makes what a warp cannot: the inside of an opening mouth, teeth,
+lips, closing eyelids.
+
+Per frame: the mesh renderer moves the source to the motion row and says where the face's landmarks
+went; the face box around them (``crop.face_box``: eyes and mouth at one scale) is cut out of the
+mesh frame, the editing network corrects it (seeing the source's own face box and the motion), and
+the result is pasted back with a soft border. Everything outside the box is the mesh frame.
+
+Causal: one motion row per frame (window 1). Open motion space, 256 or 512 px (the box is resampled
+to the network's ``crop_px``).
+
+Checkpoint file (``torch.save`` dict, written by ``training/refiner_trainer.py``): ``format``
+("pirender-refiner"), ``version``, ``config`` (:class:`RefinerConfig` fields), ``crop_px``,
+``state_dict`` (the EMA weights) and free ``meta`` (data, losses, steps, held-out figures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...errors import CheckpointError, exception_text
+from ...image import SourceImage
+from ...motion.space import OPEN_SPACE
+from ...track.geometry import euler_from_rotation, rotation_from_euler
+from ..base import PreparedSource, Renderer, RenderMode, RenderOutput
+from ..checkpoint import load_weights_file
+from ..mesh.renderer import MeshRenderer
+from .crop import boxes_of, crop, face_box, paste
+from .network import Refiner, RefinerConfig
+
+FORMAT = "pirender-refiner"
+VERSION = 1
+#: the weights shipped with the engine (``make train-renderer`` reproduces them)
+DEFAULT_WEIGHTS = Path(__file__).with_name("default_refiner.pt")
+_SCALE = OPEN_SPACE.index("scale")
+
+
+@dataclass
+class RefinerCheckpoint:
+    """A loaded editing-network checkpoint."""
+
+    path: Path
+    config: RefinerConfig
+    crop_px: int
+    state_dict: dict[str, torch.Tensor]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Refiner:
+        net = Refiner(self.config)
+        try:
+            net.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{self.path}: weights do not fit the refiner ({exception_text(exc)})"
+            ) from None
+        return net.eval().requires_grad_(False)
+
+
+def is_refiner_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
+
+
+def is_refiner_file(path: str | Path) -> bool:
+    """True when ``path`` is a file holding a refiner checkpoint (it is read to tell)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return False
+    try:
+        return is_refiner_checkpoint(load_weights_file(file))
+    except CheckpointError:
+        return False
+
+
+def read_refiner(path: str | Path) -> RefinerCheckpoint:
+    """Read a refiner checkpoint (never downloads).
+
+    Raises:
+        CheckpointError: missing file, another format, a newer version, malformed fields.
+    """
+    file = Path(path).expanduser()
+    obj = load_weights_file(file)
+    if not is_refiner_checkpoint(obj):
+        raise CheckpointError(
+            f"{file}: not a neural-renderer (refiner) checkpoint (format {FORMAT!r} expected)"
+        )
+    if int(obj.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{file}: refiner checkpoint version {obj['version']} is newer than {VERSION}")
+    try:
+        config = RefinerConfig.from_dict(dict(obj["config"]))
+        crop_px = int(obj["crop_px"])
+        state = dict(obj["state_dict"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{file}: malformed refiner checkpoint ({exception_text(exc)})") from None
+    if crop_px % (2**config.levels):
+        raise CheckpointError(f"{file}: crop_px {crop_px} is not a multiple of {2**config.levels}")
+    return RefinerCheckpoint(file, config, crop_px, state, dict(obj.get("meta") or {}))
+
+
+def refiner_state(net: Refiner, *, crop_px: int, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint dict of ``net`` (the caller writes it, atomically, with ``torch.save``)."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": net.config.to_dict(),
+        "crop_px": int(crop_px),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
+        "meta": dict(meta or {}),
+    }
+
+
+def motion_features(rows: np.ndarray, source_rest: np.ndarray) -> np.ndarray:
+    """(B, 17) open-space rows -> (B, 17) float32 network input: the head's turn relative to the
+    source's own pose (Euler, radians), tx, ty, scale - 1, and the 11 expression controls."""
+    to_source = rotation_from_euler(*np.asarray(source_rest[:3], dtype=np.float64)).T
+    out = np.array(rows, dtype=np.float32, copy=True)
+    for i, row in enumerate(rows):
+        out[i, :3] = euler_from_rotation(rotation_from_euler(*row[:3].astype(np.float64)) @ to_source)
+    out[:, _SCALE] -= 1.0
+    return out
+
+
+class NeuralRenderer(Renderer):
+    """Mesh warp + trained editing network (module docstring)."""
+
+    name = "neural"
+
+    def __init__(
+        self,
+        checkpoint: RefinerCheckpoint,
+        *,
+        image_size_px: int = 256,
+        mode: RenderMode | str = RenderMode.FULL,
+        warp: str = "torch",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__()
+        self.mesh = MeshRenderer(image_size_px=image_size_px, mode=RenderMode.FULL, warp=warp)
+        self.space = OPEN_SPACE
+        self.image_size_px = image_size_px
+        self.min_window_frames = 1
+        self.mode = RenderMode(mode)
+        self.device = torch.device(device)
+        self.checkpoint = checkpoint
+        self.crop_px = checkpoint.crop_px
+        self.refiner = checkpoint.build().to(self.device)
+
+    def close(self) -> None:
+        self.mesh.close()
+
+    def _prepare(self, image: SourceImage) -> PreparedSource:
+        prepared = self.mesh._prepare(image)
+        points: np.ndarray = prepared.cache["points"]  # type: ignore[assignment]
+        box = torch.from_numpy(face_box(points))[None]
+        source32: torch.Tensor = prepared.cache["source32"]  # type: ignore[assignment]
+        prepared.cache["refine_source"] = crop(source32, box, self.crop_px).to(self.device)
+        prepared.cache["refine_rest"] = self.mesh.rest_row(prepared)
+        return prepared
+
+    def _render(
+        self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
+    ) -> RenderOutput:
+        rows = np.asarray(windows, dtype=np.float32)[:, :, windows.shape[2] // 2]  # (B, 17), causal
+        out, targets = self.mesh.render_rows(rows, source, RenderMode.FULL, extras)
+        if mode is RenderMode.WARP:
+            return out
+        boxes = boxes_of(targets)
+        frames = out.frame.to(self.device)
+        features = torch.from_numpy(motion_features(rows, source.cache["refine_rest"])).to(self.device)
+        sources = source.cache["refine_source"].expand(len(rows), -1, -1, -1)
+        with torch.inference_mode():
+            refined = self.refiner(crop(frames, boxes.to(self.device), self.crop_px), sources, features)
+            frame = paste(frames, refined, boxes.to(self.device))
+        return RenderOutput(frame=frame, warped=out.warped, flow=out.flow)
+
+    def rest_row(self, source: PreparedSource | None = None) -> np.ndarray:
+        """The row that reproduces the source as it is (its own pose, no expression)."""
+        return self.mesh.rest_row(source or self._default_source)
+
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "NeuralRenderer",
+    "RefinerCheckpoint",
+    "is_refiner_checkpoint",
+    "is_refiner_file",
+    "motion_features",
+    "read_refiner",
+    "refiner_state",
+]

@@ -1,0 +1,150 @@
+"""The ``neural`` renderer: the face box, the editing network, its checkpoint, the pairs and the
+trainer end to end on real clips, and the eval harness measuring it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pirender.engine.api import load_renderer
+from pirender.engine.errors import PirenderError
+from pirender.engine.image import SourceImage
+from pirender.engine.motion.space import OPEN_SPACE
+from pirender.engine.renderer.refine import crop as box
+from pirender.engine.renderer.refine.network import Refiner, RefinerConfig
+from pirender.engine.renderer.refine.renderer import read_refiner, refiner_state
+from pirender.training import prepare as prep
+from pirender.training import refiner_trainer as rt
+from pirender.training.dataset import PairDataset
+from pirender.training.refiner_data import PairArrays, PairsConfig, make_pairs
+
+from conftest import shared_data
+
+FRAMES = 24
+SMALL = RefinerConfig(base_nc=8, max_nc=16, levels=2, res_blocks=1, hidden_nc=16)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """d18 (person A, trained on) and d20 (person B, held out): 24 frames each."""
+    tmp = tmp_path_factory.mktemp("neural")
+    manifest = tmp / "MANIFEST.tsv"
+    manifest.write_text(
+        f"file\tidentity\n{shared_data('driving', 'd18.mp4')}\tA\n{shared_data('driving', 'd20.mp4')}\tB\n"
+    )
+    out = tmp / "dataset"
+    prep.prepare_dataset(manifest, out, prep.PrepareConfig(holdout=("B",), max_frames=FRAMES), progress=False)
+    return out
+
+
+def _portrait(dataset: Path, split: str = "test") -> SourceImage:
+    data = PairDataset(dataset, split, 0)
+    rgb = ((data.image(0, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return SourceImage(np.ascontiguousarray(rgb), None, (256, 256))
+
+
+def test_the_face_box_crops_and_pastes_back_in_place() -> None:
+    yy, xx = torch.meshgrid(torch.arange(256.0), torch.arange(256.0), indexing="ij")
+    frames = torch.stack([torch.sin(xx / 9), torch.cos(yy / 7), torch.sin((xx + yy) / 11)])[None].repeat(
+        2, 1, 1, 1
+    )
+    boxes = torch.tensor([[128.0, 140.0, 128.0], [100.0, 120.0, 150.0]])
+    back = box.paste(frames, box.crop(frames, boxes, 128), boxes)
+    assert float((back - frames).abs().max()) < 0.01
+    ones = box.paste(torch.zeros(1, 1, 256, 256), torch.ones(1, 1, 64, 64), boxes[:1])
+    assert float(ones[0, 0, 140, 128]) == 1.0 and float(ones[0, 0, 10, 10]) == 0.0  # inside / outside
+    points = np.zeros((478, 3))
+    points[[33, 133], :2] = [[90, 100], [110, 100]]  # one eye's corners (image left)
+    points[[362, 263], :2] = [[146, 100], [166, 100]]
+    points[[61, 291], :2] = [[108, 170], [148, 170]]
+    cx, cy, side = box.face_box(points)
+    assert (
+        cx == pytest.approx(128.0) and 100 < cy < 170 and side == pytest.approx(box.CROP_IOD * 56, rel=0.05)
+    )
+
+
+def test_an_untrained_network_returns_the_mesh_frame_and_shapes_hold() -> None:
+    net = Refiner(SMALL)
+    mesh, source = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(2, 3, 64, 64) * 2 - 1
+    assert torch.equal(net(mesh, source, torch.randn(2, 17)), mesh)  # the last conv starts at zero
+    with pytest.raises(PirenderError, match="must be positive"):
+        RefinerConfig(levels=0)
+
+
+def test_checkpoints_load_and_bad_files_give_one_line(tmp_path: Path, dataset: Path) -> None:
+    path = tmp_path / "refiner.pt"
+    torch.save(refiner_state(Refiner(SMALL), crop_px=64, meta={"note": "test"}), path)
+    checkpoint = read_refiner(path)
+    assert checkpoint.config == SMALL and checkpoint.crop_px == 64 and checkpoint.meta == {"note": "test"}
+    renderer = load_renderer(path, backend="neural")
+    mesh = load_renderer()
+    portrait = _portrait(dataset)
+    renderer.prepare(portrait)
+    mesh.prepare(portrait)
+    row = renderer.rest_row().copy()
+    row[OPEN_SPACE.index("jaw_open")] = 0.6
+    frame = renderer.render(row[:, None]).frame
+    # an untrained editing network changes nothing but the resampling of the face box
+    assert (
+        frame.shape == (1, 3, 256, 256)
+        and float((frame - mesh.render(row[:, None]).frame).abs().mean()) < 0.01
+    )
+    renderer.close()
+    mesh.close()
+    (tmp_path / "other.pt").write_bytes(b"not a checkpoint")
+    torch.save({"format": "something-else"}, tmp_path / "fmt.pt")
+    for bad, message in (("missing.pt", "missing.pt"), ("other.pt", "other.pt"), ("fmt.pt", "refiner")):
+        with pytest.raises(PirenderError, match=message) as info:
+            read_refiner(tmp_path / bad)
+        assert "\n" not in str(info.value)
+
+
+def test_pairs_training_export_and_eval_end_to_end(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = PairsConfig(every=2, crop_px=64)
+    index = make_pairs(dataset, run / "pairs", "train", config, progress=False)
+    make_pairs(dataset, run / "pairs", "test", config, progress=False)
+    assert (
+        index["pairs"] == FRAMES // 2 - 1 or index["pairs"] == FRAMES // 2
+    )  # every 2nd frame, not the source
+    train = PairArrays(run / "pairs" / "train")
+    batch = train.batch(np.array([0, 1]))
+    assert batch["mesh"].shape == (2, 3, 64, 64) and batch["motion"].shape == (2, 17)
+    mouth = batch["mouth"].numpy()
+    assert (mouth[:, 2] > mouth[:, 0]).all() and (mouth[:, 3] > mouth[:, 1]).all()
+    # the mesh crop and the real crop show the same face: closer than two different frames' crops
+    same = float((batch["mesh"][0] - batch["real"][0]).abs().mean())
+    assert same < float((batch["real"][0] - batch["real"][1].flip(-1)).abs().mean())
+
+    trainer_config = rt.RefinerTrainConfig(network=SMALL, pairs=config, steps=6, batch=2, checkpoint_every=3)
+    validation = PairArrays(run / "pairs" / "test")
+    trainer = rt.RefinerTrainer(trainer_config, train, validation, run)
+    trainer.train(progress=False)
+    assert [r["step"] for r in trainer.history] == [3, 6] and "refined_psnr" in trainer.history[-1]
+    assert (run / "samples" / "step_0000006.png").is_file()
+    # resume draws the same batches: 3 more steps from the step-3 state equal the uninterrupted run
+    again = rt.RefinerTrainer(
+        rt.RefinerTrainConfig(network=SMALL, pairs=config, steps=3, batch=2), train, None, run
+    )
+    again.train(progress=False)
+    resumed = rt.RefinerTrainer(trainer_config, train, None, tmp_path / "other")
+    resumed.net.load_state_dict(again.net.state_dict())
+    resumed.ema.load_state_dict(again.ema.state_dict())
+    resumed.optimizer.load_state_dict(again.optimizer.state_dict())
+    resumed.step = 3
+    resumed.train(progress=False)
+    for a, b in zip(resumed.net.state_dict().values(), trainer.net.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+    weights = trainer.export(tmp_path / "trained.pt", {"steps": trainer.step})
+    from pirender.training import evaluate as ev
+
+    out = tmp_path / "report"
+    metrics = ev.Evaluation(
+        ev.EvalConfig(data=dataset, renderers=("mesh", str(weights)), out=out, cross_frames=4), progress=False
+    ).run()
+    assert [r["label"] for r in metrics["renderers"]] == ["mesh", "trained"]
+    assert metrics["same_identity"]["trained"]["frames"] == metrics["same_identity"]["mesh"]["frames"] > 0
