@@ -31,6 +31,25 @@ from .renderer.torch_backend import TorchRenderer
 #: checkpoint), and PIRenderer from a checkpoint through ``torch`` (the default with one), ``onnx``,
 #: ``openvino`` or ``tensorrt``.
 BACKENDS = ("mesh", "neural", "torch", "onnx", "openvino", "tensorrt")
+#: The renderers of the open motion space (no checkpoint needed), and the one the commands use by
+#: default (``--renderer``): chosen by the held-out numbers (README, benchmarks/RESULTS.md).
+OPEN_RENDERERS = ("mesh", "neural")
+DEFAULT_OPEN_RENDERER = "mesh"
+
+
+def open_space_renderer(
+    name: str = DEFAULT_OPEN_RENDERER, *, image_size_px: int = 256, mode: RenderMode | str = RenderMode.FULL
+) -> MeshRenderer:
+    """The ``mesh`` or ``neural`` renderer (a :class:`MeshRenderer`: same preparation and rest row).
+
+    Raises:
+        PirenderError: an unknown name.
+    """
+    if name not in OPEN_RENDERERS:
+        raise PirenderError(f"unknown renderer {name!r} (open-space renderers: {', '.join(OPEN_RENDERERS)})")
+    renderer = load_renderer(backend=name, image_size_px=image_size_px, mode=mode)
+    assert isinstance(renderer, MeshRenderer)
+    return renderer
 
 
 def load_renderer(

@@ -191,6 +191,7 @@ def run_webcam(
     *,
     camera: str = "camera:0",
     size_px: int = 256,
+    renderer: str = "mesh",
     preview: Path | None = None,
     virtual: bool = True,
     max_frames: int | None = None,
@@ -206,6 +207,7 @@ def run_webcam(
         camera: where the driving face comes from: ``camera:N``, a video file or an image folder
             (as :func:`~pirender.engine.sources.frames.open_frames` reads it).
         size_px: side of the square avatar in pixels (the mesh renderer's size: 256 or 512).
+        renderer: ``mesh`` or ``neural`` (:func:`~pirender.engine.api.open_space_renderer`).
         preview: also record the avatar to this video file (.mp4, .mkv ...), at the input frames'
             times (the input's real rate and duration).
         virtual: send the avatar to a virtual webcam (pyvirtualcam), announced at the input's frame
@@ -232,9 +234,11 @@ def run_webcam(
         raise PirenderError(
             "webcam: nowhere to send the avatar: turn the virtual camera on or give a preview file"
         )
-    renderer = MeshRenderer(image_size_px=size_px)
+    from .api import open_space_renderer
+
+    avatar = open_space_renderer(renderer, image_size_px=size_px)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(renderer)  # its face finder's graphs are released at the end
+        stack.enter_context(avatar)  # its face finder's graphs are released at the end
         frames = stack.enter_context(open_frames(camera, max_frames=max_frames))
         virtual_camera = None
         pacer = None
@@ -252,9 +256,9 @@ def run_webcam(
             # a live camera delivers frames in real time; a file is held to its frames' times
             pacer = None if isinstance(frames, CameraFrames) else RealTimePacer()
         portrait = _load_portrait(source_path, size_px=size_px, face_crop=face_crop)
-        prepared = renderer.prepare(portrait)
+        prepared = avatar.prepare(portrait)
         stats = run_live_loop(
-            renderer,
+            avatar,
             prepared,
             frames,
             out=Path(preview) if preview is not None else None,

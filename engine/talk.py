@@ -155,6 +155,7 @@ def run_talk_live(
     source_motion: str | None = None,
     window_radius: int = 13,
     microphone_stream: Any = None,
+    renderer_name: str = "mesh",
 ) -> dict[str, float]:
     """The local microphone drives the portrait live (window and/or file), paced by the frame clock.
 
@@ -167,7 +168,7 @@ def run_talk_live(
     import contextlib
     import time
 
-    from .api import load_renderer
+    from .api import load_renderer, open_space_renderer
     from .audio.sources import MicrophoneStream
     from .fileio import staged_output
     from .image import load_source_image, tensor_to_images
@@ -185,7 +186,7 @@ def run_talk_live(
             renderer = load_renderer(info, backend=backend, device=device, precision=precision)
             size_px = info.image_size_px
         else:
-            renderer = MeshRenderer(image_size_px=size_px)
+            renderer = open_space_renderer(renderer_name, image_size_px=size_px)
         model = load_talk_model(model_path, space=renderer.space)
         image = (
             crop_to_face(source_path, size_px=size_px)

@@ -148,3 +148,48 @@ def test_pairs_training_export_and_eval_end_to_end(dataset: Path, tmp_path: Path
     ).run()
     assert [r["label"] for r in metrics["renderers"]] == ["mesh", "trained"]
     assert metrics["same_identity"]["trained"]["frames"] == metrics["same_identity"]["mesh"]["frames"] > 0
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two clips of people the shipped weights never saw (held out by make train-renderer's split)."""
+    tmp = tmp_path_factory.mktemp("held_out")
+    manifest = tmp / "MANIFEST.tsv"
+    manifest.write_text(
+        "file\tidentity\n"
+        f"{shared_data('talking', 'LipNet__bbaf2n.mpg')}\tGRID_A\n"
+        f"{shared_data('talking', 'video-retalking__2.mp4')}\tVR2\n"
+    )
+    out = tmp / "dataset"
+    config = prep.PrepareConfig(holdout=("GRID_A", "VR2"), max_frames=48)
+    prep.prepare_dataset(manifest, out, config, progress=False)
+    return out
+
+
+def test_the_shipped_weights_render_deterministically_and_beat_an_untrained_network(
+    held_out: Path, tmp_path: Path
+) -> None:
+    from pirender.engine.renderer.refine.renderer import DEFAULT_WEIGHTS, NeuralRenderer, RefinerCheckpoint
+    from pirender.training import evaluate as ev
+
+    shipped = load_renderer(backend="neural")
+    checkpoint = shipped.checkpoint
+    assert checkpoint.path == DEFAULT_WEIGHTS and checkpoint.meta["steps"] >= 1000
+    assert not {"GRID_A", "VR2"} & set(checkpoint.meta["data"]["train_identities"])
+    untrained_state = Refiner(checkpoint.config).state_dict()
+    untrained = NeuralRenderer(
+        RefinerCheckpoint(checkpoint.path, checkpoint.config, checkpoint.crop_px, untrained_state)
+    )
+    portrait = _portrait(held_out)
+    shipped.prepare(portrait)
+    row = shipped.rest_row().copy()
+    row[OPEN_SPACE.index("jaw_open")] = 0.7
+    first, second = (shipped.render(row[:, None]).frame for _ in range(2))
+    assert torch.equal(first, second)
+
+    contenders = [ev.Contender("shipped", shipped, 0, 0), ev.Contender("untrained", untrained, 0, 0)]
+    config = ev.EvalConfig(data=held_out, renderers=(), out=tmp_path / "report", cross_frames=8)
+    metrics = ev.Evaluation(config, contenders=contenders, progress=False).run()
+    trained, baseline = metrics["same_identity"]["shipped"], metrics["same_identity"]["untrained"]
+    assert trained["frames"] == baseline["frames"] > 60
+    assert trained["mouth_psnr"] > baseline["mouth_psnr"] and trained["psnr"] > baseline["psnr"]

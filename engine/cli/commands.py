@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import load_renderer
+from ..api import load_renderer, open_space_renderer
 from ..errors import PirenderError, exception_text
 from ..fileio import check_output, prepare_folder, staged_output, temporary_path
 from ..image import SourceImage, load_source_image, save_png, tensor_to_images
@@ -60,6 +60,13 @@ def _load_source(args: argparse.Namespace, size_px: int) -> SourceImage:
     return load_source_image(args.source, size_px=size_px)
 
 
+#: how the demo names the open-space renderer it uses
+_RENDERER_WORDS = {
+    "mesh": "weight-free mesh renderer",
+    "neural": "neural renderer (mesh warp + editing network trained on real people)",
+}
+
+
 def _open_renderer(args: argparse.Namespace) -> tuple[Renderer, int]:
     """The renderer the options ask for (without its source yet) and its image size."""
     if args.checkpoint:
@@ -69,7 +76,7 @@ def _open_renderer(args: argparse.Namespace) -> tuple[Renderer, int]:
             compile=args.compile,
         )  # fmt: skip
         return renderer, info.image_size_px
-    renderer = load_renderer(mode=args.mode, image_size_px=args.size)
+    renderer = open_space_renderer(args.renderer, mode=args.mode, image_size_px=args.size)
     return renderer, renderer.image_size_px
 
 
@@ -332,11 +339,10 @@ def run_demo(args: argparse.Namespace) -> int:
         renderer.prepare(source)
         motion = demo_motion(neutral_frame(), frames=args.frames, fps=25.0)
     else:
-        renderer = load_renderer(mode=args.mode, image_size_px=args.size)
+        renderer = open_space_renderer(args.renderer, mode=args.mode, image_size_px=args.size)
         prepared = renderer.prepare(crop_to_face(_demo_portrait(args.source), size_px=args.size))
-        assert isinstance(renderer, MeshRenderer)
         motion = retarget_open(demo_open_motion(frames=args.frames, fps=25.0), renderer.rest_row(prepared))
-        print("weight-free mesh renderer (no checkpoint needed); --checkpoint switches to PIRenderer")
+        print(f"{_RENDERER_WORDS[renderer.name]} (no checkpoint needed); --checkpoint switches to PIRenderer")
     summary = render_to_video(renderer, motion, out)
     print(summary.describe())
     print(f"open it: {out.resolve()}")
@@ -370,9 +376,8 @@ def run_live(args: argparse.Namespace) -> int:
     with open_frames(args.input, max_frames=args.max_frames) as frames:  # a missing input fails first
         if out is not None:
             _make_folder(out)
-        renderer = load_renderer(image_size_px=args.size)
+        renderer = open_space_renderer(args.renderer, image_size_px=args.size)
         prepared = renderer.prepare(_load_source(args, args.size))
-        assert isinstance(renderer, MeshRenderer)
         stats = run_live_loop(renderer, prepared, frames, out=out, window=args.window, tracker_config=config)
     print(stats.describe())
     return 0
@@ -392,6 +397,7 @@ def run_serve(args: argparse.Namespace) -> int:
         port=args.port,
         portrait=args.source,
         size_px=args.size,
+        renderer=args.renderer,
         fps=args.fps,
         max_streams=args.max_streams,
         stun_urls=list(args.stun),
@@ -428,6 +434,7 @@ def run_webcam(args: argparse.Namespace) -> int:
         args.source,
         camera=args.input,
         size_px=args.size,
+        renderer=args.renderer,
         preview=preview,
         virtual=not args.no_virtual,
         max_frames=args.max_frames,
@@ -466,6 +473,7 @@ def run_talk(args: argparse.Namespace) -> int:
             _make_folder(live_out)
         stats = run_talk_live(
             args.source, out=live_out, window=args.window, size_px=args.size, face_crop=args.face_crop,
+            renderer_name=args.renderer,
             model_path=args.model, max_seconds=args.seconds, checkpoint=args.checkpoint, device=args.device,
             backend=args.backend, precision=args.precision, source_motion=args.source_motion,
         )  # fmt: skip

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
+from ..api import DEFAULT_OPEN_RENDERER, OPEN_RENDERERS
 from ..errors import PirenderError
 from ..logs import VERBOSE_ENV
 from . import commands
@@ -44,7 +45,18 @@ _EXAMPLES = {
 }
 
 
+def _add_open_renderer_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--renderer",
+        default=DEFAULT_OPEN_RENDERER,
+        choices=list(OPEN_RENDERERS),
+        help="without a checkpoint: neural (the mesh warp + an editing network trained on real people) "
+        f"or mesh (weight-free); default {DEFAULT_OPEN_RENDERER}",
+    )
+
+
 def _add_renderer_options(parser: argparse.ArgumentParser) -> None:
+    _add_open_renderer_option(parser)
     parser.add_argument(
         "--checkpoint",
         help="PIRenderer: the authors' checkpoint (.pt), their experiment folder with "
@@ -206,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", default=None, help="PIRenderer weights (default: the weight-free mesh renderer)"
     )
     demo.add_argument("--size", type=int, default=256, choices=[256, 512], help="mesh output size")
+    _add_open_renderer_option(demo)
     demo.add_argument("--frames", type=int, default=150, help="frames (default 150, 6 s)")
     demo.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")
     demo.add_argument("--mode", default="full", choices=["full", "warp"], help="default full")
@@ -241,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite_option(live)
     live.add_argument("--window", action="store_true", help="show the avatar in a window (q quits)")
     live.add_argument("--size", type=int, default=256, choices=[256, 512], help="output size")
+    _add_open_renderer_option(live)
     live.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     _add_neutral_option(live)
     live.set_defaults(run=commands.run_live)
@@ -360,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     webcam.add_argument("--backend", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
     webcam.add_argument("--video-device", help="virtual camera device, e.g. /dev/video2")
     webcam.add_argument("--size", type=int, default=256, choices=[256, 512], help="avatar size")
+    _add_open_renderer_option(webcam)
     webcam.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
     webcam.set_defaults(run=commands.run_webcam)
 
@@ -370,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     serve.add_argument("--source", default=None, help="portrait (default: Grace Hopper from matplotlib)")
     serve.add_argument("--size", type=int, default=256, choices=[256, 512], help="avatar size (default 256)")
+    _add_open_renderer_option(serve)
     serve.add_argument("--fps", type=float, default=25.0, help="frames per second per stream (default 25)")
     serve.add_argument("--max-streams", type=int, default=8, help="concurrent streams (default 8)")
     serve.add_argument("--motion", help="an open-space motion file for the page's 'file' mode")

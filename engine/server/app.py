@@ -40,12 +40,12 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from ..api import DEFAULT_OPEN_RENDERER, open_space_renderer
 from ..errors import PirenderError
 from ..image import MAX_DECODE_SIDE_PX, SourceImage, read_image
 from ..motion.io import load_motion
 from ..motion.space import OPEN_SPACE, MotionSequence
 from ..renderer.base import PreparedSource
-from ..renderer.mesh.renderer import MeshRenderer
 from ..stream.batcher import RenderService
 from ..stream.clock import now_ms
 from ..stream.queues import LatestQueue
@@ -95,6 +95,7 @@ class ServerConfig:
     port: int = 8080
     portrait: str | None = None  # default: Grace Hopper from matplotlib, framed on the face
     size_px: int = 256
+    renderer: str = DEFAULT_OPEN_RENDERER  # "mesh" or "neural" (api.open_space_renderer)
     fps: float = 25.0
     max_streams: int = MAX_STREAMS
     stun_urls: list[str] = field(default_factory=list)  # empty: no STUN (loopback and LANs)
@@ -458,7 +459,7 @@ class AvatarServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.renderer = MeshRenderer(image_size_px=config.size_px)
+        self.renderer = open_space_renderer(config.renderer, image_size_px=config.size_px)
         self.service = RenderService(self.renderer)
         self.tracking: ThreadPoolExecutor | None = None  # face tracking's own thread, made at start
         self.uploads: ThreadPoolExecutor | None = None  # the one upload worker, made at start

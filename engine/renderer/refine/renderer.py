@@ -28,7 +28,7 @@ from ...errors import CheckpointError, exception_text
 from ...image import SourceImage
 from ...motion.space import OPEN_SPACE
 from ...track.geometry import euler_from_rotation, rotation_from_euler
-from ..base import PreparedSource, Renderer, RenderMode, RenderOutput
+from ..base import PreparedSource, RenderMode, RenderOutput
 from ..checkpoint import load_weights_file
 from ..mesh.renderer import MeshRenderer
 from .crop import boxes_of, crop, face_box, paste
@@ -125,8 +125,9 @@ def motion_features(rows: np.ndarray, source_rest: np.ndarray) -> np.ndarray:
     return out
 
 
-class NeuralRenderer(Renderer):
-    """Mesh warp + trained editing network (module docstring)."""
+class NeuralRenderer(MeshRenderer):
+    """Mesh warp + trained editing network (module docstring). A :class:`MeshRenderer` (same source
+    preparation, rest row and close) whose frames are corrected in the face box."""
 
     name = "neural"
 
@@ -139,48 +140,36 @@ class NeuralRenderer(Renderer):
         warp: str = "torch",
         device: str | torch.device = "cpu",
     ) -> None:
-        super().__init__()
-        self.mesh = MeshRenderer(image_size_px=image_size_px, mode=RenderMode.FULL, warp=warp)
-        self.space = OPEN_SPACE
-        self.image_size_px = image_size_px
-        self.min_window_frames = 1
-        self.mode = RenderMode(mode)
+        super().__init__(image_size_px=image_size_px, mode=mode, warp=warp)
         self.device = torch.device(device)
         self.checkpoint = checkpoint
         self.crop_px = checkpoint.crop_px
         self.refiner = checkpoint.build().to(self.device)
 
-    def close(self) -> None:
-        self.mesh.close()
-
     def _prepare(self, image: SourceImage) -> PreparedSource:
-        prepared = self.mesh._prepare(image)
+        prepared = super()._prepare(image)
         points: np.ndarray = prepared.cache["points"]  # type: ignore[assignment]
         box = torch.from_numpy(face_box(points))[None]
         source32: torch.Tensor = prepared.cache["source32"]  # type: ignore[assignment]
         prepared.cache["refine_source"] = crop(source32, box, self.crop_px).to(self.device)
-        prepared.cache["refine_rest"] = self.mesh.rest_row(prepared)
+        prepared.cache["refine_rest"] = prepared.cache["neutral"].rest_row()  # type: ignore[attr-defined]
         return prepared
 
     def _render(
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
         rows = np.asarray(windows, dtype=np.float32)[:, :, windows.shape[2] // 2]  # (B, 17), causal
-        out, targets = self.mesh.render_rows(rows, source, RenderMode.FULL, extras)
-        if mode is RenderMode.WARP:
+        out, targets = self.render_rows(rows, source, RenderMode.FULL, extras)
+        if mode is RenderMode.WARP:  # the mesh frame as it is
             return out
-        boxes = boxes_of(targets)
+        boxes = boxes_of(targets).to(self.device)
         frames = out.frame.to(self.device)
         features = torch.from_numpy(motion_features(rows, source.cache["refine_rest"])).to(self.device)
         sources = source.cache["refine_source"].expand(len(rows), -1, -1, -1)
         with torch.inference_mode():
-            refined = self.refiner(crop(frames, boxes.to(self.device), self.crop_px), sources, features)
-            frame = paste(frames, refined, boxes.to(self.device))
+            refined = self.refiner(crop(frames, boxes, self.crop_px), sources, features)
+            frame = paste(frames, refined, boxes)
         return RenderOutput(frame=frame, warped=out.warped, flow=out.flow)
-
-    def rest_row(self, source: PreparedSource | None = None) -> np.ndarray:
-        """The row that reproduces the source as it is (its own pose, no expression)."""
-        return self.mesh.rest_row(source or self._default_source)
 
 
 __all__ = [
