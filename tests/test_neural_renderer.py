@@ -113,8 +113,13 @@ def test_pairs_training_export_and_eval_end_to_end(dataset: Path, tmp_path: Path
     train = PairArrays(run / "pairs" / "train")
     batch = train.batch(np.array([0, 1]))
     assert batch["mesh"].shape == (2, 3, 64, 64) and batch["motion"].shape == (2, 17)
-    mouth = batch["mouth"].numpy()
-    assert (mouth[:, 2] > mouth[:, 0]).all() and (mouth[:, 3] > mouth[:, 1]).all()
+    regions = batch["regions"].numpy()  # mouth, right eye, left eye
+    assert (regions[..., 2] > regions[..., 0]).all() and (regions[..., 3] > regions[..., 1]).all()
+    assert (regions[:, 0, 1] > regions[:, 1, 3]).all()  # the mouth lies below the eyes
+    mask = batch["mask"]
+    assert mask.shape == (2, 1, 64, 64) and float(mask[0, 0, 0, 0]) == 0.0  # the box's corner stays
+    centre = regions[0, 0, [0, 1, 2, 3]].reshape(2, 2).mean(0).round().astype(int)
+    assert float(mask[0, 0, centre[1], centre[0]]) == 1.0  # the mouth's centre is the network's
     # the mesh crop and the real crop show the same face: closer than two different frames' crops
     same = float((batch["mesh"][0] - batch["real"][0]).abs().mean())
     assert same < float((batch["real"][0] - batch["real"][1].flip(-1)).abs().mean())

@@ -5,11 +5,13 @@ calmest frame (closest to the clip's neutral, as the evaluation harness picks it
 source portrait, and one frame in ``every`` is a target. The mesh renderer moves the source to the
 target's tracked motion; the pair is the face box (``engine.renderer.refine.crop``) of that mesh
 frame and the same box of the real target frame, with the source's own face box, the motion
-features and the mouth's box inside the crop (for a mouth-weighted loss).
+features and the boxes of the mouth and eyes inside the crop (where the network may change the frame;
+the mouth's also weighs more in the loss).
 
 Stored in ``OUT/<split>/`` as NumPy arrays (``np.load(mmap_mode="r")`` reads them without loading):
 ``mesh.npy``, ``real.npy``, ``source.npy`` (N, crop, crop, 3) uint8; ``motion.npy`` (N, 17) float32;
-``mouth.npy`` (N, 4) float32 (left, top, right, bottom in crop pixels); ``index.json`` (clips,
+``regions.npy`` (N, 3, 4) float32 (mouth, right eye, left eye: left, top, right, bottom in crop
+pixels, ``crop.region_boxes``); ``index.json`` (clips,
 sources, settings). A split is written to a temporary folder and renamed when complete.
 """
 
@@ -31,14 +33,12 @@ from pirender.engine.motion.limits import soft_limit
 from pirender.engine.motion.space import OPEN_SPACE
 from pirender.engine.renderer.base import RenderMode
 from pirender.engine.renderer.mesh.renderer import MeshRenderer
-from pirender.engine.renderer.refine.crop import boxes_of, crop, face_box
+from pirender.engine.renderer.refine.crop import boxes_of, crop, face_box, region_boxes, region_mask
 from pirender.engine.renderer.refine.renderer import motion_features
-from pirender.engine.track import landmarks as lm
 from pirender.training.dataset import PairDataset
 from pirender.training.evaluate import calmest_frame
 
 ARRAYS = ("mesh", "real", "source")
-_LIPS = np.array(sorted({*lm.UPPER_LIP_OUTER_RING, *lm.LOWER_LIP_OUTER_RING}))
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def make_pairs(
         for name in ARRAYS
     }
     motion = np.zeros((total, OPEN_SPACE.width), np.float32)
-    mouth = np.zeros((total, 4), np.float32)
+    regions = np.zeros((total, 3, 4), np.float32)
     renderer = MeshRenderer(image_size_px=dataset.size_px)
     used, skipped, sources = 0, [], []
     try:
@@ -154,10 +154,7 @@ def make_pairs(
                 arrays["source"][used : used + n] = source_crop
                 motion[used : used + n] = motion_features(rows, rest)
                 for k, target in enumerate(targets):
-                    cx, cy, box_side = (float(v) for v in boxes[k])
-                    lips = (target[_LIPS, :2] - [cx - box_side / 2, cy - box_side / 2]) / box_side * side
-                    pad = 0.08 * side
-                    mouth[used + k] = [*(lips.min(0) - pad), *(lips.max(0) + pad)]
+                    regions[used + k] = region_boxes(target, boxes[k].numpy(), side)
                 used += n
                 bar.update(n)
         bar.close()
@@ -175,7 +172,7 @@ def make_pairs(
             np.save(temporary / f"{name}.tmp.npy", kept)
             (temporary / f"{name}.tmp.npy").replace(temporary / f"{name}.npy")
     np.save(temporary / "motion.npy", motion[:used])
-    np.save(temporary / "mouth.npy", mouth[:used])
+    np.save(temporary / "regions.npy", regions[:used])
     index = {
         "dataset": str(dataset_dir),
         "split": split,
@@ -203,14 +200,15 @@ class PairArrays:
         mode = None if in_memory else "r"
         self.mesh, self.real, self.source = (np.load(root / f"{n}.npy", mmap_mode=mode) for n in ARRAYS)
         self.motion = np.load(root / "motion.npy")
-        self.mouth = np.load(root / "mouth.npy")
+        self.regions = np.load(root / "regions.npy")
         self.index = json.loads((root / "index.json").read_text())
 
     def __len__(self) -> int:
         return int(self.motion.shape[0])
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        """Items ``indices``: mesh, real, source (B, 3, S, S) in [-1, 1]; motion (B, 17); mouth (B, 4)."""
+        """Items ``indices``: mesh, real, source (B, 3, S, S) in [-1, 1]; motion (B, 17); regions
+        (B, 3, 4) (mouth, eyes); mask (B, 1, S, S) (``crop.region_mask``)."""
 
         def images(array: np.ndarray) -> torch.Tensor:
             return (
@@ -222,7 +220,8 @@ class PairArrays:
             "real": images(self.real),
             "source": images(self.source),
             "motion": torch.from_numpy(self.motion[indices]),
-            "mouth": torch.from_numpy(self.mouth[indices]),
+            "regions": torch.from_numpy(self.regions[indices]),
+            "mask": region_mask(torch.from_numpy(self.regions[indices]), self.mesh.shape[1]),
         }
 
 

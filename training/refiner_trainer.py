@@ -4,6 +4,8 @@
 dataset's train split and a validation set from its held-out people (``training.refiner_data``,
 once, kept in ``RUN/pairs``), then trains:
 
+- The network changes the mouth and the eyes only (``crop.region_mask``); everywhere else the mesh
+  frame stays.
 - Objective (no VGG-19 weights on the machine that made the shipped model: pixel and structural
   losses, recorded in the checkpoint): L1 over the face box, plus ``mouth_weight`` x L1 inside the
   mouth's box, plus ``ssim_weight`` x (1 - SSIM) / 2 (``renderer_losses.ssim_per_image``).
@@ -111,8 +113,8 @@ class RefinerTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.net.train()
-        fake = self.net(batch["mesh"], batch["source"], batch["motion"])
-        loss, parts = objective(fake, batch["real"], batch["mouth"], self.config)
+        fake = self.net(batch["mesh"], batch["source"], batch["motion"], batch["mask"])
+        loss, parts = objective(fake, batch["real"], batch["regions"][:, 0], self.config)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -132,11 +134,11 @@ class RefinerTrainer:
         sums = {"mesh_psnr": 0.0, "refined_psnr": 0.0, "mesh_mouth_psnr": 0.0, "refined_mouth_psnr": 0.0}
         for start in range(0, count, 32):
             b = self.validation.batch(chosen[start : start + 32])
-            fake = self.ema(b["mesh"], b["source"], b["motion"])
+            fake = self.ema(b["mesh"], b["source"], b["motion"], b["mask"])
             n = len(b["mesh"])
             sums["mesh_psnr"] += _psnr(b["mesh"], b["real"]) * n
             sums["refined_psnr"] += _psnr(fake, b["real"]) * n
-            mouths = [_mouth_crop(x, b["mouth"]) for x in (b["mesh"], fake, b["real"])]
+            mouths = [_mouth_crop(x, b["regions"][:, 0]) for x in (b["mesh"], fake, b["real"])]
             sums["mesh_mouth_psnr"] += _psnr(mouths[0], mouths[2]) * n
             sums["refined_mouth_psnr"] += _psnr(mouths[1], mouths[2]) * n
         return {k: round(v / count, 3) for k, v in sums.items()}
@@ -147,7 +149,7 @@ class RefinerTrainer:
         pairs = self.validation if self.validation is not None and len(self.validation) else self.train_pairs
         chosen = np.linspace(0, len(pairs) - 1, count).round().astype(int)
         b = pairs.batch(chosen)
-        fake = self.ema(b["mesh"], b["source"], b["motion"])
+        fake = self.ema(b["mesh"], b["source"], b["motion"], b["mask"])
         tiles = torch.stack([b["mesh"], fake, b["real"]], 1)  # (B, 3 tiles, 3, S, S)
         n, t, c, h, w = tiles.shape
         grid = tiles.permute(0, 3, 1, 4, 2).reshape(n * h, t * w, c)

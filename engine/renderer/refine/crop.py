@@ -22,6 +22,17 @@ CROP_IOD = 2.6
 CENTRE_TOWARD_MOUTH = 0.55
 #: width of the blended border of a pasted crop, as a part of its side
 FEATHER = 0.12
+#: the regions the editing network may change (a warp cannot make them): mouth, right eye, left eye
+REGIONS = ("mouth", "right eye", "left eye")
+#: each region is its landmarks' box grown by this many inter-ocular distances
+REGION_PAD_IOD = 0.15
+#: soft edge of a region, in inter-ocular distances
+REGION_FEATHER_IOD = 0.1
+_REGION_POINTS = (
+    np.array(sorted({*lm.UPPER_LIP_OUTER_RING, *lm.LOWER_LIP_OUTER_RING})),
+    np.array(sorted({*lm.RIGHT_UPPER_LID, *lm.RIGHT_LOWER_LID})),
+    np.array(sorted({*lm.LEFT_UPPER_LID, *lm.LEFT_LOWER_LID})),
+)
 
 
 def face_box(points: np.ndarray) -> np.ndarray:
@@ -74,9 +85,48 @@ def paste(frames: torch.Tensor, crops: torch.Tensor, boxes: torch.Tensor) -> tor
     return frames * (1 - mask) + back * mask
 
 
+def region_boxes(points: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """(3, 4) float32 boxes (left, top, right, bottom) of :data:`REGIONS` in the pixels of the face
+    box ``box`` sampled at ``size`` (``crop``), grown by :data:`REGION_PAD_IOD`."""
+    cx, cy, side = (float(v) for v in box)
+    scale = size / side
+    right, left = lm.eye_centres(points[:, :2])
+    pad = REGION_PAD_IOD * float(np.linalg.norm(left - right)) * scale
+    out = np.empty((len(_REGION_POINTS), 4), np.float32)
+    for i, which in enumerate(_REGION_POINTS):
+        xy = (points[which, :2] - [cx - side / 2, cy - side / 2]) * scale
+        out[i] = [*(xy.min(0) - pad), *(xy.max(0) + pad)]
+    return out
+
+
+def region_mask(regions: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 1, size, size) soft union (0..1) of (B, R, 4) boxes in crop pixels, with a cosine edge of
+    :data:`REGION_FEATHER_IOD` inter-ocular distances inside each box's border."""
+    edge = REGION_FEATHER_IOD * size / CROP_IOD
+    centres = torch.arange(size, dtype=torch.float32, device=regions.device) + 0.5
+
+    def ramp(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:  # (B, R, size)
+        inside = torch.minimum(centres - low[..., None], high[..., None] - centres) / edge
+        return 0.5 - 0.5 * torch.cos(torch.pi * inside.clamp(0.0, 1.0))
+
+    across = ramp(regions[..., 0], regions[..., 2])  # (B, R, W)
+    down = ramp(regions[..., 1], regions[..., 3])  # (B, R, H)
+    return (down[..., :, None] * across[..., None, :]).amax(dim=1, keepdim=True)
+
+
 def boxes_of(points: list[np.ndarray]) -> torch.Tensor:
     """(B, 3) float32 boxes of several landmark sets."""
     return torch.from_numpy(np.stack([face_box(p) for p in points]))
 
 
-__all__ = ["CROP_IOD", "FEATHER", "boxes_of", "crop", "face_box", "paste"]
+__all__ = [
+    "CROP_IOD",
+    "FEATHER",
+    "REGIONS",
+    "boxes_of",
+    "crop",
+    "face_box",
+    "paste",
+    "region_boxes",
+    "region_mask",
+]

@@ -31,7 +31,7 @@ from ...track.geometry import euler_from_rotation, rotation_from_euler
 from ..base import PreparedSource, RenderMode, RenderOutput
 from ..checkpoint import load_weights_file
 from ..mesh.renderer import MeshRenderer
-from .crop import boxes_of, crop, face_box, paste
+from .crop import boxes_of, crop, face_box, paste, region_boxes, region_mask
 from .network import Refiner, RefinerConfig
 
 FORMAT = "pirender-refiner"
@@ -162,12 +162,17 @@ class NeuralRenderer(MeshRenderer):
         out, targets = self.render_rows(rows, source, RenderMode.FULL, extras)
         if mode is RenderMode.WARP:  # the mesh frame as it is
             return out
-        boxes = boxes_of(targets).to(self.device)
+        boxes = boxes_of(targets)
+        regions = np.stack(
+            [region_boxes(t, b, self.crop_px) for t, b in zip(targets, boxes.numpy(), strict=True)]
+        )
+        mask = region_mask(torch.from_numpy(regions), self.crop_px).to(self.device)
+        boxes = boxes.to(self.device)
         frames = out.frame.to(self.device)
         features = torch.from_numpy(motion_features(rows, source.cache["refine_rest"])).to(self.device)
         sources = source.cache["refine_source"].expand(len(rows), -1, -1, -1)
         with torch.inference_mode():
-            refined = self.refiner(crop(frames, boxes, self.crop_px), sources, features)
+            refined = self.refiner(crop(frames, boxes, self.crop_px), sources, features, mask)
             frame = paste(frames, refined, boxes)
         return RenderOutput(frame=frame, warped=out.warped, flow=out.flow)
 
