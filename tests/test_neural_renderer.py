@@ -162,11 +162,11 @@ def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     manifest = tmp / "MANIFEST.tsv"
     manifest.write_text(
         "file\tidentity\n"
-        f"{shared_data('talking', 'LipNet__bbaf2n.mpg')}\tGRID_A\n"
+        f"{shared_data('talking', 'MimicTalk__German_20s.mp4')}\tGerman\n"
         f"{shared_data('talking', 'video-retalking__2.mp4')}\tVR2\n"
     )
     out = tmp / "dataset"
-    config = prep.PrepareConfig(holdout=("GRID_A", "VR2"), max_frames=48)
+    config = prep.PrepareConfig(holdout=("German", "VR2"), max_frames=48)
     prep.prepare_dataset(manifest, out, config, progress=False)
     return out
 
@@ -180,7 +180,7 @@ def test_the_shipped_weights_render_deterministically_and_beat_an_untrained_netw
     shipped = load_renderer(backend="neural")
     checkpoint = shipped.checkpoint
     assert checkpoint.path == DEFAULT_WEIGHTS and checkpoint.meta["steps"] >= 1000
-    assert not {"GRID_A", "VR2"} & set(checkpoint.meta["data"]["train_identities"])
+    assert not {"German", "VR2"} & set(checkpoint.meta["data"]["train_identities"])
     untrained_state = Refiner(checkpoint.config).state_dict()
     untrained = NeuralRenderer(
         RefinerCheckpoint(checkpoint.path, checkpoint.config, checkpoint.crop_px, untrained_state)
