@@ -198,3 +198,15 @@ def test_the_shipped_weights_render_deterministically_and_beat_an_untrained_netw
     trained, baseline = metrics["same_identity"]["shipped"], metrics["same_identity"]["untrained"]
     assert trained["frames"] == baseline["frames"] > 60
     assert trained["mouth_psnr"] > baseline["mouth_psnr"] and trained["psnr"] > baseline["psnr"]
+
+
+def test_warp_mode_is_the_mesh_renderers_warp(dataset: Path) -> None:
+    neural, mesh = load_renderer(backend="neural", mode="warp"), load_renderer(mode="warp")
+    portrait = _portrait(dataset)
+    neural.prepare(portrait)
+    mesh.prepare(portrait)
+    row = neural.rest_row().copy()
+    row[OPEN_SPACE.index("jaw_open")] = 0.8
+    assert torch.equal(neural.render(row[:, None]).frame, mesh.render(row[:, None]).frame)
+    neural.close()
+    mesh.close()

@@ -159,9 +159,9 @@ class NeuralRenderer(MeshRenderer):
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
         rows = np.asarray(windows, dtype=np.float32)[:, :, windows.shape[2] // 2]  # (B, 17), causal
+        if mode is RenderMode.WARP:  # the warped source only, as the mesh renderer's warp mode
+            return self.render_rows(rows, source, RenderMode.WARP, extras)[0]
         out, targets = self.render_rows(rows, source, RenderMode.FULL, extras)
-        if mode is RenderMode.WARP:  # the mesh frame as it is
-            return out
         boxes = boxes_of(targets)
         regions = np.stack(
             [region_boxes(t, b, self.crop_px) for t, b in zip(targets, boxes.numpy(), strict=True)]
