@@ -221,6 +221,11 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
 
     def image(self, clip: int, frame: int) -> torch.Tensor:
         """(3, S, S) float32 in [-1, 1] of a stored frame (S: the ``size_px`` asked for, else as stored)."""
+        rgb = self.rgb(clip, frame)
+        return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+    def rgb(self, clip: int, frame: int) -> np.ndarray:
+        """(S, S, 3) uint8 RGB of a stored frame (S as in :meth:`image`)."""
         name = self.clips[clip].name
         with self._txn() as txn:
             jpeg = txn.get(f"{name}-{frame:07d}".encode())
@@ -230,8 +235,7 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
             converted = picture.convert("RGB")
             if self.output_px is not None and converted.size != (self.output_px, self.output_px):
                 converted = converted.resize((self.output_px, self.output_px), Image.Resampling.BICUBIC)
-            rgb = np.asarray(converted)
-        return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+            return np.array(converted)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         generator = None

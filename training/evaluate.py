@@ -63,7 +63,7 @@ from pirender.engine.motion.window import build_windows
 from pirender.engine.renderer.base import Renderer
 from pirender.engine.track import landmarks as lm
 from pirender.engine.track.face_check import HumanFaceCheck
-from pirender.engine.track.geometry import euler_from_rotation, rotation_from_euler
+from pirender.engine.track.geometry import relative_euler
 from pirender.engine.track.landmarks import FaceMesh, FaceMeshConfig
 from pirender.engine.track.open_space import NeutralFace
 from pirender.training.dataset import PairDataset
@@ -166,11 +166,7 @@ def region_box(points: np.ndarray, which: np.ndarray, size_px: int) -> tuple[int
 
 def relative_pose_deg(rows: np.ndarray, source_row: np.ndarray) -> np.ndarray:
     """(N, 3) Euler angles (degrees) of each row's head rotation relative to the source's."""
-    to_source = rotation_from_euler(*source_row[:3].astype(np.float64)).T
-    out = np.empty((rows.shape[0], 3))
-    for i, row in enumerate(rows):
-        out[i] = euler_from_rotation(rotation_from_euler(*row[:3].astype(np.float64)) @ to_source)
-    return np.degrees(out)
+    return np.degrees(relative_euler(rows, source_row))
 
 
 class Retracker:
@@ -341,11 +337,6 @@ def calmest_frame(rows: np.ndarray, usable: np.ndarray) -> int:
     return int(np.argmin(score))
 
 
-def _rgb(dataset: PairDataset, clip: int, frame: int) -> np.ndarray:
-    image = dataset.image(clip, frame)
-    return ((image + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-
-
 def _authors_motion(data: Path, split: str) -> PairDataset | None:
     """The dataset's authors'-space motion reader, when it stores Deep3D coefficients."""
     try:
@@ -497,7 +488,7 @@ class Evaluation:
             idx = np.flatnonzero(shot_ids[:budget] == shot_id)
             if idx.size < MIN_SHOT_FRAMES:
                 continue
-            frames = [_rgb(self.dataset, clip, int(i)) for i in idx]
+            frames = [self.dataset.rgb(clip, int(i)) for i in idx]
             points = [retracker.landmarks(f) for f in frames]
             found = np.array([p is not None for p in points])
             if found.sum() < MIN_SHOT_FRAMES:

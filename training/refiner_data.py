@@ -79,11 +79,6 @@ def _plan(dataset: PairDataset, config: PairsConfig) -> list[_Chunk]:
     return chunks
 
 
-def _rgb(dataset: PairDataset, clip: int, frame: int) -> np.ndarray:
-    image = dataset.image(clip, frame)
-    return ((image + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-
-
 def _to_u8(crops: torch.Tensor) -> np.ndarray:
     return ((crops + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
@@ -130,7 +125,7 @@ def make_pairs(
             name = dataset.clips[chunk.clip].name
             try:
                 prepared = renderer.prepare(
-                    SourceImage(_rgb(dataset, chunk.clip, chunk.source), None, (dataset.size_px,) * 2)
+                    SourceImage(dataset.rgb(chunk.clip, chunk.source), None, (dataset.size_px,) * 2)
                 )
             except PirenderError as exc:
                 skipped.append(f"{name} frame {chunk.source}: {exception_text(exc)}")

@@ -40,6 +40,7 @@ from pirender.engine.fileio import write_atomically
 from pirender.engine.renderer.checkpoint import load_weights_file
 from pirender.engine.renderer.refine.network import Refiner, RefinerConfig
 from pirender.engine.renderer.refine.renderer import refiner_state
+from pirender.training.evaluate import psnr_db
 from pirender.training.refiner_data import PairArrays, PairsConfig, make_pairs
 from pirender.training.renderer_losses import ssim_per_image
 
@@ -83,8 +84,8 @@ def objective(
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = ((a - b) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((-10 * torch.log10(mse)).mean())
+    """Mean PSNR (dB) of images in [-1, 1], peak-to-peak 2 (``evaluate.psnr_db`` on [0, 1])."""
+    return float(psnr_db((a + 1) / 2, (b + 1) / 2).mean())
 
 
 class RefinerTrainer:

@@ -84,3 +84,15 @@ def euler_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
     yaw = float(np.arcsin(np.clip(-rotation[2, 0], -1.0, 1.0)))
     roll = float(np.arctan2(rotation[1, 0], rotation[0, 0]))
     return pitch, yaw, roll
+
+
+def relative_euler(rows: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(N, 3) (pitch, yaw, roll) in radians of each row's head rotation relative to the reference's:
+    ``euler(R(row) @ R(reference).T)``; ``rows`` (N, 3+) and ``reference`` (3+,) start with the angles."""
+    to_reference = rotation_from_euler(*np.asarray(reference[:3], dtype=np.float64)).T
+    out = np.empty((len(rows), 3))
+    for i, row in enumerate(rows):
+        out[i] = euler_from_rotation(
+            rotation_from_euler(*np.asarray(row[:3], dtype=np.float64)) @ to_reference
+        )
+    return out

@@ -27,7 +27,7 @@ import torch
 from ...errors import CheckpointError, exception_text
 from ...image import SourceImage
 from ...motion.space import OPEN_SPACE
-from ...track.geometry import euler_from_rotation, rotation_from_euler
+from ...track.geometry import relative_euler
 from ..base import PreparedSource, RenderMode, RenderOutput
 from ..checkpoint import load_weights_file
 from ..mesh.renderer import MeshRenderer
@@ -117,10 +117,8 @@ def refiner_state(net: Refiner, *, crop_px: int, meta: dict[str, Any] | None = N
 def motion_features(rows: np.ndarray, source_rest: np.ndarray) -> np.ndarray:
     """(B, 17) open-space rows -> (B, 17) float32 network input: the head's turn relative to the
     source's own pose (Euler, radians), tx, ty, scale - 1, and the 11 expression controls."""
-    to_source = rotation_from_euler(*np.asarray(source_rest[:3], dtype=np.float64)).T
     out = np.array(rows, dtype=np.float32, copy=True)
-    for i, row in enumerate(rows):
-        out[i, :3] = euler_from_rotation(rotation_from_euler(*row[:3].astype(np.float64)) @ to_source)
+    out[:, :3] = relative_euler(rows, source_rest)
     out[:, _SCALE] -= 1.0
     return out
 
