@@ -82,3 +82,18 @@ def authors_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_authors_checkpoint(
         tmp_path_factory.mktemp("ckpt") / "epoch_00190_iteration_000400000_checkpoint.pt"
     )
+
+
+def prepared_people(
+    folder: Path, clips: list[tuple[Path, str]], *, holdout: tuple[str, ...], max_frames: int
+) -> Path:
+    """A dataset of ``pirender prepare`` in ``folder/dataset`` from (clip, identity) pairs (through a
+    MANIFEST.tsv), with ``holdout`` held out and at most ``max_frames`` frames a clip."""
+    from pirender.training import prepare
+
+    manifest = folder / "MANIFEST.tsv"
+    manifest.write_text("file\tidentity\n" + "".join(f"{clip}\t{person}\n" for clip, person in clips))
+    out = folder / "dataset"
+    config = prepare.PrepareConfig(holdout=holdout, max_frames=max_frames)
+    prepare.prepare_dataset(manifest, out, config, progress=False)
+    return out

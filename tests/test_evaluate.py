@@ -22,10 +22,9 @@ from pirender.engine.renderer.base import PreparedSource, Renderer, RenderMode, 
 from pirender.engine.renderer.checkpoint import random_generator, save_checkpoint
 from pirender.engine.renderer.pirender.config import TINY_CONFIG
 from pirender.training import evaluate as ev
-from pirender.training import prepare as prep
 from pirender.training.dataset import PairDataset
 
-from conftest import shared_data
+from conftest import prepared_people, shared_data
 
 FRAMES = 24
 
@@ -33,16 +32,8 @@ FRAMES = 24
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """d18 (person A) and d20 (person B), both held out: 24 frames each."""
-    tmp = tmp_path_factory.mktemp("eval")
-    manifest = tmp / "MANIFEST.tsv"
-    manifest.write_text(
-        f"file\tidentity\n{shared_data('driving', 'd18.mp4')}\tA\n{shared_data('driving', 'd20.mp4')}\tB\n"
-    )
-    out = tmp / "dataset"
-    prep.prepare_dataset(
-        manifest, out, prep.PrepareConfig(holdout=("A", "B"), max_frames=FRAMES), progress=False
-    )
-    return out
+    clips = [(shared_data("driving", "d18.mp4"), "A"), (shared_data("driving", "d20.mp4"), "B")]
+    return prepared_people(tmp_path_factory.mktemp("eval"), clips, holdout=("A", "B"), max_frames=FRAMES)
 
 
 @pytest.fixture(scope="module")

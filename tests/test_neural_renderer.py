@@ -16,12 +16,11 @@ from pirender.engine.motion.space import OPEN_SPACE
 from pirender.engine.renderer.refine import crop as box
 from pirender.engine.renderer.refine.network import Refiner, RefinerConfig
 from pirender.engine.renderer.refine.renderer import read_refiner, refiner_state
-from pirender.training import prepare as prep
 from pirender.training import refiner_trainer as rt
 from pirender.training.dataset import PairDataset
 from pirender.training.refiner_data import PairArrays, PairsConfig, make_pairs
 
-from conftest import shared_data
+from conftest import prepared_people, shared_data
 
 FRAMES = 24
 SMALL = RefinerConfig(base_nc=8, max_nc=16, levels=2, res_blocks=1, hidden_nc=16)
@@ -30,14 +29,8 @@ SMALL = RefinerConfig(base_nc=8, max_nc=16, levels=2, res_blocks=1, hidden_nc=16
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """d18 (person A, trained on) and d20 (person B, held out): 24 frames each."""
-    tmp = tmp_path_factory.mktemp("neural")
-    manifest = tmp / "MANIFEST.tsv"
-    manifest.write_text(
-        f"file\tidentity\n{shared_data('driving', 'd18.mp4')}\tA\n{shared_data('driving', 'd20.mp4')}\tB\n"
-    )
-    out = tmp / "dataset"
-    prep.prepare_dataset(manifest, out, prep.PrepareConfig(holdout=("B",), max_frames=FRAMES), progress=False)
-    return out
+    clips = [(shared_data("driving", "d18.mp4"), "A"), (shared_data("driving", "d20.mp4"), "B")]
+    return prepared_people(tmp_path_factory.mktemp("neural"), clips, holdout=("B",), max_frames=FRAMES)
 
 
 def _portrait(dataset: Path, split: str = "test") -> SourceImage:
@@ -158,17 +151,13 @@ def test_pairs_training_export_and_eval_end_to_end(dataset: Path, tmp_path: Path
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two clips of people the shipped weights never saw (held out by make train-renderer's split)."""
-    tmp = tmp_path_factory.mktemp("held_out")
-    manifest = tmp / "MANIFEST.tsv"
-    manifest.write_text(
-        "file\tidentity\n"
-        f"{shared_data('talking', 'MimicTalk__German_20s.mp4')}\tGerman\n"
-        f"{shared_data('talking', 'video-retalking__2.mp4')}\tVR2\n"
+    clips = [
+        (shared_data("talking", "MimicTalk__German_20s.mp4"), "German"),
+        (shared_data("talking", "video-retalking__2.mp4"), "VR2"),
+    ]
+    return prepared_people(
+        tmp_path_factory.mktemp("held_out"), clips, holdout=("German", "VR2"), max_frames=48
     )
-    out = tmp / "dataset"
-    config = prep.PrepareConfig(holdout=("German", "VR2"), max_frames=48)
-    prep.prepare_dataset(manifest, out, config, progress=False)
-    return out
 
 
 def test_the_shipped_weights_render_deterministically_and_beat_an_untrained_network(
