@@ -62,12 +62,15 @@ def load_renderer(
     warp: str = "torch",
     image_size_px: int | None = None,
     compile: bool = False,
+    runtime: str = "torch",
 ) -> Renderer:
     """A renderer: PIRenderer (``torch``) from a local checkpoint, or the weight-free ``mesh`` renderer.
 
     ``backend`` defaults to ``torch`` when a checkpoint is given and ``mesh`` otherwise; ``onnx``,
     ``openvino`` and ``tensorrt`` run the same weights through an ONNX export (see ``renderer/``).
     ``compile`` (torch backend) compiles the per-frame path.
+    ``runtime`` (``neural`` only) runs its editing network in ``torch``, ``compiled``, ``onnx``,
+    ``openvino`` or ``tensorrt`` (``renderer.refine.runtime``), at ``precision``.
     ``image_size_px`` applies to the mesh renderer (256 or 512; PIRenderer's size is its checkpoint's).
     """
     chosen = backend or ("torch" if checkpoint is not None else "mesh")
@@ -78,6 +81,8 @@ def load_renderer(
         chosen_mode = RenderMode(mode)
     except ValueError as exc:
         raise PirenderError(str(exc)) from None
+    if runtime != "torch" and chosen != "neural":
+        raise PirenderError(f"runtime {runtime!r} is for the neural renderer (PIRenderer: pick a backend)")
     if chosen == "mesh":
         if checkpoint is not None:
             raise PirenderError("the mesh renderer is weight-free: it takes no checkpoint")
@@ -94,6 +99,8 @@ def load_renderer(
             mode=chosen_mode,
             warp=warp,
             device=device,
+            runtime="compiled" if compile and runtime == "torch" else runtime,
+            precision=chosen_precision,
         )
     if checkpoint is None:
         raise PirenderError(f"the {chosen} (PIRenderer) backend needs a checkpoint")

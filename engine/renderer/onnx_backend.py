@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,27 +70,46 @@ def export_onnx(
     target = path or CACHE_DIR / f"pirender_{key}.onnx"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     source = torch.zeros(2, 3, image_size_px, image_size_px)
     window = torch.zeros(2, generator.mapping_net.first[0].in_channels, window_frames)
+    names = ["frame", "warped", "flow"] if chosen is RenderMode.FULL else ["warped", "flow"]
+    with upsample_form(generator, "transposed"):  # one ConvTranspose op per up block
+        return export_module(
+            FramePath(generator, chosen), (source, window), target, ["source", "window"], names, max_batch
+        )
+
+
+def export_module(
+    module: nn.Module,
+    example: tuple[torch.Tensor, ...],
+    target: Path,
+    input_names: list[str],
+    output_names: list[str],
+    max_batch: int = 64,
+) -> Path:
+    """Export ``module`` called on ``example`` (every input batched on dim 0) to ``target`` at
+    :data:`ONNX_OPSET` with a dynamic batch (1..``max_batch``); returns ``target``.
+
+    Raises:
+        PirenderError: the exporter failed (its message).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=max_batch)
     # export into a private folder, then move: the graph names its weights file relative to itself
     staging = target.parent / f".staging-{os.getpid()}"
     staging.mkdir(exist_ok=True)
-    names = ["frame", "warped", "flow"] if chosen is RenderMode.FULL else ["warped", "flow"]
     try:
-        with upsample_form(generator, "transposed"):  # one ConvTranspose op per up block
-            torch.onnx.export(
-                FramePath(generator, chosen),
-                (source, window),
-                str(staging / target.name),
-                input_names=["source", "window"],
-                output_names=names,
-                opset_version=ONNX_OPSET,
-                dynamo=True,
-                dynamic_shapes=({0: batch}, {0: batch}),
-                verbose=False,
-            )
+        torch.onnx.export(
+            module,
+            example,
+            str(staging / target.name),
+            input_names=input_names,
+            output_names=output_names,
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            dynamic_shapes=tuple({0: batch} for _ in example),
+            verbose=False,
+        )
         for produced in staging.iterdir():  # the graph and (large models) its .data file
             produced.replace(target.parent / produced.name)
     except Exception as exc:  # the exporter raises many types; say what failed
@@ -99,6 +119,34 @@ def export_onnx(
             left.unlink()
         staging.rmdir()
     return target
+
+
+def onnx_session(path: Path, device: str = "cpu", threads: int | None = None) -> Any:
+    """An ONNX Runtime session of ``path`` (all graph optimisations; the CUDA execution provider first
+    for a ``cuda`` device).
+
+    Raises:
+        PirenderError: onnxruntime missing, or no CUDA execution provider for a ``cuda`` device.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise PirenderError("the onnx backend needs onnxruntime: pip install 'pirender-live[onnx]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting between runs: spinning threads would steal the cores from the rest of the
+    # engine (tracking, encoding, torch) between frames
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise PirenderError(
+                "onnxruntime here has no CUDA execution provider (pip install onnxruntime-gpu)"
+            )
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
 def onnx_operators(path: Path) -> set[str]:
@@ -168,30 +216,10 @@ class OnnxRenderer(ExportedRenderer):
         device: str = "cpu",
         threads: int | None = None,
     ) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise PirenderError(
-                "the onnx backend needs onnxruntime: pip install 'pirender-live[onnx]'"
-            ) from None
         super().__init__(
             generator, space=space, image_size_px=image_size_px, mode=mode, window_frames=window_frames
         )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no busy-waiting between runs: spinning threads would steal the cores from the rest of the
-        # engine (tracking, encoding, torch) between frames
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise PirenderError(
-                    "onnxruntime here has no CUDA execution provider (pip install onnxruntime-gpu)"
-                )
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.session = onnx_session(self.path, device, threads)
 
     def _render(
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool

@@ -8,6 +8,7 @@ power-of-two batch bucket on first use (smaller batches are padded).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,61 @@ def openvino_status() -> str | None:
     return None
 
 
+class OpenVinoGraph:
+    """An ONNX graph compiled by OpenVINO for the CPU, one static-shape model per power-of-two batch
+    bucket (compiled on first use; smaller batches are padded with copies of their last item).
+
+    Raises:
+        PirenderError: OpenVINO missing, or a precision other than fp32 / bf16.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        item_shapes: dict[str, tuple[int, ...]],
+        *,
+        precision: Precision | str = Precision.FP32,
+        threads: int | None = None,
+    ) -> None:
+        missing = openvino_status()
+        if missing is not None:
+            raise PirenderError(f"the openvino backend cannot run here: {missing}")
+        import openvino
+
+        self.precision = Precision(precision)
+        if self.precision not in PRECISION_HINTS:
+            raise PirenderError(f"the openvino backend runs fp32 or bf16, not {self.precision.value}")
+        self.path, self.item_shapes = path, dict(item_shapes)
+        self._core = openvino.Core()
+        self._config = {
+            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+        }
+        self._requests: dict[int, Any] = {}  # batch bucket -> infer request
+
+    def _request(self, bucket: int) -> Any:
+        if bucket not in self._requests:
+            model = self._core.read_model(str(self.path))
+            model.reshape({name: [bucket, *shape] for name, shape in self.item_shapes.items()})
+            compiled = self._core.compile_model(model, "CPU", self._config)
+            self._requests[bucket] = compiled.create_infer_request()
+        return self._requests[bucket]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[torch.Tensor]:
+        """float32 arrays of one batch size -> the graph's outputs (copies), in the graph's order."""
+        batch = next(iter(inputs.values())).shape[0]
+        bucket = batch_bucket(batch)
+        padded = {  # static shapes: pad with copies of the last item
+            name: np.ascontiguousarray(np.concatenate([array, np.repeat(array[-1:], bucket - batch, 0)]))
+            for name, array in inputs.items()
+        }
+        request = self._request(bucket)
+        request.infer(padded)
+        count = len(request.model_outputs)
+        return [torch.from_numpy(request.get_output_tensor(i).data[:batch].copy()) for i in range(count)]
+
+
 class OpenVinoRenderer(ExportedRenderer):
     """PIRenderer compiled by OpenVINO for the CPU; same interface as the torch backend."""
 
@@ -51,48 +107,21 @@ class OpenVinoRenderer(ExportedRenderer):
         missing = openvino_status()
         if missing is not None:
             raise PirenderError(f"the openvino backend cannot run here: {missing}")
-        import openvino
-
-        self.precision = Precision(precision)
-        if self.precision not in PRECISION_HINTS:
-            raise PirenderError(f"the openvino backend runs fp32 or bf16, not {self.precision.value}")
         super().__init__(
             generator, space=space, image_size_px=image_size_px, mode=mode, window_frames=window_frames
         )
-        self._core = openvino.Core()
-        self._config = {
-            "INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision],
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
-        }
-        self._requests: dict[int, Any] = {}  # batch bucket -> infer request
-
-    def _request(self, bucket: int) -> Any:
-        if bucket not in self._requests:
-            model = self._core.read_model(str(self.path))
-            model.reshape(
-                {
-                    "source": [bucket, 3, self.image_size_px, self.image_size_px],
-                    "window": [bucket, self.space.width, self.window_frames],
-                }
-            )
-            compiled = self._core.compile_model(model, "CPU", self._config)
-            self._requests[bucket] = compiled.create_infer_request()
-        return self._requests[bucket]
+        self.graph = OpenVinoGraph(
+            self.path,
+            {"source": (3, image_size_px, image_size_px), "window": (space.width, window_frames)},
+            precision=precision,
+            threads=threads,
+        )
+        self.precision = self.graph.precision
 
     def _render(
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
         window = self._checked_windows(windows, mode)
-        batch = window.shape[0]
-        bucket = batch_bucket(batch)
-        if bucket > batch:  # pad with copies of the last window (static shapes)
-            window = np.concatenate([window, np.repeat(window[-1:], bucket - batch, axis=0)])
         one = source.cache["source"]
-        images = np.ascontiguousarray(np.broadcast_to(one, (bucket, *one.shape[1:])))
-        request = self._request(bucket)
-        request.infer({"source": images, "window": window})
-        count = len(request.model_outputs)
-        return self._output(
-            [torch.from_numpy(request.get_output_tensor(i).data[:batch].copy()) for i in range(count)], extras
-        )
+        images = np.broadcast_to(one, (window.shape[0], *one.shape[1:]))
+        return self._output(self.graph.run({"source": images, "window": window}), extras)

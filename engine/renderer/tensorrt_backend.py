@@ -55,9 +55,10 @@ def tensorrt_status() -> str | None:
 
 
 def build_engine(
-    onnx_path: Path, *, image_size_px: int, window_frames: int, max_batch: int, cache_key: str
+    onnx_path: Path, *, item_shapes: dict[str, tuple[int, ...]], max_batch: int, cache_key: str
 ) -> Path:
-    """Build (or reuse) a serialized fp16 engine with one dynamic-batch profile (opt = max / 2)."""
+    """Build (or reuse) a serialized fp16 engine of ``onnx_path`` with one dynamic-batch profile
+    (1 .. ``max_batch``, optimum ``max_batch // 2``) over the inputs' per-item shapes."""
     import tensorrt as trt
 
     gpu = torch.cuda.get_device_name().replace(" ", "_")
@@ -75,11 +76,8 @@ def build_engine(
     config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     optimum = max(1, max_batch // 2)
-    size = (3, image_size_px, image_size_px)
-    profile.set_shape("source", (1, *size), (optimum, *size), (max_batch, *size))
-    width = network.get_input(1).shape[1]
-    profile.set_shape("window", (1, width, window_frames), (optimum, width, window_frames),
-                      (max_batch, width, window_frames))  # fmt: skip
+    for name, shape in item_shapes.items():
+        profile.set_shape(name, (1, *shape), (optimum, *shape), (max_batch, *shape))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -88,6 +86,50 @@ def build_engine(
     engine = bytes(serialized)  # a fresh hidden name per build: builds in parallel never mix
     write_atomically(target, lambda handle: handle.write(engine))
     return target
+
+
+class TensorRTGraph:
+    """An ONNX graph as an fp16 TensorRT engine (built once, cached): float32 CUDA tensors in, bound by
+    address, run on torch's current stream.
+
+    Raises:
+        PirenderError: TensorRT or CUDA missing (:func:`tensorrt_status`), the graph does not parse.
+    """
+
+    def __init__(
+        self,
+        onnx_path: Path,
+        item_shapes: dict[str, tuple[int, ...]],
+        outputs: list[str],
+        max_batch: int = 16,
+    ) -> None:
+        missing = tensorrt_status()
+        if missing is not None:
+            raise PirenderError(f"the tensorrt backend cannot run here: {missing}")
+        import tensorrt as trt
+
+        self.max_batch, self.outputs = max_batch, list(outputs)
+        # the export's name already holds the weights' hash and shapes
+        engine_path = build_engine(
+            onnx_path, item_shapes=item_shapes, max_batch=max_batch, cache_key=onnx_path.stem
+        )
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine: Any = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        self.context: Any = self.engine.create_execution_context()
+
+    def run(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Contiguous float32 CUDA tensors of one batch size (<= ``max_batch``) -> the outputs."""
+        for name, tensor in inputs.items():
+            self.context.set_input_shape(name, tuple(tensor.shape))
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        results = []
+        for name in self.outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            results.append(torch.empty(shape, device="cuda", dtype=torch.float32))
+            self.context.set_tensor_address(name, results[-1].data_ptr())
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise PirenderError("TensorRT execution failed")
+        return results
 
 
 class TensorRTRenderer(ExportedRenderer):
@@ -108,19 +150,13 @@ class TensorRTRenderer(ExportedRenderer):
         missing = tensorrt_status()
         if missing is not None:
             raise PirenderError(f"the tensorrt backend cannot run here: {missing}")
-        import tensorrt as trt
-
         super().__init__(
             generator, space=space, image_size_px=image_size_px, mode=mode, window_frames=window_frames
         )
         self.max_batch = max_batch
-        # the export's name already holds the weights' hash, size, window length and mode
-        engine_path = build_engine(self.path, image_size_px=image_size_px, window_frames=window_frames,
-                                   max_batch=max_batch, cache_key=self.path.stem)  # fmt: skip
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine: Any = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        self.context: Any = self.engine.create_execution_context()
-        self.outputs = ["frame", "warped", "flow"] if self.mode is RenderMode.FULL else ["warped", "flow"]
+        outputs = ["frame", "warped", "flow"] if self.mode is RenderMode.FULL else ["warped", "flow"]
+        shapes = {"source": (3, image_size_px, image_size_px), "window": (space.width, window_frames)}
+        self.graph = TensorRTGraph(self.path, shapes, outputs, max_batch)
 
     def _prepare(self, image: SourceImage) -> PreparedSource:
         source = image_to_tensor(image.rgb, device="cuda")  # (1, 3, H, W) float32
@@ -137,15 +173,4 @@ class TensorRTRenderer(ExportedRenderer):
                 f"mode {self.mode.value!r}"
             )
         images = source.cache["source"].expand(batch, -1, -1, -1).contiguous()
-        self.context.set_input_shape("source", tuple(images.shape))
-        self.context.set_input_shape("window", tuple(window.shape))
-        self.context.set_tensor_address("source", images.data_ptr())
-        self.context.set_tensor_address("window", window.data_ptr())
-        results = {}
-        for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            results[name] = torch.empty(shape, device="cuda", dtype=torch.float32)
-            self.context.set_tensor_address(name, results[name].data_ptr())
-        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
-            raise PirenderError("TensorRT execution failed")
-        return self._output([results[name] for name in self.outputs], extras)
+        return self._output(self.graph.run({"source": images, "window": window}), extras)

@@ -8,7 +8,8 @@ mesh frame, the editing network corrects it (seeing the source's own face box an
 the result is pasted back with a soft border. Everything outside the box is the mesh frame.
 
 Causal: one motion row per frame (window 1). Open motion space, 256 or 512 px (the box is resampled
-to the network's ``crop_px``).
+to the network's ``crop_px``). The network runs in eager torch by default, or through the speed
+issue's backends (``runtime``: compiled, onnx, openvino, tensorrt; ``refine.runtime``).
 
 Checkpoint file (``torch.save`` dict, written by ``training/refiner_trainer.py``): ``format``
 ("pirender-refiner"), ``version``, ``config`` (:class:`RefinerConfig` fields), ``crop_px``,
@@ -28,11 +29,12 @@ from ...errors import CheckpointError, exception_text
 from ...image import SourceImage
 from ...motion.space import OPEN_SPACE
 from ...track.geometry import relative_euler
-from ..base import PreparedSource, RenderMode, RenderOutput
+from ..base import Precision, PreparedSource, RenderMode, RenderOutput
 from ..checkpoint import load_weights_file
 from ..mesh.renderer import MeshRenderer
 from .crop import boxes_of, crop, face_box, paste, region_boxes, region_mask
 from .network import Refiner, RefinerConfig
+from .runtime import refiner_runtime
 
 FORMAT = "pirender-refiner"
 VERSION = 1
@@ -137,12 +139,16 @@ class NeuralRenderer(MeshRenderer):
         mode: RenderMode | str = RenderMode.FULL,
         warp: str = "torch",
         device: str | torch.device = "cpu",
+        runtime: str = "torch",
+        precision: Precision | str = Precision.FP32,
     ) -> None:
         super().__init__(image_size_px=image_size_px, mode=mode, warp=warp)
         self.device = torch.device(device)
         self.checkpoint = checkpoint
         self.crop_px = checkpoint.crop_px
-        self.refiner = checkpoint.build().to(self.device)
+        self.refiner = refiner_runtime(
+            checkpoint.build(), runtime, crop_px=self.crop_px, device=self.device, precision=precision
+        )
 
     def _prepare(self, image: SourceImage) -> PreparedSource:
         prepared = super()._prepare(image)
@@ -169,9 +175,9 @@ class NeuralRenderer(MeshRenderer):
         frames = out.frame.to(self.device)
         features = torch.from_numpy(motion_features(rows, source.cache["refine_rest"])).to(self.device)
         sources = source.cache["refine_source"].expand(len(rows), -1, -1, -1)
+        refined = self.refiner(crop(frames, boxes, self.crop_px), sources, features, mask)
         with torch.inference_mode():
-            refined = self.refiner(crop(frames, boxes, self.crop_px), sources, features, mask)
-            frame = paste(frames, refined, boxes)
+            frame = paste(frames, refined.to(frames.device), boxes)
         return RenderOutput(frame=frame, warped=out.warped, flow=out.flow)
 
 
