@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for runtime in args.runtimes.split(","):
         try:
-            precision = "fp16" if runtime == "tensorrt" else args.precision
+            precision = {"tensorrt": "fp16", "onnx": "fp32"}.get(runtime, args.precision)
             renderer = load_renderer(
                 backend="neural", runtime=runtime, device=args.device, precision=precision
             )

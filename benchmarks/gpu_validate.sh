@@ -22,3 +22,6 @@ $PY -m pirender.engine.cli.main doctor | tee "$OUT/doctor.txt"
 $PY -m pirender.engine.cli.main bench --device cuda --backend all --precisions fp32,tf32,fp16,bf16 --batch 1,8 --warmup 10 \
     --repeats 100 --warp-kernel --streams "compiled fp16" --markdown --json "$OUT/bench_cuda.json" \
     --plot "$OUT/bench_cuda.png" 2>&1 | tee "$OUT/bench_cuda.txt"
+# the neural renderer's editing network through every runtime (issue 14)
+$PY benchmarks/bench_neural.py --device cuda --runtimes torch,compiled,onnx,tensorrt --precision fp16 \
+    --json "$OUT/bench_neural_cuda.json" 2>&1 | tee "$OUT/bench_neural_cuda.txt"

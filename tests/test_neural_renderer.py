@@ -3,6 +3,7 @@ trainer end to end on real clips, and the eval harness measuring it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,43 @@ def test_warp_mode_is_the_mesh_renderers_warp(dataset: Path) -> None:
     assert torch.equal(neural.render(row[:, None]).frame, mesh.render(row[:, None]).frame)
     neural.close()
     mesh.close()
+
+
+def test_stage_two_trains_a_discriminator_resumes_exactly_and_exports_its_regions(
+    dataset: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    pairs = PairsConfig(every=2, crop_px=64)
+    make_pairs(dataset, run / "pairs", "train", pairs, progress=False)
+    train = PairArrays(run / "pairs" / "train")
+    config = rt.RefinerTrainConfig(
+        network=SMALL, pairs=pairs, steps=4, batch=2, checkpoint_every=2, adversarial_from=2
+    )
+    assert config.regions == ("mouth",)
+    trainer = rt.RefinerTrainer(config, train, None, run)
+    untrained_disc = {k: v.clone() for k, v in trainer.disc.state_dict().items()}
+    trainer.train(progress=False)
+    assert "d_real" not in trainer.history[0] and {"g_adv", "d_real", "d_fake"} <= set(trainer.history[1])
+    assert any(not torch.equal(v, untrained_disc[k]) for k, v in trainer.disc.state_dict().items())
+    # stopped after step 2 and resumed from its checkpoint: the same weights as the uninterrupted run
+    half = rt.RefinerTrainer(replace(config, steps=2), train, None, tmp_path / "half")
+    half.train(progress=False)
+    resumed = rt.RefinerTrainer(config, train, None, tmp_path / "half")
+    resumed.load(tmp_path / "half" / "refiner_run.pt")
+    resumed.train(progress=False)
+    for a, b in zip(resumed.net.state_dict().values(), trainer.net.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    for a, b in zip(resumed.disc.state_dict().values(), trainer.disc.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    # the checkpoint says what the network changes; the renderer masks the rest
+    checkpoint = read_refiner(trainer.export(tmp_path / "mouth.pt", {}))
+    assert checkpoint.regions == ("mouth",)
+    renderer = load_renderer(checkpoint.path, backend="neural")
+    assert renderer.regions == [0]
+    with pytest.raises(PirenderError, match="regions"):
+        rt.RefinerTrainConfig(regions=("nose",))
+    bad = refiner_state(Refiner(SMALL), crop_px=64)
+    bad["regions"] = ["mouth", "mouth"]
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(PirenderError, match="malformed"):
+        read_refiner(tmp_path / "bad.pt")

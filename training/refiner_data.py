@@ -33,7 +33,15 @@ from pirender.engine.motion.limits import soft_limit
 from pirender.engine.motion.space import OPEN_SPACE
 from pirender.engine.renderer.base import RenderMode
 from pirender.engine.renderer.mesh.renderer import MeshRenderer
-from pirender.engine.renderer.refine.crop import boxes_of, crop, face_box, region_boxes, region_mask
+from pirender.engine.renderer.refine.crop import (
+    REGIONS,
+    boxes_of,
+    crop,
+    face_box,
+    region_boxes,
+    region_indices,
+    region_mask,
+)
 from pirender.engine.renderer.refine.renderer import motion_features
 from pirender.training.dataset import PairDataset
 from pirender.training.evaluate import calmest_frame
@@ -201,9 +209,10 @@ class PairArrays:
     def __len__(self) -> int:
         return int(self.motion.shape[0])
 
-    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+    def batch(self, indices: np.ndarray, regions: tuple[str, ...] = REGIONS) -> dict[str, torch.Tensor]:
         """Items ``indices``: mesh, real, source (B, 3, S, S) in [-1, 1]; motion (B, 17); regions
-        (B, 3, 4) (mouth, eyes); mask (B, 1, S, S) (``crop.region_mask``)."""
+        (B, 3, 4) (all of ``crop.REGIONS``: mouth, eyes); mask (B, 1, S, S) of the ``regions`` named
+        (``crop.region_mask``)."""
 
         def images(array: np.ndarray) -> torch.Tensor:
             return (
@@ -216,7 +225,9 @@ class PairArrays:
             "source": images(self.source),
             "motion": torch.from_numpy(self.motion[indices]),
             "regions": torch.from_numpy(self.regions[indices]),
-            "mask": region_mask(torch.from_numpy(self.regions[indices]), self.mesh.shape[1]),
+            "mask": region_mask(
+                torch.from_numpy(self.regions[indices][:, region_indices(regions)]), self.mesh.shape[1]
+            ),
         }
 
 

@@ -4,13 +4,19 @@
 dataset's train split and a validation set from its held-out people (``training.refiner_data``,
 once, kept in ``RUN/pairs``), then trains:
 
-- The network changes the mouth and the eyes only (``crop.region_mask``); everywhere else the mesh
-  frame stays.
+- The network changes the ``regions`` only (``crop.region_mask``; default the mouth, ``--regions
+  mouth,eyes`` adds the eyelids); everywhere else the mesh frame stays.
 - Objective (no VGG-19 weights on the machine that made the shipped model: pixel and structural
   losses, recorded in the checkpoint): L1 over the face box, plus ``mouth_weight`` x L1 inside the
   mouth's box, plus ``ssim_weight`` x (1 - SSIM) / 2 (``renderer_losses.ssim_per_image``).
-- Adam (betas 0.5, 0.999), the learning rate cut by 10x for the last fifth; EMA of the weights
-  (decay ``ema``) is what is saved and shipped.
+- Two stages. Stage 1 (steps ``0 .. adversarial_from``): the pixel and structural losses alone, Adam
+  (betas 0.5, 0.999), the learning rate cut by 10x for the stage's last fifth. Stage 2 (to ``steps``):
+  an adversarial term is added (pix2pix-style, the usual way to stop an L1-trained network from
+  painting the average, blurred mouth): a PatchGAN discriminator trained here
+  (:class:`RegionDiscriminator`, spectral norm, hinge loss) judges the face box with the real frame
+  everywhere outside the mouth and eyes (``mask * frame + (1 - mask) * real``), so only what the
+  network makes is judged; weight ``adversarial_weight``, generator learning rate ``stage2_lr``.
+- EMA of the weights (decay ``ema``) is what is saved and shipped.
 - Batches are a fixed function of (seed, step): a resumed run (``--resume``) draws the same items.
 - Every ``checkpoint_every`` steps: the run's checkpoint (atomic), the held-out figures (PSNR of the
   face box: the mesh frame's and the refined one's, all and mouth), a sample grid (mesh | refined
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import itertools
 import json
 import sys
 import time
@@ -33,11 +40,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 from tqdm import tqdm
 
 from pirender.engine.errors import PirenderError
 from pirender.engine.fileio import write_atomically
 from pirender.engine.renderer.checkpoint import load_weights_file
+from pirender.engine.renderer.refine.crop import region_indices
 from pirender.engine.renderer.refine.network import Refiner, RefinerConfig
 from pirender.engine.renderer.refine.renderer import refiner_state
 from pirender.training.evaluate import psnr_db
@@ -51,15 +60,26 @@ class RefinerTrainConfig:
 
     network: RefinerConfig = field(default_factory=RefinerConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
-    steps: int = 6000
+    steps: int = 9000
     batch: int = 8
     lr: float = 2e-4
     ema: float = 0.998
     mouth_weight: float = 2.0
     ssim_weight: float = 0.5
+    regions: tuple[str, ...] = ("mouth",)
+    adversarial_from: int = 6000
+    adversarial_weight: float = 0.02
+    stage2_lr: float = 5e-5
+    discriminator_lr: float = 2e-4
     checkpoint_every: int = 500
     validation_pairs: int = 256
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            region_indices(self.regions)
+        except ValueError as exc:
+            raise PirenderError(f"--regions: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +103,30 @@ def objective(
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
+class RegionDiscriminator(nn.Module):
+    """PatchGAN discriminator of the edited regions: (B, 3, S, S) face box in [-1, 1] and its (B, 1, S, S)
+    mask -> (B, 1, S/8, S/8) logits, one per 70-ish px patch (spectral norm on every layer)."""
+
+    def __init__(self, base_nc: int = 32) -> None:
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        layers: list[nn.Module] = []
+        channels = [4, base_nc, base_nc * 2, base_nc * 4]
+        for a, b in itertools.pairwise(channels):
+            layers += [sn(nn.Conv2d(a, b, 4, stride=2, padding=1)), nn.LeakyReLU(0.2)]
+        layers.append(sn(nn.Conv2d(channels[-1], 1, 3, padding=1)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([image, mask * 2 - 1], dim=1))
+
+
+def _masked_mean(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (B, 1, s, s) patch values weighted by the region mask at the patches' size."""
+    weight = F.adaptive_avg_pool2d(mask, logits.shape[-2:])
+    return (logits * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean PSNR (dB) of images in [-1, 1], peak-to-peak 2 (``evaluate.psnr_db`` on [0, 1])."""
     return float(psnr_db((a + 1) / 2, (b + 1) / 2).mean())
@@ -99,26 +143,52 @@ class RefinerTrainer:
         self.net = Refiner(config.network)
         self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, betas=(0.5, 0.999))
+        self.disc = RegionDiscriminator()
+        self.disc_optimizer = torch.optim.Adam(
+            self.disc.parameters(), lr=config.discriminator_lr, betas=(0.5, 0.999)
+        )
         self.step = 0
         self.history: list[dict[str, Any]] = []
 
     def lr_at(self, step: int) -> float:
-        return self.config.lr * (0.1 if step >= 0.8 * self.config.steps else 1.0)
+        """The generator's learning rate (module docstring: two stages)."""
+        c = self.config
+        if step >= c.adversarial_from:
+            return c.stage2_lr
+        return c.lr * (0.1 if step >= 0.8 * min(c.steps, c.adversarial_from) else 1.0)
+
+    def adversarial(self, step: int) -> bool:
+        return step >= self.config.adversarial_from and self.config.adversarial_weight > 0
 
     def indices(self, step: int) -> np.ndarray:
         rng = np.random.default_rng((self.config.seed, step))
         return rng.integers(0, len(self.train_pairs), self.config.batch)
 
     def train_step(self) -> dict[str, float]:
-        batch = self.train_pairs.batch(self.indices(self.step))
+        batch = self.train_pairs.batch(self.indices(self.step), self.config.regions)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.net.train()
-        fake = self.net(batch["mesh"], batch["source"], batch["motion"], batch["mask"])
-        loss, parts = objective(fake, batch["real"], batch["regions"][:, 0], self.config)
+        mask, real = batch["mask"], batch["real"]
+        fake = self.net(batch["mesh"], batch["source"], batch["motion"], mask)
+        loss, parts = objective(fake, real, batch["regions"][:, 0], self.config)
+        if self.adversarial(self.step):
+            judged = mask * fake + (1 - mask) * real  # only what the network makes differs from real
+            self.disc.requires_grad_(False)
+            adversarial = -_masked_mean(self.disc(judged, mask), mask)
+            loss = loss + self.config.adversarial_weight * adversarial
+            parts["g_adv"] = float(adversarial.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.adversarial(self.step):
+            self.disc.requires_grad_(True)
+            d_real = _masked_mean(F.relu(1 - self.disc(real, mask)), mask)
+            d_fake = _masked_mean(F.relu(1 + self.disc(judged.detach(), mask)), mask)
+            self.disc_optimizer.zero_grad(set_to_none=True)
+            (d_real + d_fake).backward()
+            self.disc_optimizer.step()
+            parts["d_real"], parts["d_fake"] = float(d_real.detach()), float(d_fake.detach())
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.net.parameters(), strict=True):
                 e.mul_(self.config.ema).add_(p.detach(), alpha=1 - self.config.ema)
@@ -134,7 +204,7 @@ class RefinerTrainer:
         chosen = np.linspace(0, len(self.validation) - 1, count).round().astype(int)
         sums = {"mesh_psnr": 0.0, "refined_psnr": 0.0, "mesh_mouth_psnr": 0.0, "refined_mouth_psnr": 0.0}
         for start in range(0, count, 32):
-            b = self.validation.batch(chosen[start : start + 32])
+            b = self.validation.batch(chosen[start : start + 32], self.config.regions)
             fake = self.ema(b["mesh"], b["source"], b["motion"], b["mask"])
             n = len(b["mesh"])
             sums["mesh_psnr"] += _psnr(b["mesh"], b["real"]) * n
@@ -149,7 +219,7 @@ class RefinerTrainer:
         """(rows * S, 3 * S, 3) uint8: held-out mesh | refined | real (training pairs without them)."""
         pairs = self.validation if self.validation is not None and len(self.validation) else self.train_pairs
         chosen = np.linspace(0, len(pairs) - 1, count).round().astype(int)
-        b = pairs.batch(chosen)
+        b = pairs.batch(chosen, self.config.regions)
         fake = self.ema(b["mesh"], b["source"], b["motion"], b["mask"])
         tiles = torch.stack([b["mesh"], fake, b["real"]], 1)  # (B, 3 tiles, 3, S, S)
         n, t, c, h, w = tiles.shape
@@ -161,6 +231,8 @@ class RefinerTrainer:
             "net": self.net.state_dict(),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "disc": self.disc.state_dict(),
+            "disc_optimizer": self.disc_optimizer.state_dict(),
             "step": self.step,
             "config": self.config.to_dict(),
             "history": self.history,
@@ -171,6 +243,9 @@ class RefinerTrainer:
         self.net.load_state_dict(state["net"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "disc" in state:  # runs saved before stage 2 existed hold no discriminator yet
+            self.disc.load_state_dict(state["disc"])
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
 
@@ -207,7 +282,9 @@ class RefinerTrainer:
 
     def export(self, out: Path, meta: dict[str, Any]) -> Path:
         """The EMA weights as a ``neural`` renderer checkpoint (engine.renderer.refine.renderer)."""
-        payload = refiner_state(self.ema, crop_px=self.config.pairs.crop_px, meta=meta)
+        payload = refiner_state(
+            self.ema, crop_px=self.config.pairs.crop_px, regions=self.config.regions, meta=meta
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         return write_atomically(out, lambda h: torch.save(payload, h))
 
@@ -236,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", required=True, help="run folder (pairs, checkpoint, samples, log)")
     parser.add_argument("--out", required=True, help="the trained weights (.pt) for --renderer")
     parser.add_argument("--steps", type=int, default=RefinerTrainConfig.steps, help="optimiser steps")
+    parser.add_argument(
+        "--adversarial-from",
+        type=int,
+        default=RefinerTrainConfig.adversarial_from,
+        help="step where stage 2 (adversarial term) starts (6000; >= --steps: none)",
+    )
+    parser.add_argument(
+        "--regions", default="mouth", help="what the network may change: mouth (default) or mouth,eyes"
+    )
     parser.add_argument("--batch", type=int, default=RefinerTrainConfig.batch, help="pairs per step (8)")
     parser.add_argument("--every", type=int, default=PairsConfig.every, help="one target in N frames (2)")
     parser.add_argument("--max-frames", type=int, default=None, help="frames of each clip at most")
@@ -254,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         run = Path(args.run).expanduser()
         config = RefinerTrainConfig(
             steps=args.steps,
+            adversarial_from=args.adversarial_from,
+            regions=tuple(r.strip() for r in args.regions.split(",") if r.strip()),
             batch=args.batch,
             seed=args.seed,
             pairs=replace(PairsConfig(), every=args.every, max_frames=args.max_frames),
@@ -286,7 +374,13 @@ def main(argv: list[str] | None = None) -> int:
                 "train_identities": train.index["identities"],
                 "validation_pairs": 0 if validation is None else len(validation),
             },
-            "losses": "L1 + mouth-weighted L1 + SSIM (no VGG-19: pixel and structural losses)",
+            "losses": "L1 + mouth-weighted L1 + SSIM (no VGG-19: pixel and structural losses)"
+            + (
+                f"; from step {config.adversarial_from}: + {config.adversarial_weight} x hinge adversarial "
+                "(PatchGAN of the mouth and eyes, trained here)"
+                if config.adversarial_from < config.steps
+                else ""
+            ),
             "steps": trainer.step,
             "seconds_this_call": round(time.perf_counter() - started, 1),
             "history": trainer.history,

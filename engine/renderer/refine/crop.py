@@ -22,7 +22,8 @@ CROP_IOD = 2.6
 CENTRE_TOWARD_MOUTH = 0.55
 #: width of the blended border of a pasted crop, as a part of its side
 FEATHER = 0.12
-#: the regions the editing network may change (a warp cannot make them): mouth, right eye, left eye
+#: the regions whose boxes are measured (``region_boxes``), in this order; a network is trained to
+#: change some of them (its checkpoint's ``regions``; the shipped one: the mouth)
 REGIONS = ("mouth", "right eye", "left eye")
 #: each region is its landmarks' box grown by this many inter-ocular distances
 REGION_PAD_IOD = 0.15
@@ -114,6 +115,19 @@ def region_mask(regions: torch.Tensor, size: int) -> torch.Tensor:
     return (down[..., :, None] * across[..., None, :]).amax(dim=1, keepdim=True)
 
 
+def region_indices(names: tuple[str, ...] | list[str]) -> list[int]:
+    """Positions in :data:`REGIONS` of ``names`` ("eyes" stands for both eyes).
+
+    Raises:
+        ValueError: an unknown or repeated region, or none.
+    """
+    expanded = [n for name in names for n in (("right eye", "left eye") if name == "eyes" else (name,))]
+    unknown = sorted(set(expanded) - set(REGIONS))
+    if unknown or not expanded or len(set(expanded)) != len(expanded):
+        raise ValueError(f"regions must be some of {', '.join(REGIONS)} (or eyes), each once: got {names}")
+    return [REGIONS.index(n) for n in expanded]
+
+
 def boxes_of(points: list[np.ndarray]) -> torch.Tensor:
     """(B, 3) float32 boxes of several landmark sets."""
     return torch.from_numpy(np.stack([face_box(p) for p in points]))
@@ -128,5 +142,6 @@ __all__ = [
     "face_box",
     "paste",
     "region_boxes",
+    "region_indices",
     "region_mask",
 ]

@@ -8,7 +8,8 @@ motion row, and predicts a correction added to the mesh frame:
 
     frame = clamp(mesh + mask * Refiner(mesh, source, motion), -1, 1)
 
-where ``mask`` (soft, 0..1) covers the mouth and the eyes (``crop.region_mask``): everywhere else the
+where ``mask`` (soft, 0..1) covers the regions it was trained for, the mouth (and the eyes, for
+checkpoints trained so; ``crop.region_mask``): everywhere else the
 mesh frame's exact geometry and sharp skin stay as they are. (Trained without the mask, on pixel
 losses, the network learned to blur the whole face wherever the warp and the real frame disagreed:
 a higher PSNR, a worse picture.)

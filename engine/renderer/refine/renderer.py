@@ -32,7 +32,7 @@ from ...track.geometry import relative_euler
 from ..base import Precision, PreparedSource, RenderMode, RenderOutput
 from ..checkpoint import load_weights_file
 from ..mesh.renderer import MeshRenderer
-from .crop import boxes_of, crop, face_box, paste, region_boxes, region_mask
+from .crop import REGIONS, boxes_of, crop, face_box, paste, region_boxes, region_indices, region_mask
 from .network import Refiner, RefinerConfig
 from .runtime import refiner_runtime
 
@@ -52,6 +52,7 @@ class RefinerCheckpoint:
     crop_px: int
     state_dict: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+    regions: tuple[str, ...] = REGIONS
 
     def build(self) -> Refiner:
         net = Refiner(self.config)
@@ -97,20 +98,30 @@ def read_refiner(path: str | Path) -> RefinerCheckpoint:
         config = RefinerConfig.from_dict(dict(obj["config"]))
         crop_px = int(obj["crop_px"])
         state = dict(obj["state_dict"])
+        regions = tuple(str(r) for r in obj.get("regions", REGIONS))
+        region_indices(regions)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{file}: malformed refiner checkpoint ({exception_text(exc)})") from None
     if crop_px % (2**config.levels):
         raise CheckpointError(f"{file}: crop_px {crop_px} is not a multiple of {2**config.levels}")
-    return RefinerCheckpoint(file, config, crop_px, state, dict(obj.get("meta") or {}))
+    return RefinerCheckpoint(file, config, crop_px, state, dict(obj.get("meta") or {}), regions)
 
 
-def refiner_state(net: Refiner, *, crop_px: int, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def refiner_state(
+    net: Refiner,
+    *,
+    crop_px: int,
+    regions: tuple[str, ...] = REGIONS,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The checkpoint dict of ``net`` (the caller writes it, atomically, with ``torch.save``)."""
+    region_indices(regions)
     return {
         "format": FORMAT,
         "version": VERSION,
         "config": net.config.to_dict(),
         "crop_px": int(crop_px),
+        "regions": list(regions),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
         "meta": dict(meta or {}),
     }
@@ -146,6 +157,7 @@ class NeuralRenderer(MeshRenderer):
         self.device = torch.device(device)
         self.checkpoint = checkpoint
         self.crop_px = checkpoint.crop_px
+        self.regions = region_indices(checkpoint.regions)
         self.refiner = refiner_runtime(
             checkpoint.build(), runtime, crop_px=self.crop_px, device=self.device, precision=precision
         )
@@ -170,7 +182,7 @@ class NeuralRenderer(MeshRenderer):
         regions = np.stack(
             [region_boxes(t, b, self.crop_px) for t, b in zip(targets, boxes.numpy(), strict=True)]
         )
-        mask = region_mask(torch.from_numpy(regions), self.crop_px).to(self.device)
+        mask = region_mask(torch.from_numpy(regions[:, self.regions]), self.crop_px).to(self.device)
         boxes = boxes.to(self.device)
         frames = out.frame.to(self.device)
         features = torch.from_numpy(motion_features(rows, source.cache["refine_rest"])).to(self.device)
