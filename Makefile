@@ -55,7 +55,7 @@ eval: $(STAMP)
 # the validation figures), pairs made by the mesh renderer, 6000 steps (~50 min on 2 CPU cores).
 train-renderer: $(STAMP)
 	$(BIN)/pirender prepare $(TALKING) --out data/talking
-	$(BIN)/pirender train-refiner --data data/talking --run runs/refiner --out engine/renderer/refine/default_refiner.pt --steps 6000 --overwrite
+	$(BIN)/pirender train-refiner --data data/talking --run runs/refiner --out engine/renderer/refine/default_refiner.pt --steps 9000 --overwrite
 
 # The real-browser test (tests/test_browser.py): Debian's chromium and playwright-core from the lock
 # file (no browser download). Safe to repeat; without them the browser test skips.

@@ -34,7 +34,7 @@ BACKENDS = ("mesh", "neural", "torch", "onnx", "openvino", "tensorrt")
 #: The renderers of the open motion space (no checkpoint needed), and the one the commands use by
 #: default (``--renderer``): chosen by the held-out numbers (README, benchmarks/RESULTS.md).
 OPEN_RENDERERS = ("mesh", "neural")
-DEFAULT_OPEN_RENDERER = "mesh"
+DEFAULT_OPEN_RENDERER = "neural"
 
 
 def open_space_renderer(

@@ -220,6 +220,8 @@ def test_demo_renders_the_embedded_portrait_without_weights(
     pytest.importorskip("mediapipe")
     out = tmp_path / "demo.mp4"
     assert main(["demo", "--out", str(out), "--frames", "30"]) == 0
+    assert "neural renderer (mesh warp + editing network trained on real people)" in capsys.readouterr().out
+    assert main(["demo", "--out", str(tmp_path / "mesh.mp4"), "--frames", "4", "--renderer", "mesh"]) == 0
     assert "weight-free mesh renderer" in capsys.readouterr().out
     info = read_video_info(out)
     assert (info.frames, info.width, info.height) == (30, 256, 256)

@@ -5,7 +5,9 @@ lips, closing eyelids.
 Per frame: the mesh renderer moves the source to the motion row and says where the face's landmarks
 went; the face box around them (``crop.face_box``: eyes and mouth at one scale) is cut out of the
 mesh frame, the editing network corrects it (seeing the source's own face box and the motion), and
-the result is pasted back with a soft border. Everything outside the box is the mesh frame.
+the result is pasted back with a soft border. Everything outside the box is the mesh frame; inside
+it the network changes only its checkpoint's regions (the shipped one: the mouth, between the lip
+corners, ``crop.spare_mouth_corners``).
 
 Causal: one motion row per frame (window 1). Open motion space, 256 or 512 px (the box is resampled
 to the network's ``crop_px``). The network runs in eager torch by default, or through the speed
@@ -32,7 +34,17 @@ from ...track.geometry import relative_euler
 from ..base import Precision, PreparedSource, RenderMode, RenderOutput
 from ..checkpoint import load_weights_file
 from ..mesh.renderer import MeshRenderer
-from .crop import REGIONS, boxes_of, crop, face_box, paste, region_boxes, region_indices, region_mask
+from .crop import (
+    REGIONS,
+    boxes_of,
+    crop,
+    face_box,
+    paste,
+    region_boxes,
+    region_indices,
+    region_mask,
+    spare_mouth_corners,
+)
 from .network import Refiner, RefinerConfig
 from .runtime import refiner_runtime
 
@@ -179,8 +191,9 @@ class NeuralRenderer(MeshRenderer):
             return self.render_rows(rows, source, RenderMode.WARP, extras)[0]
         out, targets = self.render_rows(rows, source, RenderMode.FULL, extras)
         boxes = boxes_of(targets)
-        regions = np.stack(
-            [region_boxes(t, b, self.crop_px) for t, b in zip(targets, boxes.numpy(), strict=True)]
+        regions = spare_mouth_corners(
+            np.stack([region_boxes(t, b, self.crop_px) for t, b in zip(targets, boxes.numpy(), strict=True)]),
+            self.crop_px,
         )
         mask = region_mask(torch.from_numpy(regions[:, self.regions]), self.crop_px).to(self.device)
         boxes = boxes.to(self.device)
