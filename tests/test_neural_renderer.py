@@ -240,3 +240,23 @@ def test_stage_two_trains_a_discriminator_resumes_exactly_and_exports_its_region
     torch.save(bad, tmp_path / "bad.pt")
     with pytest.raises(PirenderError, match="malformed"):
         read_refiner(tmp_path / "bad.pt")
+
+
+def test_the_network_leaves_a_mouth_at_rest_to_the_mesh_frame(held_out: Path) -> None:
+    from pirender.engine.renderer.refine.renderer import MOUTH_GATE, mouth_gate
+
+    neural, mesh = load_renderer(backend="neural"), load_renderer()
+    portrait = _portrait(held_out)
+    neural.prepare(portrait)
+    mesh.prepare(portrait)
+    rest = neural.rest_row().copy()
+    opened = rest.copy()
+    opened[OPEN_SPACE.index("jaw_open")] += 0.7
+    rows = np.stack([rest, opened])
+    assert mouth_gate(rows, rest).tolist() == [0.0, 1.0]
+    half = rest.copy()
+    half[OPEN_SPACE.index("smile_left")] += MOUTH_GATE / 2
+    assert mouth_gate(half[None], rest)[0] == pytest.approx(0.5)
+    got, plain = neural.render(rows[:, :, None]).frame, mesh.render(rows[:, :, None]).frame
+    assert float((got[0] - plain[0]).abs().mean()) < 0.01  # at rest: the mesh frame (resampled box)
+    assert float((got[1] - plain[1]).abs().max()) > 0.2  # an open mouth: the network's

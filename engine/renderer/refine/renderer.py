@@ -7,7 +7,8 @@ went; the face box around them (``crop.face_box``: eyes and mouth at one scale) 
 mesh frame, the editing network corrects it (seeing the source's own face box and the motion), and
 the result is pasted back with a soft border. Everything outside the box is the mesh frame; inside
 it the network changes only its checkpoint's regions (the shipped one: the mouth, between the lip
-corners, ``crop.spare_mouth_corners``).
+corners, ``crop.spare_mouth_corners``), faded in as the mouth leaves the source's rest
+(:func:`mouth_gate`).
 
 Causal: one motion row per frame (window 1). Open motion space, 256 or 512 px (the box is resampled
 to the network's ``crop_px``). The network runs in eager torch by default, or through the speed
@@ -53,6 +54,11 @@ VERSION = 1
 #: the weights shipped with the engine (``make train-renderer`` reproduces them)
 DEFAULT_WEIGHTS = Path(__file__).with_name("default_refiner.pt")
 _SCALE = OPEN_SPACE.index("scale")
+#: the network's mouth fades in as the motion moves the mouth away from the source's rest: fully from
+#: this much change of any mouth control (jaw_open 0.2: the lips 0.1 inter-ocular distances further
+#: apart). At rest the mesh frame's mouth is the source's own, exact: nothing to make.
+MOUTH_GATE = 0.2
+_MOUTH_CONTROLS = [OPEN_SPACE.index(n) for n in ("jaw_open", "smile_right", "smile_left", "lip_pucker")]
 
 
 @dataclass
@@ -148,6 +154,13 @@ def motion_features(rows: np.ndarray, source_rest: np.ndarray) -> np.ndarray:
     return out
 
 
+def mouth_gate(rows: np.ndarray, source_rest: np.ndarray) -> np.ndarray:
+    """(B, 17) open-space rows -> (B,) float32 in [0, 1]: how much of the network's mouth is used
+    (:data:`MOUTH_GATE`; 0 where the mouth controls equal the source's rest row)."""
+    change = np.abs(rows[:, _MOUTH_CONTROLS] - source_rest[_MOUTH_CONTROLS]).max(axis=1)
+    return np.clip(change / MOUTH_GATE, 0.0, 1.0).astype(np.float32)
+
+
 class NeuralRenderer(MeshRenderer):
     """Mesh warp + trained editing network (module docstring). A :class:`MeshRenderer` (same source
     preparation, rest row and close) whose frames are corrected in the face box."""
@@ -195,7 +208,10 @@ class NeuralRenderer(MeshRenderer):
             np.stack([region_boxes(t, b, self.crop_px) for t, b in zip(targets, boxes.numpy(), strict=True)]),
             self.crop_px,
         )
-        mask = region_mask(torch.from_numpy(regions[:, self.regions]), self.crop_px).to(self.device)
+        gate = torch.from_numpy(mouth_gate(rows, source.cache["refine_rest"]))[:, None, None, None]
+        masks = [region_mask(torch.from_numpy(regions[:, [i]]), self.crop_px) for i in self.regions]
+        masks = [m * gate if i == 0 else m for i, m in zip(self.regions, masks, strict=True)]  # 0: mouth
+        mask = torch.stack(masks).amax(dim=0).to(self.device)
         boxes = boxes.to(self.device)
         frames = out.frame.to(self.device)
         features = torch.from_numpy(motion_features(rows, source.cache["refine_rest"])).to(self.device)
@@ -213,6 +229,7 @@ __all__ = [
     "is_refiner_checkpoint",
     "is_refiner_file",
     "motion_features",
+    "mouth_gate",
     "read_refiner",
     "refiner_state",
 ]
