@@ -35,6 +35,10 @@ BACKENDS = ("mesh", "neural", "torch", "onnx", "openvino", "tensorrt")
 #: default (``--renderer``): chosen by the held-out numbers (README, benchmarks/RESULTS.md).
 OPEN_RENDERERS = ("mesh", "neural")
 DEFAULT_OPEN_RENDERER = "neural"
+#: ``pirender serve``'s default: the server renders every stream plus the audio flow, encoding and
+#: signaling on the same CPU; on a 2-core CPU the neural renderer's talk mode ran at ~20 frames/s with
+#: dropped frames and a degraded returned voice (benchmarks/RESULTS.md), the mesh one at 25.
+DEFAULT_SERVER_RENDERER = "mesh"
 
 
 def open_space_renderer(

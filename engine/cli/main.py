@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
-from ..api import DEFAULT_OPEN_RENDERER, OPEN_RENDERERS
+from ..api import DEFAULT_OPEN_RENDERER, DEFAULT_SERVER_RENDERER, OPEN_RENDERERS
 from ..errors import PirenderError
 from ..logs import VERBOSE_ENV
 from . import commands
@@ -45,13 +45,13 @@ _EXAMPLES = {
 }
 
 
-def _add_open_renderer_option(parser: argparse.ArgumentParser) -> None:
+def _add_open_renderer_option(parser: argparse.ArgumentParser, default: str = DEFAULT_OPEN_RENDERER) -> None:
     parser.add_argument(
         "--renderer",
-        default=DEFAULT_OPEN_RENDERER,
+        default=default,
         choices=list(OPEN_RENDERERS),
         help="without a checkpoint: neural (the mesh warp + an editing network trained on real people) "
-        f"or mesh (weight-free); default {DEFAULT_OPEN_RENDERER}",
+        f"or mesh (weight-free); default {default}",
     )
 
 
@@ -385,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
     serve.add_argument("--source", default=None, help="portrait (default: Grace Hopper from matplotlib)")
     serve.add_argument("--size", type=int, default=256, choices=[256, 512], help="avatar size (default 256)")
-    _add_open_renderer_option(serve)
+    _add_open_renderer_option(serve, DEFAULT_SERVER_RENDERER)
     serve.add_argument("--fps", type=float, default=25.0, help="frames per second per stream (default 25)")
     serve.add_argument("--max-streams", type=int, default=8, help="concurrent streams (default 8)")
     serve.add_argument("--motion", help="an open-space motion file for the page's 'file' mode")

@@ -40,7 +40,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ..api import DEFAULT_OPEN_RENDERER, open_space_renderer
+from ..api import DEFAULT_SERVER_RENDERER, open_space_renderer
 from ..errors import PirenderError
 from ..image import MAX_DECODE_SIDE_PX, SourceImage, read_image
 from ..motion.io import load_motion
@@ -95,7 +95,7 @@ class ServerConfig:
     port: int = 8080
     portrait: str | None = None  # default: Grace Hopper from matplotlib, framed on the face
     size_px: int = 256
-    renderer: str = DEFAULT_OPEN_RENDERER  # "mesh" or "neural" (api.open_space_renderer)
+    renderer: str = DEFAULT_SERVER_RENDERER  # "mesh" or "neural" (api.open_space_renderer)
     fps: float = 25.0
     max_streams: int = MAX_STREAMS
     stun_urls: list[str] = field(default_factory=list)  # empty: no STUN (loopback and LANs)
