@@ -14,7 +14,7 @@ once, kept in ``RUN/pairs``), then trains:
   an adversarial term is added (pix2pix-style, the usual way to stop an L1-trained network from
   painting the average, blurred mouth): a PatchGAN discriminator trained here
   (:class:`RegionDiscriminator`, spectral norm, hinge loss) judges the face box with the real frame
-  everywhere outside the mouth and eyes (``mask * frame + (1 - mask) * real``), so only what the
+  everywhere outside the network's regions (``mask * frame + (1 - mask) * real``), so only what the
   network makes is judged; weight ``adversarial_weight``, generator learning rate ``stage2_lr``.
 - EMA of the weights (decay ``ema``) is what is saved and shipped.
 - Batches are a fixed function of (seed, step): a resumed run (``--resume``) draws the same items.
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             "losses": "L1 + mouth-weighted L1 + SSIM (no VGG-19: pixel and structural losses)"
             + (
                 f"; from step {config.adversarial_from}: + {config.adversarial_weight} x hinge adversarial "
-                "(PatchGAN of the mouth and eyes, trained here)"
+                f"(PatchGAN of the network's regions: {', '.join(config.regions)}; trained here)"
                 if config.adversarial_from < config.steps
                 else ""
             ),
