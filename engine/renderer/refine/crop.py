@@ -114,9 +114,10 @@ def spare_mouth_corners(regions: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def region_mask(regions: torch.Tensor, size: int) -> torch.Tensor:
+def region_mask(regions: torch.Tensor, size: int, weights: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 1, size, size) soft union (0..1) of (B, R, 4) boxes in crop pixels, with a cosine edge of
-    :data:`REGION_FEATHER_IOD` inter-ocular distances inside each box's border."""
+    :data:`REGION_FEATHER_IOD` inter-ocular distances inside each box's border; each box scaled by
+    its (B, R) ``weights`` in [0, 1] when given."""
     edge = REGION_FEATHER_IOD * size / CROP_IOD
     centres = torch.arange(size, dtype=torch.float32, device=regions.device) + 0.5
 
@@ -126,7 +127,10 @@ def region_mask(regions: torch.Tensor, size: int) -> torch.Tensor:
 
     across = ramp(regions[..., 0], regions[..., 2])  # (B, R, W)
     down = ramp(regions[..., 1], regions[..., 3])  # (B, R, H)
-    return (down[..., :, None] * across[..., None, :]).amax(dim=1, keepdim=True)
+    boxes = down[..., :, None] * across[..., None, :]  # (B, R, H, W)
+    if weights is not None:
+        boxes = boxes * weights[..., None, None].to(boxes.dtype)
+    return boxes.amax(dim=1, keepdim=True)
 
 
 def region_indices(names: tuple[str, ...] | list[str]) -> list[int]:

@@ -59,6 +59,7 @@ _SCALE = OPEN_SPACE.index("scale")
 #: apart). At rest the mesh frame's mouth is the source's own, exact: nothing to make.
 MOUTH_GATE = 0.2
 _MOUTH_CONTROLS = [OPEN_SPACE.index(n) for n in ("jaw_open", "smile_right", "smile_left", "lip_pucker")]
+_MOUTH = REGIONS.index("mouth")
 
 
 @dataclass
@@ -208,10 +209,12 @@ class NeuralRenderer(MeshRenderer):
             np.stack([region_boxes(t, b, self.crop_px) for t, b in zip(targets, boxes.numpy(), strict=True)]),
             self.crop_px,
         )
-        gate = torch.from_numpy(mouth_gate(rows, source.cache["refine_rest"]))[:, None, None, None]
-        masks = [region_mask(torch.from_numpy(regions[:, [i]]), self.crop_px) for i in self.regions]
-        masks = [m * gate if i == 0 else m for i, m in zip(self.regions, masks, strict=True)]  # 0: mouth
-        mask = torch.stack(masks).amax(dim=0).to(self.device)
+        weights = np.ones((len(rows), len(self.regions)), np.float32)
+        if _MOUTH in self.regions:
+            weights[:, self.regions.index(_MOUTH)] = mouth_gate(rows, source.cache["refine_rest"])
+        mask = region_mask(
+            torch.from_numpy(regions[:, self.regions]), self.crop_px, torch.from_numpy(weights)
+        ).to(self.device)
         boxes = boxes.to(self.device)
         frames = out.frame.to(self.device)
         features = torch.from_numpy(motion_features(rows, source.cache["refine_rest"])).to(self.device)

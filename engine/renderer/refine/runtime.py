@@ -13,8 +13,9 @@ mask (B, 1, S, S) in [0, 1], torch tensors on the renderer's device -> (B, 3, S,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from .network import Refiner
 #: runtimes by name (module docstring)
 RUNTIMES = ("torch", "compiled", "onnx", "openvino", "tensorrt")
 _INPUTS = ["mesh", "source", "motion", "mask"]
+T = TypeVar("T")
 
 
 class RefinerRuntime(Protocol):
@@ -53,6 +55,19 @@ def export_refiner_onnx(net: Refiner, crop_px: int, *, path: Path | None = None,
     mesh, source = torch.zeros(2, 3, crop_px, crop_px), torch.zeros(2, 3, crop_px, crop_px)
     example = (mesh, source, torch.zeros(2, net.config.motion_nc), torch.zeros(2, 1, crop_px, crop_px))
     return export_module(net, example, target, _INPUTS, ["frame"], max_batch)
+
+
+def _feed(convert: Callable[[torch.Tensor], T], *tensors: torch.Tensor) -> dict[str, T]:
+    """The graph's named inputs: (mesh, source, motion, mask), each converted."""
+    return {name: convert(t) for name, t in zip(_INPUTS, tensors, strict=True)}
+
+
+def _as_array(tensor: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().float().cpu().numpy())
+
+
+def _on_cuda(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(device="cuda", dtype=torch.float32).contiguous()
 
 
 def _item_shapes(net: Refiner, crop_px: int) -> dict[str, tuple[int, ...]]:
@@ -100,10 +115,7 @@ class OnnxRefiner:
     def __call__(
         self, mesh: torch.Tensor, source: torch.Tensor, motion: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        feed = {
-            name: np.ascontiguousarray(t.detach().float().cpu().numpy())
-            for name, t in zip(_INPUTS, (mesh, source, motion, mask), strict=True)
-        }
+        feed = _feed(_as_array, mesh, source, motion, mask)
         (frame,) = self.session.run(None, feed)
         return torch.from_numpy(frame).to(mesh.device)
 
@@ -122,11 +134,7 @@ class OpenVinoRefiner:
     def __call__(
         self, mesh: torch.Tensor, source: torch.Tensor, motion: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        feed = {
-            name: t.detach().float().cpu().numpy()
-            for name, t in zip(_INPUTS, (mesh, source, motion, mask), strict=True)
-        }
-        return self.graph.run(feed)[0]
+        return self.graph.run(_feed(_as_array, mesh, source, motion, mask))[0]
 
 
 class TensorRTRefiner:
@@ -143,11 +151,7 @@ class TensorRTRefiner:
     def __call__(
         self, mesh: torch.Tensor, source: torch.Tensor, motion: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
-        feed = {
-            name: t.to(device="cuda", dtype=torch.float32).contiguous()
-            for name, t in zip(_INPUTS, (mesh, source, motion, mask), strict=True)
-        }
-        return self.graph.run(feed)[0]
+        return self.graph.run(_feed(_on_cuda, mesh, source, motion, mask))[0]
 
 
 def refiner_runtime(
