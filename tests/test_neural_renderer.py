@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from pirender.engine.api import load_renderer
 from pirender.engine.errors import PirenderError
@@ -260,3 +261,63 @@ def test_the_network_leaves_a_mouth_at_rest_to_the_mesh_frame(held_out: Path) ->
     got, plain = neural.render(rows[:, :, None]).frame, mesh.render(rows[:, :, None]).frame
     assert float((got[0] - plain[0]).abs().mean()) < 0.01  # at rest: the mesh frame (resampled box)
     assert float((got[1] - plain[1]).abs().max()) > 0.2  # an open mouth: the network's
+
+
+def test_stage_three_adds_the_eyes_draws_blinks_and_exports_them(dataset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    pairs = PairsConfig(every=2, crop_px=64)
+    make_pairs(dataset, run / "pairs", "train", pairs, progress=False)
+    train = PairArrays(run / "pairs" / "train")
+    config = rt.RefinerTrainConfig(
+        network=SMALL, pairs=pairs, steps=4, batch=4, checkpoint_every=2, adversarial_from=4, eyes_from=2
+    )
+    assert config.regions_at(1) == ("mouth",)
+    assert config.regions_at(2) == ("mouth", "right eye", "left eye")
+    trainer = rt.RefinerTrainer(config, train, None, run)
+    trainer.blink_pairs = np.array([3])  # as if only pair 3 closed an eye
+    assert trainer.indices(2)[:1].tolist() == [3]  # stage 3: a quarter of the batch from blink pairs
+    trainer.train(progress=False)
+    assert "eye_l1" not in trainer.history[0] and "eye_l1" in trainer.history[1]
+    checkpoint = read_refiner(trainer.export(tmp_path / "eyes.pt", {}))
+    assert checkpoint.regions == ("mouth", "right eye", "left eye")
+    # a user's own trained network runs through --checkpoint on the commands (here: edit)
+    from pirender.engine.cli.main import main
+    from pirender.engine.image import save_png
+
+    with torch.no_grad():
+        trainer.ema.out.bias.fill_(0.5)  # a network whose every correction brightens: easy to see
+    bright = trainer.export(tmp_path / "bright.pt", {})
+    save_png(tmp_path / "portrait.png", _portrait(dataset).rgb)
+    args = ["edit", "--source", str(tmp_path / "portrait.png"), "--set", "blink_left=1"]
+    assert main([*args, "--checkpoint", str(bright), "--out", str(tmp_path / "own.png")]) == 0
+    assert main([*args, "--renderer", "mesh", "--out", str(tmp_path / "mesh.png")]) == 0
+    own, mesh = (np.asarray(Image.open(tmp_path / f"{n}.png"), dtype=np.float32) for n in ("own", "mesh"))
+    assert own.shape == mesh.shape and (own - mesh).max() > 40  # the file's network made the left lid
+    with pytest.raises(PirenderError, match="eyes-from"):
+        rt.RefinerTrainConfig(steps=4, eyes_from=4)
+
+
+def test_the_network_leaves_open_eyes_to_the_mesh_frame(held_out: Path) -> None:
+    from pirender.engine.renderer.refine.renderer import EYE_GATE, eye_gate
+
+    neural, mesh = load_renderer(backend="neural"), load_renderer()
+    portrait = _portrait(held_out)
+    neural.prepare(portrait)
+    mesh.prepare(portrait)
+    right, left = box.REGIONS.index("right eye"), box.REGIONS.index("left eye")
+    rest = neural.rest_row().copy()
+    closed = rest.copy()
+    closed[OPEN_SPACE.index("blink_right")] += 0.8
+    wider = rest.copy()
+    wider[OPEN_SPACE.index("blink_left")] -= 0.5
+    rows = np.stack([rest, closed, wider])
+    assert eye_gate(rows, rest, right).tolist() == [0.0, 1.0, 0.0]
+    assert eye_gate(rows, rest, left).tolist() == [0.0, 0.0, 0.0]  # opening wider: the mesh warp's
+    half = rest.copy()
+    half[OPEN_SPACE.index("blink_left")] += EYE_GATE / 2
+    assert eye_gate(half[None], rest, left)[0] == pytest.approx(0.5)
+    got, plain = neural.render(rows[:, :, None]).frame, mesh.render(rows[:, :, None]).frame
+    for i in (0, 2):  # at rest and wider: the mesh frame (resampled box)
+        assert float((got[i] - plain[i]).abs().mean()) < 0.01
+    assert neural.checkpoint.regions == ("mouth", "right eye", "left eye")
+    assert float((got[1] - plain[1]).abs().max()) > 0.2  # a closing eye: the network's lid

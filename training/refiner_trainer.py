@@ -16,6 +16,13 @@ once, kept in ``RUN/pairs``), then trains:
   (:class:`RegionDiscriminator`, spectral norm, hinge loss) judges the face box with the real frame
   everywhere outside the network's regions (``mask * frame + (1 - mask) * real``), so only what the
   network makes is judged; weight ``adversarial_weight``, generator learning rate ``stage2_lr``.
+- Stage 3 (from ``eyes_from``, when set; the shipped network: steps 9000 .. 12000): the eyelids join
+  the network's regions (``mouth`` + ``right eye`` + ``left eye``), with ``eye_weight`` x L1 inside the
+  eyes' boxes, and ``blink_share`` of each batch drawn from the pairs whose target closes an eye
+  (blink above :data:`BLINK_PAIR`): the mesh warp only narrows a closing eye (its lids meet on a flow
+  grid of 1/4 the frame, so iris and white stay between them), the network learns the closed lid
+  from real blinks. At render time the eyes' correction is faded in by the blink
+  (``renderer.eye_gate``), so open eyes stay the mesh frame's (exact gaze and brows).
 - EMA of the weights (decay ``ema``) is what is saved and shipped.
 - Batches are a fixed function of (seed, step): a resumed run (``--resume``) draws the same items.
 - Every ``checkpoint_every`` steps: the run's checkpoint (atomic), the held-out figures (PSNR of the
@@ -46,12 +53,17 @@ from tqdm import tqdm
 from pirender.engine.errors import PirenderError
 from pirender.engine.fileio import write_atomically
 from pirender.engine.renderer.checkpoint import load_weights_file
-from pirender.engine.renderer.refine.crop import region_indices
+from pirender.engine.renderer.refine.crop import REGIONS, region_indices
 from pirender.engine.renderer.refine.network import Refiner, RefinerConfig
 from pirender.engine.renderer.refine.renderer import refiner_state
 from pirender.training.evaluate import psnr_db
 from pirender.training.refiner_data import PairArrays, PairsConfig, make_pairs
 from pirender.training.renderer_losses import ssim_per_image
+
+#: a pair "closes an eye" when its target's blink_right or blink_left is above this (stage 3's draws)
+BLINK_PAIR = 0.5
+_EYES = ("right eye", "left eye")
+_BLINKS = slice(10, 12)  # blink_right, blink_left in the open space's rows (and the motion features)
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,9 @@ class RefinerTrainConfig:
     mouth_weight: float = 2.0
     ssim_weight: float = 0.5
     regions: tuple[str, ...] = ("mouth",)
+    eyes_from: int | None = None
+    eye_weight: float = 2.0
+    blink_share: float = 0.25
     adversarial_from: int = 6000
     adversarial_weight: float = 0.02
     stage2_lr: float = 5e-5
@@ -80,26 +95,60 @@ class RefinerTrainConfig:
             region_indices(self.regions)
         except ValueError as exc:
             raise PirenderError(f"--regions: {exc}") from None
+        if self.eyes_from is not None and not 0 <= self.eyes_from < self.steps:
+            raise PirenderError(
+                f"--eyes-from {self.eyes_from}: must lie in 0 .. --steps - 1 ({self.steps - 1})"
+            )
+        if not 0.0 <= self.blink_share <= 1.0:
+            raise PirenderError(f"blink_share {self.blink_share}: must lie in 0 .. 1")
+
+    def eyes_at(self, step: int) -> bool:
+        """Whether the eyes are in the network's regions at ``step`` (stage 3)."""
+        return self.eyes_from is not None and step >= self.eyes_from
+
+    def regions_at(self, step: int) -> tuple[str, ...]:
+        """The regions the network changes at ``step``: ``regions``, plus the eyes in stage 3."""
+        if not self.eyes_at(step):
+            return self.regions
+        return tuple(r for r in REGIONS if r in self.regions or r in _EYES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _box_mask(boxes: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, 1, side, side) 0/1 union of (B, R, 4) boxes (left, top, right, bottom; crop pixels)."""
+    grid = torch.arange(side, dtype=torch.float32)
+    inside_x = (grid >= boxes[..., 0:1]) & (grid <= boxes[..., 2:3])  # (B, R, S)
+    inside_y = (grid >= boxes[..., 1:2]) & (grid <= boxes[..., 3:4])
+    return (inside_y[..., :, None] & inside_x[..., None, :]).any(dim=1, keepdim=True).float()
+
+
 def objective(
-    fake: torch.Tensor, real: torch.Tensor, mouth: torch.Tensor, config: RefinerTrainConfig
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    regions: torch.Tensor,
+    config: RefinerTrainConfig,
+    *,
+    eyes: bool = False,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of a batch (module docstring) and its parts."""
+    """The loss of a batch (module docstring) and its parts; ``regions`` (B, 3, 4) are the batch's
+    boxes of ``crop.REGIONS`` (mouth, right eye, left eye); ``eyes``: add the eyes' term (stage 3)."""
     side = fake.shape[-1]
-    grid = torch.arange(side, dtype=fake.dtype)
-    inside_x = (grid[None] >= mouth[:, 0:1]) & (grid[None] <= mouth[:, 2:3])  # (B, S)
-    inside_y = (grid[None] >= mouth[:, 1:2]) & (grid[None] <= mouth[:, 3:4])
-    box = (inside_y[:, :, None] & inside_x[:, None, :]).to(fake.dtype)[:, None]  # (B, 1, S, S)
     diff = (fake - real).abs()
+
+    def box_l1(boxes: torch.Tensor) -> torch.Tensor:
+        box = _box_mask(boxes, side).to(fake.dtype)
+        return (diff * box).sum() / (box.sum() * 3).clamp_min(1.0)
+
     l1 = diff.mean()
-    mouth_l1 = (diff * box).sum() / (box.sum() * 3).clamp_min(1.0)
+    mouth_l1 = box_l1(regions[:, :1])
     ssim = ssim_per_image((fake + 1) / 2, (real + 1) / 2).mean()
     total = l1 + config.mouth_weight * mouth_l1 + config.ssim_weight * (1 - ssim) / 2
     parts = {"total": total, "l1": l1, "mouth_l1": mouth_l1, "ssim": ssim}
+    if eyes:
+        parts["eye_l1"] = eye_l1 = box_l1(regions[:, 1:])
+        total = parts["total"] = total + config.eye_weight * eye_l1
     return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
@@ -149,6 +198,7 @@ class RefinerTrainer:
         )
         self.step = 0
         self.history: list[dict[str, Any]] = []
+        self.blink_pairs = np.flatnonzero(np.asarray(train.motion)[:, _BLINKS].max(axis=1) > BLINK_PAIR)
 
     def lr_at(self, step: int) -> float:
         """The generator's learning rate (module docstring: two stages)."""
@@ -161,17 +211,25 @@ class RefinerTrainer:
         return step >= self.config.adversarial_from and self.config.adversarial_weight > 0
 
     def indices(self, step: int) -> np.ndarray:
+        """The batch of ``step``: uniform draws; in stage 3 its first ``blink_share`` from the pairs
+        whose target closes an eye (a fixed function of seed and step)."""
         rng = np.random.default_rng((self.config.seed, step))
-        return rng.integers(0, len(self.train_pairs), self.config.batch)
+        out = rng.integers(0, len(self.train_pairs), self.config.batch)
+        blinks = round(self.config.blink_share * self.config.batch)
+        if self.config.eyes_at(step) and blinks and self.blink_pairs.size:
+            out[:blinks] = self.blink_pairs[rng.integers(0, self.blink_pairs.size, blinks)]
+        return out
 
     def train_step(self) -> dict[str, float]:
-        batch = self.train_pairs.batch(self.indices(self.step), self.config.regions)
+        batch = self.train_pairs.batch(self.indices(self.step), self.config.regions_at(self.step))
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.net.train()
         mask, real = batch["mask"], batch["real"]
         fake = self.net(batch["mesh"], batch["source"], batch["motion"], mask)
-        loss, parts = objective(fake, real, batch["regions"][:, 0], self.config)
+        loss, parts = objective(
+            fake, real, batch["regions"], self.config, eyes=self.config.eyes_at(self.step)
+        )
         if self.adversarial(self.step):
             judged = mask * fake + (1 - mask) * real  # only what the network makes differs from real
             self.disc.requires_grad_(False)
@@ -195,16 +253,44 @@ class RefinerTrainer:
         self.step += 1
         return parts
 
+    def regions(self) -> tuple[str, ...]:
+        """The regions of the steps trained so far (those of the last step taken)."""
+        return self.config.regions_at(max(self.step - 1, 0))
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Held-out PSNR (dB, peak-to-peak 2) of the face box: mesh frame and refined, all and mouth."""
+        """Held-out PSNR (dB, peak-to-peak 2) of the face box: mesh frame and refined, all and mouth;
+        once the eyes are trained (stage 3), also of the eyes' boxes in the pairs that close an eye."""
         if self.validation is None or not len(self.validation):
             return {}
+        out = self._validate_mouth()
+        if "right eye" in self.regions():
+            out.update(self._validate_blinks())
+        return out
+
+    def _validate_blinks(self) -> dict[str, float]:
+        pairs = self.validation
+        assert pairs is not None
+        chosen = np.flatnonzero(np.asarray(pairs.motion)[:, _BLINKS].max(axis=1) > BLINK_PAIR)
+        if not chosen.size:
+            return {}
+        sums = {"mesh_blink_eyes_psnr": 0.0, "refined_blink_eyes_psnr": 0.0}
+        for start in range(0, chosen.size, 32):
+            b = pairs.batch(chosen[start : start + 32], self.regions())
+            fake = self.ema(b["mesh"], b["source"], b["motion"], b["mask"])
+            for eye in (1, 2):
+                crops = [_mouth_crop(x, b["regions"][:, eye]) for x in (b["mesh"], fake, b["real"])]
+                sums["mesh_blink_eyes_psnr"] += _psnr(crops[0], crops[2]) * len(fake) / 2
+                sums["refined_blink_eyes_psnr"] += _psnr(crops[1], crops[2]) * len(fake) / 2
+        return {k: round(v / chosen.size, 3) for k, v in sums.items()}
+
+    def _validate_mouth(self) -> dict[str, float]:
+        assert self.validation is not None
         count = min(len(self.validation), self.config.validation_pairs)
         chosen = np.linspace(0, len(self.validation) - 1, count).round().astype(int)
         sums = {"mesh_psnr": 0.0, "refined_psnr": 0.0, "mesh_mouth_psnr": 0.0, "refined_mouth_psnr": 0.0}
         for start in range(0, count, 32):
-            b = self.validation.batch(chosen[start : start + 32], self.config.regions)
+            b = self.validation.batch(chosen[start : start + 32], self.regions())
             fake = self.ema(b["mesh"], b["source"], b["motion"], b["mask"])
             n = len(b["mesh"])
             sums["mesh_psnr"] += _psnr(b["mesh"], b["real"]) * n
@@ -219,7 +305,7 @@ class RefinerTrainer:
         """(rows * S, 3 * S, 3) uint8: held-out mesh | refined | real (training pairs without them)."""
         pairs = self.validation if self.validation is not None and len(self.validation) else self.train_pairs
         chosen = np.linspace(0, len(pairs) - 1, count).round().astype(int)
-        b = pairs.batch(chosen, self.config.regions)
+        b = pairs.batch(chosen, self.regions())
         fake = self.ema(b["mesh"], b["source"], b["motion"], b["mask"])
         tiles = torch.stack([b["mesh"], fake, b["real"]], 1)  # (B, 3 tiles, 3, S, S)
         n, t, c, h, w = tiles.shape
@@ -283,7 +369,7 @@ class RefinerTrainer:
     def export(self, out: Path, meta: dict[str, Any]) -> Path:
         """The EMA weights as a ``neural`` renderer checkpoint (engine.renderer.refine.renderer)."""
         payload = refiner_state(
-            self.ema, crop_px=self.config.pairs.crop_px, regions=self.config.regions, meta=meta
+            self.ema, crop_px=self.config.pairs.crop_px, regions=self.regions(), meta=meta
         )
         out.parent.mkdir(parents=True, exist_ok=True)
         return write_atomically(out, lambda h: torch.save(payload, h))
@@ -322,6 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--regions", default="mouth", help="what the network may change: mouth (default) or mouth,eyes"
     )
+    parser.add_argument(
+        "--eyes-from",
+        type=int,
+        default=None,
+        help="step where stage 3 starts: the eyelids join the regions, blink pairs drawn more often "
+        "(make train-renderer: 9000 of 12000; default none)",
+    )
     parser.add_argument("--batch", type=int, default=RefinerTrainConfig.batch, help="pairs per step (8)")
     parser.add_argument("--every", type=int, default=PairsConfig.every, help="one target in N frames (2)")
     parser.add_argument("--max-frames", type=int, default=None, help="frames of each clip at most")
@@ -342,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps,
             adversarial_from=args.adversarial_from,
             regions=tuple(r.strip() for r in args.regions.split(",") if r.strip()),
+            eyes_from=args.eyes_from,
             batch=args.batch,
             seed=args.seed,
             pairs=replace(PairsConfig(), every=args.every, max_frames=args.max_frames),
@@ -377,8 +471,14 @@ def main(argv: list[str] | None = None) -> int:
             "losses": "L1 + mouth-weighted L1 + SSIM (no VGG-19: pixel and structural losses)"
             + (
                 f"; from step {config.adversarial_from}: + {config.adversarial_weight} x hinge adversarial "
-                f"(PatchGAN of the network's regions: {', '.join(config.regions)}; trained here)"
+                "(PatchGAN of the regions the network changes at each step; trained here)"
                 if config.adversarial_from < config.steps
+                else ""
+            )
+            + (
+                f"; from step {config.eyes_from}: the eyes join the regions, + {config.eye_weight} x L1 "
+                f"inside the eyes' boxes, {config.blink_share:.0%} of each batch from pairs closing an eye"
+                if config.eyes_from is not None
                 else ""
             ),
             "steps": trainer.step,

@@ -24,6 +24,7 @@ from ..offline import render_to_video
 from ..renderer.base import PreparedSource, Renderer
 from ..renderer.checkpoint import build_generator, read_checkpoint
 from ..renderer.mesh.renderer import MeshRenderer
+from ..renderer.refine.renderer import is_refiner_file
 from ..sinks.video_file import SUPPORTED_EXTENSIONS
 from ..sources.frames import open_frames
 from ..track.clip import track_clip
@@ -68,7 +69,14 @@ _RENDERER_WORDS = {
 
 
 def _open_renderer(args: argparse.Namespace) -> tuple[Renderer, int]:
-    """The renderer the options ask for (without its source yet) and its image size."""
+    """The renderer the options ask for (without its source yet) and its image size; a --checkpoint
+    of the neural renderer's editing network (``pirender train-refiner --out``) runs that network."""
+    if args.checkpoint and is_refiner_file(args.checkpoint):
+        renderer = load_renderer(
+            args.checkpoint, backend="neural", device=args.device, precision=args.precision,
+            mode=args.mode, image_size_px=args.size, compile=args.compile,
+        )  # fmt: skip
+        return renderer, renderer.image_size_px
     if args.checkpoint:
         info = read_checkpoint(args.checkpoint)
         renderer = load_renderer(
@@ -333,16 +341,26 @@ def run_demo(args: argparse.Namespace) -> int:
     out = _check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite)
     _positive("--frames", args.frames)
     _make_folder(out)
-    if args.checkpoint:
+    if args.checkpoint and not is_refiner_file(args.checkpoint):
         source = load_source_image(_demo_portrait(args.source))
         renderer = load_renderer(args.checkpoint, device=args.device, mode=args.mode)
         renderer.prepare(source)
         motion = demo_motion(neutral_frame(), frames=args.frames, fps=25.0)
     else:
-        renderer = open_space_renderer(args.renderer, mode=args.mode, image_size_px=args.size)
+        if args.checkpoint:  # a neural renderer network of pirender train-refiner
+            renderer = load_renderer(
+                args.checkpoint, backend="neural", device=args.device, mode=args.mode, image_size_px=args.size
+            )
+            assert isinstance(renderer, MeshRenderer)
+        else:
+            renderer = open_space_renderer(args.renderer, mode=args.mode, image_size_px=args.size)
         prepared = renderer.prepare(crop_to_face(_demo_portrait(args.source), size_px=args.size))
         motion = retarget_open(demo_open_motion(frames=args.frames, fps=25.0), renderer.rest_row(prepared))
-        print(f"{_RENDERER_WORDS[renderer.name]} (no checkpoint needed); --checkpoint switches to PIRenderer")
+        words = _RENDERER_WORDS[renderer.name]
+        if args.checkpoint:
+            print(f"{words}, network {args.checkpoint}")
+        else:
+            print(f"{words} (no checkpoint needed); --checkpoint switches to PIRenderer")
     summary = render_to_video(renderer, motion, out)
     print(summary.describe())
     print(f"open it: {out.resolve()}")

@@ -60,10 +60,11 @@ def _add_renderer_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         help="PIRenderer: the authors' checkpoint (.pt), their experiment folder with "
-        "latest_checkpoint.txt, or a pirender-live checkpoint (default: the weight-free mesh renderer)",
+        "latest_checkpoint.txt, or a pirender-live checkpoint; or a neural renderer network of "
+        "pirender train-refiner (default: --renderer, without weights to give)",
     )
     parser.add_argument(
-        "--size", type=int, default=256, choices=[256, 512], help="mesh renderer output size (default 256)"
+        "--size", type=int, default=256, choices=[256, 512], help="neural / mesh output size (default 256)"
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     parser.add_argument(
@@ -215,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_overwrite_option(demo)
     demo.add_argument("--source", default=None, help="portrait (default: Grace Hopper from matplotlib)")
     demo.add_argument(
-        "--checkpoint", default=None, help="PIRenderer weights (default: the weight-free mesh renderer)"
+        "--checkpoint", default=None, help="PIRenderer weights (default: --renderer, without weights to give)"
     )
-    demo.add_argument("--size", type=int, default=256, choices=[256, 512], help="mesh output size")
+    demo.add_argument("--size", type=int, default=256, choices=[256, 512], help="neural / mesh output size")
     _add_open_renderer_option(demo)
     demo.add_argument("--frames", type=int, default=150, help="frames (default 150, 6 s)")
     demo.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto)")

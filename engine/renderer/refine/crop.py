@@ -23,7 +23,7 @@ CENTRE_TOWARD_MOUTH = 0.55
 #: width of the blended border of a pasted crop, as a part of its side
 FEATHER = 0.12
 #: the regions whose boxes are measured (``region_boxes``), in this order; a network is trained to
-#: change some of them (its checkpoint's ``regions``; the shipped one: the mouth)
+#: change some of them (its checkpoint's ``regions``; the shipped one: all three)
 REGIONS = ("mouth", "right eye", "left eye")
 #: each region is its landmarks' box grown by this many inter-ocular distances
 REGION_PAD_IOD = 0.15

@@ -8,7 +8,8 @@ mesh frame, the editing network corrects it (seeing the source's own face box an
 the result is pasted back with a soft border. Everything outside the box is the mesh frame; inside
 it the network changes only its checkpoint's regions (the shipped one: the mouth, between the lip
 corners, ``crop.spare_mouth_corners``), faded in as the mouth leaves the source's rest
-(:func:`mouth_gate`).
+(:func:`mouth_gate`), and the eyelids, faded in as an eye closes beyond the source's rest
+(:func:`eye_gate`; open eyes, gaze and brows stay the mesh frame's).
 
 Causal: one motion row per frame (window 1). Open motion space, 256 or 512 px (the box is resampled
 to the network's ``crop_px``). The network runs in eager torch by default, or through the speed
@@ -35,6 +36,7 @@ from ...track.geometry import relative_euler
 from ..base import Precision, PreparedSource, RenderMode, RenderOutput
 from ..checkpoint import load_weights_file
 from ..mesh.renderer import MeshRenderer
+from ..torch_backend import resolve_device
 from .crop import (
     REGIONS,
     boxes_of,
@@ -60,6 +62,14 @@ _SCALE = OPEN_SPACE.index("scale")
 MOUTH_GATE = 0.2
 _MOUTH_CONTROLS = [OPEN_SPACE.index(n) for n in ("jaw_open", "smile_right", "smile_left", "lip_pucker")]
 _MOUTH = REGIONS.index("mouth")
+#: the network's eyelids fade in as an eye closes beyond the source's rest: fully from this much more
+#: blink (the mesh warp's lids meet on its 1/4-size flow grid, so a closed eye shows iris and white
+#: between them; the network makes the closed lid). An open or opening eye stays the mesh frame's.
+EYE_GATE = 0.3
+_EYE_BLINKS = {
+    REGIONS.index("right eye"): OPEN_SPACE.index("blink_right"),
+    REGIONS.index("left eye"): OPEN_SPACE.index("blink_left"),
+}
 
 
 @dataclass
@@ -162,6 +172,14 @@ def mouth_gate(rows: np.ndarray, source_rest: np.ndarray) -> np.ndarray:
     return np.clip(change / MOUTH_GATE, 0.0, 1.0).astype(np.float32)
 
 
+def eye_gate(rows: np.ndarray, source_rest: np.ndarray, region: int) -> np.ndarray:
+    """(B, 17) open-space rows -> (B,) float32 in [0, 1]: how much of the network's eye ``region``
+    (index in ``crop.REGIONS``: right or left eye) is used (:data:`EYE_GATE`; 0 unless that eye's
+    blink is above the source's rest)."""
+    blink = _EYE_BLINKS[region]
+    return np.clip((rows[:, blink] - source_rest[blink]) / EYE_GATE, 0.0, 1.0).astype(np.float32)
+
+
 class NeuralRenderer(MeshRenderer):
     """Mesh warp + trained editing network (module docstring). A :class:`MeshRenderer` (same source
     preparation, rest row and close) whose frames are corrected in the face box."""
@@ -180,7 +198,7 @@ class NeuralRenderer(MeshRenderer):
         precision: Precision | str = Precision.FP32,
     ) -> None:
         super().__init__(image_size_px=image_size_px, mode=mode, warp=warp)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.checkpoint = checkpoint
         self.crop_px = checkpoint.crop_px
         self.regions = region_indices(checkpoint.regions)
@@ -210,8 +228,9 @@ class NeuralRenderer(MeshRenderer):
             self.crop_px,
         )
         weights = np.ones((len(rows), len(self.regions)), np.float32)
-        if _MOUTH in self.regions:
-            weights[:, self.regions.index(_MOUTH)] = mouth_gate(rows, source.cache["refine_rest"])
+        rest = source.cache["refine_rest"]
+        for column, region in enumerate(self.regions):
+            weights[:, column] = mouth_gate(rows, rest) if region == _MOUTH else eye_gate(rows, rest, region)
         mask = region_mask(
             torch.from_numpy(regions[:, self.regions]), self.crop_px, torch.from_numpy(weights)
         ).to(self.device)
@@ -229,6 +248,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "NeuralRenderer",
     "RefinerCheckpoint",
+    "eye_gate",
     "is_refiner_checkpoint",
     "is_refiner_file",
     "motion_features",
