@@ -211,6 +211,16 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         self._cache[clip] = result
         return result
 
+    def source_frames(self, clip: int) -> np.ndarray:
+        """(frames,) int32: the decoded video frame each stored frame of clip ``clip`` came from (frames
+        without the followed face are not stored; a dataset of the authors' layout: 0, 1, 2, ...)."""
+        name = self.clips[clip].name
+        with self._txn() as txn:
+            raw = txn.get(f"{name}-source_frame".encode())
+        if raw is None:
+            return np.arange(self.clip_motion(clip)[0].shape[0], dtype=np.int32)
+        return np.frombuffer(raw, dtype="<i4").copy()
+
     def window(self, clip: int, frame: int) -> np.ndarray:
         """(width, 2k+1) float32 window of ``frame`` of clip ``clip`` (module docstring)."""
         values, shots = self.clip_motion(clip)

@@ -1005,12 +1005,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fid", default=None, help="FID Inception weights (local file)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
+    talk = parser.add_argument_group("lip sync (--talk)")
+    talk.add_argument(
+        "--talk",
+        action="store_true",
+        help="measure the audio-to-motion model instead: generated vs tracked mouth on the held-out "
+        "clips with a voice (training/talk_eval.py); writes talk_metrics.json and talk_report.md",
+    )
+    talk.add_argument("--model", default=None, help="with --talk: the flow checkpoint (default: the shipped)")
+    talk.add_argument(
+        "--temperature",
+        type=float,
+        action="append",
+        dest="temperatures",
+        help="with --talk: temperatures to measure, repeatable (default: the shipped one and 0)",
+    )
     return parser
+
+
+def _run_talk(args: argparse.Namespace) -> int:
+    from pirender.training.talk_eval import TalkEvalConfig, evaluate_talk, talk_report
+
+    out = Path(args.out).expanduser()
+    files = {"talk_metrics.json": out / "talk_metrics.json", "talk_report.md": out / "talk_report.md"}
+    if any(f.exists() for f in files.values()) and not args.overwrite:
+        raise PirenderError(f"{out} holds an earlier lip-sync report; add --overwrite to replace it")
+    config = TalkEvalConfig(
+        data=Path(args.data),
+        model=None if args.model is None else Path(args.model),
+        split=args.split,
+        temperatures=tuple(args.temperatures) if args.temperatures else None,
+    )
+    metrics = evaluate_talk(config)
+    if not metrics["per_clip"]:
+        raise PirenderError(f"{args.data}: no {args.split} clip with a voice to measure")
+    report = talk_report(metrics)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(files["talk_metrics.json"], lambda h: h.write(json.dumps(metrics, indent=1).encode()))
+    write_atomically(files["talk_report.md"], lambda h: h.write((report + "\n").encode()))
+    print(report)
+    print(f"report in {out} (talk_metrics.json, talk_report.md)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """``pirender eval`` (see :func:`build_parser`); 0 on success, 2 with one line on bad input."""
     args = build_parser().parse_args(argv)
+    if args.talk:
+        try:
+            return _run_talk(args)
+        except PirenderError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         config = EvalConfig(
             data=Path(args.data),

@@ -539,8 +539,23 @@ def run_prepare_audio(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if out.is_file():
         raise PirenderError(f"{out}: is a file; --out is the folder of the pairs")
+    source = Path(args.videos).expanduser()
+    if (source / "meta.json").is_file():  # a dataset of pirender prepare: its clips with a voice
+        from ...training.talk_data import make_talk_pairs
+
+        if args.deep3d or args.overwrite:
+            raise PirenderError("from a prepared dataset the pairs are open-space; --deep3d / --overwrite "
+                                "do not apply (remove --out to make them again)")  # fmt: skip
+        report = make_talk_pairs(source, out)
+        silent = sum("silent" in why for why in report.skipped.values())
+        print(
+            f"{len(report.written)} pairs written, {len(report.kept)} already there in {out}/train and "
+            f"{out}/test; skipped: {len(report.skipped) - silent} clips without a sound track, {silent} "
+            "with a silent one"
+        )
+        return 0
     regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=args.device) if args.deep3d else None
-    report = prepare_pairs(Path(args.videos), out, regressor=regressor, overwrite=args.overwrite)
+    report = prepare_pairs(source, out, regressor=regressor, overwrite=args.overwrite)
     print(report.describe())
     return 0
 

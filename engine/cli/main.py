@@ -39,7 +39,7 @@ _EXAMPLES = {
     "doctor": "pirender doctor",
     "talk": "pirender talk --source portrait.jpg --face-crop --audio speech.wav --out talking.mp4",
     "train-audio": "pirender train-audio data/pairs --out my_flow.pt --steps 2500",
-    "prepare-audio": "pirender prepare-audio videos/ --out data/pairs",
+    "prepare-audio": "pirender prepare-audio data/talking --out data/talk_pairs",
     "prepare": "pirender prepare ../shared/data/talking/MANIFEST.tsv --out data/talking --holdout A,B",
     "webcam": "pirender webcam --source portrait.jpg --face-crop --input camera:0 --preview preview.mp4",
 }
@@ -291,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     talk.set_defaults(run=commands.run_talk)
 
     prepare_audio = command("prepare-audio", "make (audio, motion) training pairs from talking-head videos")
-    prepare_audio.add_argument("videos", help="a folder of videos (or one video)")
+    prepare_audio.add_argument(
+        "videos",
+        help="a dataset of pirender prepare (its clips with a voice, split by identity into OUT/train and "
+        "OUT/test, resampled to 25 frames/s), a folder of videos, or one video",
+    )
     prepare_audio.add_argument("--out", required=True, help="folder for the pairs (resumable)")
     _add_overwrite_option(
         prepare_audio, "make the pairs already in --out again (default: keep them, so a stopped run resumes)"
