@@ -18,19 +18,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio.features import video_frame_log_mel
 from .audio.sources import SAMPLE_RATE_HZ
 from .audio.vad import VadConfig, VoiceActivity
 from .audioflow.checkpoint import load_flow
 from .audioflow.flow import AudioMotionFlow
 from .errors import PirenderError
-from .motion.retarget import retarget_open
+from .motion.retarget import OpenRetargeter, frontal_rest_row
 from .motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence, MotionSpace
 from .renderer.base import PreparedSource, Renderer
 
 #: The shipped default model (trained by ``make train-audio`` on synthetic espeak-ng speech).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "audioflow" / "default_flow.pt"
 _MOUTH = [OPEN_SPACE.index(name) for name in ("jaw_open", "lip_pucker")]
+_SCALE = OPEN_SPACE.index("scale")
 _EXPRESSION = AUTHORS_SPACE.group("expression")
 
 
@@ -68,51 +68,195 @@ def added_latency_ms(model: AudioMotionFlow, fps: float = 25.0) -> dict[str, flo
     }
 
 
+class SpeechMotion:
+    """Voice -> motion rows, one video frame at a time: the one path of every talking avatar (``pirender
+    talk`` offline, ``talk --mic`` and the page's Talk mode live), so they agree exactly.
+
+    Feed 16 kHz mono samples in chunks of any size (:meth:`push`) and end the voice with
+    :meth:`finish`; each returns the motion rows it completed, in order. Per video frame ``i`` (of
+    ``config.fps``):
+
+    - **Features**: the mean log-mel of the frame's audio (``audio.features``: 10 ms frames, the
+      fractional schedule of ``video_frame_features``), streamed (``StreamingLogMel``), bit-identical
+      to the offline ``video_frame_log_mel`` of the whole voice.
+    - **Voice activity** (the silence rule): ``v_i`` = the VAD's decision (``audio.vad``: WebRTC +
+      energy floor + hangover) for the VAD frame holding the video frame's centre; the frame's
+      speaking weight is the mean of ``v_{i-1}, v_i, v_{i+1}`` (0 outside the voice), ~120 ms of
+      smoothing, so the mouth closes over two frames instead of snapping.
+    - **Motion**: the flow's step on the features of frames ``i - k .. i + tau`` (the first frame
+      repeated before the start, the last after the end of the voice), latent drawn from
+      ``torch.Generator(seed)`` at ``config.temperature``. Open space: the mouth controls (jaw_open,
+      lip_pucker) times the speaking weight, never below 0, scale 1, moved onto the portrait's
+      ``rest`` row. Authors' space: the expression blends to ``rest``'s with the weight.
+
+    A row is complete once frame ``i + tau``'s features and ``v_{i+1}`` exist: it lags its voice by
+    ``tau`` frames plus one feature window (``added_latency_ms``). :meth:`finish` completes the rest:
+    ``ceil(duration * fps)`` rows in all (at least one).
+    """
+
+    def __init__(self, model: AudioMotionFlow, rest: np.ndarray, config: TalkConfig | None = None) -> None:
+        from .audio.features import FeatureConfig, StreamingLogMel, video_frame_audio_range
+
+        self.model, self.config = model, config or TalkConfig()
+        self._authors = model.config.space_name == AUTHORS_SPACE.name
+        self._rest = np.asarray(rest, dtype=np.float32).copy()
+        if self._authors and self._rest.shape != (AUTHORS_SPACE.width,):
+            raise PirenderError(f"a {AUTHORS_SPACE.width}-wide rest row is needed, got {self._rest.shape}")
+        self._retarget = None if self._authors else OpenRetargeter(frontal_rest_row(), self._rest)
+        self._feature_config = FeatureConfig()
+        self._floor = float(np.log(self._feature_config.log_floor))
+        self._audio_range = video_frame_audio_range
+        self._mel = StreamingLogMel(self._feature_config)
+        self._vad = VoiceActivity(self.config.vad)
+        self._history = model.config.history_frames
+        self._lookahead = model.config.audio_lookahead_frames
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new voice (features, voice activity, the flow's state and latent draws)."""
+        self._mel.reset()
+        self._vad.reset()
+        self._mel_frames: list[np.ndarray] = []  # mel frames from index self._mel_base on
+        self._mel_base = 0
+        self._features: dict[int, np.ndarray] = {}  # per video frame (the ones still needed)
+        self._voiced: list[bool] = []  # VAD decisions from VAD frame self._vad_base on
+        self._vad_base = 0
+        self._samples = 0
+        self._finished = False
+        self._state = self.model.reset()
+        self._generator = torch.Generator().manual_seed(self.config.seed)
+        self.frames_out = 0  # rows produced so far
+
+    # -- the voice in --------------------------------------------------------------------------
+
+    def push(self, samples: np.ndarray) -> list[np.ndarray]:
+        """(n,) float32 samples at 16 kHz -> the rows this chunk completed (possibly none)."""
+        if self._finished:
+            raise PirenderError("this voice has ended (finish was called): reset() starts a new one")
+        samples = np.asarray(samples, dtype=np.float32)
+        self._samples += samples.size
+        self._mel_frames.extend(self._mel.push(samples))
+        self._voiced.extend(bool(v) for v in self._vad.process(samples))
+        return self._produce()
+
+    def finish(self) -> list[np.ndarray]:
+        """End of the voice: the remaining rows (the audio zero-padded, missing voice = silence)."""
+        self._mel_frames.extend(self._mel.flush())
+        self._finished = True
+        total = max(1, int(np.ceil(self._samples / SAMPLE_RATE_HZ * self.config.fps)))
+        return self._produce(total)
+
+    # -- per video frame -----------------------------------------------------------------------
+
+    def _feature(self, frame: int) -> np.ndarray | None:
+        """The mean log-mel of video frame ``frame``, or None while its audio is incomplete."""
+        cached = self._features.get(frame)
+        if cached is not None:
+            return cached
+        span = self._audio_range(frame, self.config.fps, self._feature_config)
+        available = self._mel_base + len(self._mel_frames)
+        if span.stop > available and not self._finished:
+            return None
+        silence = np.full(self._feature_config.n_mels, self._floor, np.float32)  # beyond the voice
+        rows = [self._mel_frames[j - self._mel_base] if j < available else silence for j in span]
+        value = np.mean(np.stack(rows), axis=0).astype(np.float32)
+        self._features[frame] = value
+        return value
+
+    def _voice(self, frame: int) -> float | None:
+        """``v_frame`` (class docstring): 1.0 / 0.0, or None while the VAD has not decided it."""
+        if frame < 0:
+            return 0.0
+        vad_frame = int(((frame + 0.5) / self.config.fps) * 1000.0 // self.config.vad.frame_ms)
+        index = vad_frame - self._vad_base
+        if index < len(self._voiced):
+            return float(self._voiced[index])
+        return 0.0 if self._finished else None
+
+    def _produce(self, total: int | None = None) -> list[np.ndarray]:
+        rows = []
+        while total is None or self.frames_out < total:
+            n = self.frames_out
+            last = n + self._lookahead if total is None else min(n + self._lookahead, total - 1)
+            if self._feature(last) is None:
+                break
+            voices = [
+                self._voice(n - 1),
+                self._voice(n),
+                self._voice(n + 1) if total is None or n + 1 < total else 0.0,
+            ]
+            if any(v is None for v in voices):
+                break
+            frames = np.clip(np.arange(n - self._history, n + self._lookahead + 1), 0, last)
+            window = torch.from_numpy(np.stack([self._feature(int(i)) for i in frames]))  # type: ignore[misc]
+            with torch.no_grad():
+                motion, self._state = self.model.step(
+                    window, self._state, temperature=self.config.temperature, generator=self._generator
+                )
+            rows.append(self._gate(motion.numpy().astype(np.float32), float(np.mean(voices))))
+            self.frames_out += 1
+            self._forget(self.frames_out)
+        return rows
+
+    def _gate(self, row: np.ndarray, speaking: float) -> np.ndarray:
+        if self._authors:  # silence: the rest expression (mouth as at rest)
+            row[_EXPRESSION] = self._rest[_EXPRESSION] + speaking * (
+                row[_EXPRESSION] - self._rest[_EXPRESSION]
+            )
+            return row
+        row[_MOUTH] = np.maximum(row[_MOUTH] * speaking, 0.0)
+        row[_SCALE] = 1.0
+        assert self._retarget is not None
+        return self._retarget(row).astype(np.float32)
+
+    def _forget(self, next_frame: int) -> None:
+        """Drop what no later row needs (bounded memory on an endless stream)."""
+        oldest = max(0, next_frame - self._history)
+        for frame in [f for f in self._features if f < oldest]:
+            del self._features[frame]
+        first_mel = self._audio_range(oldest, self.config.fps, self._feature_config).start
+        if first_mel - self._mel_base > 256:
+            del self._mel_frames[: first_mel - self._mel_base]
+            self._mel_base = first_mel
+        first_vad = int(((next_frame - 1.5) / self.config.fps) * 1000.0 // self.config.vad.frame_ms)
+        if first_vad - self._vad_base > 256:
+            del self._voiced[: first_vad - self._vad_base]
+            self._vad_base = first_vad
+
+
 def speech_mask(samples: np.ndarray, frames: int, fps: float, config: VadConfig) -> np.ndarray:
-    """(frames,) float in [0, 1]: how much each video frame is speech (VAD, smoothed over three video
-    frames, ~120 ms at 25 fps; beyond the ends counts as silence). Audio shorter than one VAD frame
-    (30 ms) has no speech: all zeros."""
-    voiced = VoiceActivity(config).process(samples).astype(np.float32)  # per VAD frame
-    times_s = (np.arange(len(voiced)) + 0.5) * config.frame_ms / 1000.0
-    frame_times_s = (np.arange(frames) + 0.5) / fps
-    mask = np.interp(frame_times_s, times_s, voiced, left=0.0, right=0.0) if len(voiced) else np.zeros(frames)
-    kernel = np.ones(3) / 3
-    # "valid" over a zero-padded mask: exactly `frames` values, also for one or two frames
-    return np.clip(np.convolve(np.pad(mask, 1), kernel, mode="valid"), 0.0, 1.0)
+    """(frames,) float in [0, 1]: each video frame's speaking weight (:class:`SpeechMotion`'s silence
+    rule: the VAD frame at the video frame's centre, averaged over the frame and its two neighbours;
+    beyond the voice counts as silence)."""
+    voiced = VoiceActivity(config).process(samples).astype(np.float64)
+    index = (((np.arange(frames) + 0.5) / fps) * 1000.0 // config.frame_ms).astype(np.int64)
+    v = np.zeros(frames)
+    known = index < len(voiced)
+    v[known] = voiced[index[known]]
+    padded = np.pad(v, 1)
+    return (padded[:-2] + padded[1:-1] + padded[2:]) / 3.0
 
 
 def motion_for_speech(
     samples: np.ndarray, model: AudioMotionFlow, rest: np.ndarray, config: TalkConfig | None = None
 ) -> MotionSequence:
     """Motion of the speech for one portrait, in the model's space: ``ceil(duration * config.fps)``
-    frames (at least one: any speech from one sample up gives a video as long as it).
-
-    The flow generates frame by frame (``sample_sequence`` is a loop of the streaming ``step``);
-    where the VAD hears no speech the mouth closes smoothly. Open space: ``rest`` is the portrait's
-    rest row and the motion is moved onto it. Authors' space (PIRenderer): ``rest`` is a 73-wide row
-    whose expression the silent frames take (the portrait's own coefficients, or the model's mean).
+    frames (at least one: any speech from one sample up gives a video as long as it), made by
+    :class:`SpeechMotion` (the live path) fed the whole voice at once. Open space: ``rest`` is the
+    portrait's rest row and the motion is moved onto it. Authors' space (PIRenderer): ``rest`` is a
+    73-wide row whose expression the silent frames take (the portrait's own coefficients, or the
+    model's mean).
     """
     cfg = config or TalkConfig()
     if len(samples) == 0:
         raise PirenderError("no audio samples to make motion from (the speech is empty)")
-    authors = model.config.space_name == AUTHORS_SPACE.name
-    if authors and rest.shape != (AUTHORS_SPACE.width,):
-        raise PirenderError(f"a {AUTHORS_SPACE.width}-wide rest row is needed, got {rest.shape}")
-    frames = max(1, int(np.ceil(len(samples) / SAMPLE_RATE_HZ * cfg.fps)))
-    audio = torch.from_numpy(video_frame_log_mel(samples, frames, cfg.fps))  # (frames, 40)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    with torch.no_grad():
-        rows = model.sample_sequence(audio, temperature=cfg.temperature, generator=generator).numpy()
-    rows = rows.astype(np.float32)
-    speaking = speech_mask(samples, frames, cfg.fps, cfg.vad)[:, None]  # (frames, 1)
-    if authors:  # silence: the rest expression (mouth as at rest)
-        rows[:, _EXPRESSION] = rest[_EXPRESSION] + speaking * (rows[:, _EXPRESSION] - rest[_EXPRESSION])
-        return MotionSequence(AUTHORS_SPACE, rows, fps=cfg.fps, meta={"source": "audio-flow"})
-    rows[:, _MOUTH] *= speaking
-    rows[:, _MOUTH] = np.maximum(rows[:, _MOUTH], 0.0)
-    rows[:, OPEN_SPACE.index("scale")] = 1.0
-    driving = MotionSequence(OPEN_SPACE, rows, fps=cfg.fps, meta={"source": "audio-flow"})
-    return retarget_open(driving, rest)
+    speech = SpeechMotion(model, rest, cfg)
+    rows = speech.push(samples) + speech.finish()
+    space = AUTHORS_SPACE if model.config.space_name == AUTHORS_SPACE.name else OPEN_SPACE
+    meta: dict[str, Any] = {"source": "audio-flow"}
+    if space == OPEN_SPACE:
+        meta["neutral_rest"] = [float(v) for v in rest]
+    return MotionSequence(space, np.stack(rows).astype(np.float32), fps=cfg.fps, meta=meta)
 
 
 def authors_rest_row(model: AudioMotionFlow) -> np.ndarray:

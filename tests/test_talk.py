@@ -319,7 +319,8 @@ def test_a_long_talk_stream_keeps_bounded_state_and_skips_a_stale_backlog() -> N
     for start in range(0, len(noise), 640):  # 12 s in 40 ms blocks, one row each
         microphone.feed_samples(noise[start : start + 640])
         talk.row(0.0)
-    assert len(talk._video_features) <= 256 and len(talk._energy_dbfs) <= 256
+    speech = talk._speech  # what the stream keeps stays bounded (a few hundred frames at most)
+    assert len(speech._features) <= 8 and len(speech._mel_frames) <= 300 and len(speech._voiced) <= 300
     assert talk.audio_position is not None and talk.audio_position >= len(noise) - 4 * 640
     microphone.feed_samples(np.tile(noise, 2)[: SAMPLE_RATE_HZ * 15])  # 15 s arrive at once
     assert np.isfinite(talk.row(0.0)).all()  # the stale part is skipped, not replayed
@@ -376,3 +377,39 @@ def test_motion_for_speech_of_any_length(duration_ms: float) -> None:
 def test_motion_for_no_samples_is_a_clear_error() -> None:
     with pytest.raises(PirenderError, match="empty"):
         motion_for_speech(np.zeros(0, np.float32), load_talk_model(), frontal_rest_row())
+
+
+def test_the_live_path_and_the_offline_path_agree_on_one_real_file() -> None:
+    """A real speaker's file played into the microphone in uneven blocks: the live talk source shows
+    exactly the rows ``pirender talk`` makes offline (one SpeechMotion: same features, silence rule,
+    flow draws and retargeting), frame for frame, and a silent start keeps the mouth closed."""
+    from pirender.engine.stream.sources import MicrophoneSource, TalkSource
+    from pirender.engine.talk import SpeechMotion
+
+    speech = load_audio(shared_data("talking", "LipNet__bbaf2n.mpg"))
+    voice = np.concatenate([np.zeros(SAMPLE_RATE_HZ // 2, np.float32), speech])  # 0.5 s of silence first
+    rest = frontal_rest_row()
+    rest[OPEN_SPACE.index("yaw")] = 0.2  # a portrait turned a little: retargeting is part of the path
+    offline = motion_for_speech(voice, load_talk_model(), rest).values
+    microphone = MicrophoneSource(capacity_s=30.0)
+    talk = TalkSource(microphone, rest, fps=25.0)
+    shown: dict[int, np.ndarray] = {}
+    rng = np.random.default_rng(0)
+    start = 0
+    while start < len(voice):
+        size = int(rng.integers(100, 640))  # at most a frame of audio a call: most rows are seen
+        microphone.feed_samples(voice[start : start + size])
+        start += size
+        row = talk.row(0.0)
+        if talk.audio_position is not None:
+            shown[(talk.audio_position - talk.origin_sample) // 640] = row
+    frames = sorted(shown)
+    assert len(frames) > 0.7 * len(offline) and frames[-1] >= len(offline) - 4  # all but the lookahead
+    for frame in frames:
+        np.testing.assert_allclose(shown[frame], offline[frame], atol=1e-6)
+    jaw = OPEN_SPACE.index("jaw_open")
+    assert np.all(offline[:10, jaw] == rest[jaw])  # the silent start: mouth closed from the first frame
+    # the same chunks straight into SpeechMotion, then finish: the offline rows, all of them
+    direct = SpeechMotion(load_talk_model(), rest, TalkConfig())
+    rows = direct.push(voice[:7777]) + direct.push(voice[7777:]) + direct.finish()
+    np.testing.assert_array_equal(np.stack(rows), offline)

@@ -585,6 +585,10 @@ def run_train_audio(args: argparse.Namespace) -> int:
 
     out = _check_out(args.out, (".pt",), overwrite=args.overwrite)
     _positive("--steps", args.steps)
+    _positive("--eval-every", args.eval_every)
+    _positive("--lstm-hidden", args.lstm_hidden)
+    if args.lookahead < 0 or args.learning_rate <= 0:
+        raise PirenderError("--lookahead must be >= 0 and --learning-rate > 0")
     _make_folder(out)
     folders = [Path(p) for p in args.pairs]
     if not folders:
@@ -594,9 +598,30 @@ def run_train_audio(args: argparse.Namespace) -> int:
         folders = [folder]
     validation = [Path(args.validation)] if args.validation else None
     result = train(
-        folders, out, config=TrainConfig(steps=args.steps, seed=args.seed), validation_folders=validation
+        folders,
+        out,
+        config=TrainConfig(
+            steps=args.steps,
+            seed=args.seed,
+            audio_lookahead_frames=args.lookahead,
+            lstm_hidden=args.lstm_hidden,
+            learning_rate=args.learning_rate,
+            eval_every=args.eval_every,
+            person_norm=not args.no_person_norm,
+        ),
+        validation_folders=validation,
     )
-    print(f"wrote {out}: validation NLL {result['val_nll']:.3f} nats/dim, {result['seconds']:.0f} s")
+    sync = result["val_sync"]
+    print(
+        f"wrote {out} (step {result['step']:.0f}): validation NLL {result['val_nll']:.3f} nats/dim"
+        + (
+            f", held-out lip sync r = {sync:.3f} at temperature 0 (best temperature "
+            f"{result['temperature']:g}); pirender eval --talk --model {out} measures it"
+            if sync == sync
+            else ""
+        )
+        + f"; {result['seconds']:.0f} s"
+    )
     return 0
 
 

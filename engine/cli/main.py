@@ -342,7 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train_audio.add_argument("--steps", type=int, default=2500, help="Adam steps (default 2500)")
     train_audio.add_argument("--seed", type=int, default=1, help="seed of the data recipe and training")
-    train_audio.add_argument("--validation", help="a folder of held-out pairs (e.g. from real videos)")
+    train_audio.add_argument(
+        "--validation",
+        help="a folder of held-out pairs (e.g. data/talk_pairs/test): the kept model is the one whose "
+        "mouth follows their tracked mouths best (lip-sync correlation)",
+    )
+    train_audio.add_argument("--lookahead", type=int, default=2, help="audio lookahead in video frames (2)")
+    train_audio.add_argument("--lstm-hidden", type=int, default=64, help="LSTM width of the flow steps (64)")
+    train_audio.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (1e-3)")
+    train_audio.add_argument("--eval-every", type=int, default=100, help="steps between validations (100)")
+    train_audio.add_argument(
+        "--no-person-norm",
+        action="store_true",
+        help="keep each speaker's own motion scale (default: normalised per person when pairs name one)",
+    )
     train_audio.set_defaults(run=commands.run_train_audio)
 
     train = command("train", "train PIRenderer on a prepared dataset (torchrun for several processes)")

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections import deque
 
 import numpy as np
 
 from ..motion.edit import demo_open_motion
 from ..motion.limits import OPEN_LIMITS
 from ..motion.retarget import FollowingRetargeter, OpenRetargeter, frontal_rest_row, retarget_open
-from ..motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence
+from ..motion.space import OPEN_SPACE, MotionSequence
 from ..track.tracker import FaceTracker
 
 #: Slider ranges (open-space units; pose in radians added to the portrait's own pose, scale a factor on
@@ -21,8 +21,7 @@ SLIDER_RANGES: dict[str, tuple[float, float, float, str]] = {
     for name, slot in zip(OPEN_SPACE.slot_names, OPEN_LIMITS.ranges, strict=True)
 }
 _IDLE_LOOP_S = 12.0
-_EXPRESSION = AUTHORS_SPACE.group("expression")
-_TALK_KEPT_FRAMES = 256  # video frames of audio features a talk source keeps (~10 s at 25 fps)
+_TALK_MAX_BACKLOG_S = 2.0  # a talk source this far behind its microphone skips the stale voice
 
 
 class IdleSource:
@@ -175,12 +174,14 @@ class MicrophoneSource:
 class TalkSource:
     """Motion from the client's microphone through the audio-to-motion flow, frame by frame.
 
-    Audio arrives in ``microphone`` (16 kHz). Every video frame's features are the mean of its four
-    10 ms log-mel frames (computed incrementally, equal to the offline features). Motion frame ``n``
-    needs the features of frames up to ``n + tau`` (the model's lookahead), so the motion shown lags
-    the voice by ``tau`` frames plus the feature window: ``latency_ms``. Silence (energy gate) closes
-    the mouth. Open-space models move onto the portrait's ``rest`` row; an authors'-space model (for
-    PIRenderer) gives absolute 73-wide rows whose expression is ``rest``'s during silence.
+    Audio arrives in ``microphone`` (16 kHz); ``engine.talk.SpeechMotion`` turns it into motion, the
+    same object (features, voice-activity silence rule, flow, retargeting) ``pirender talk`` runs
+    offline, so a file played into the microphone gives the offline motion exactly. Motion frame
+    ``n`` needs the features of frames up to ``n + tau`` (the model's lookahead), so the motion shown
+    lags the voice by ``tau`` frames plus the feature window: ``latency_ms``. Open-space models move
+    onto the portrait's ``rest`` row; an authors'-space model (for PIRenderer) gives absolute 73-wide
+    rows whose expression is ``rest``'s during silence. When the consumer falls more than
+    :data:`_TALK_MAX_BACKLOG_S` behind the microphone, the stale voice is skipped (a new voice starts).
     """
 
     def __init__(
@@ -190,91 +191,47 @@ class TalkSource:
         *,
         model: object | None = None,
         fps: float = 25.0,
-        temperature: float = 0.6,
+        temperature: float | None = None,
         seed: int = 0,
     ) -> None:
-        import torch
+        from ..talk import SpeechMotion, TalkConfig, load_talk_model
 
-        from ..audio.features import StreamingLogMel
-        from ..talk import load_talk_model
-
-        self._torch = torch
         self.model = model or load_talk_model()
         self._mic = microphone
-        self._fps = fps
-        authors = self.model.config.space_name == AUTHORS_SPACE.name  # type: ignore[attr-defined]
-        self._rest = rest.astype(np.float32).copy()
-        self._retarget = None if authors else OpenRetargeter(frontal_rest_row(), rest)
-        self._features = StreamingLogMel()
-        self._mel_per_video_frame = round(100 / fps)  # 10 ms hop
-        self._pending_mel: list[np.ndarray] = []
-        # per video frame, the newest only (bounded): features (40,) and the level of their audio (dBFS)
-        self._video_features: deque[np.ndarray] = deque(maxlen=_TALK_KEPT_FRAMES)
-        self._energy_dbfs: deque[float] = deque(maxlen=_TALK_KEPT_FRAMES)
-        self._feature_count = 0  # video frames of features made so far (absolute)
+        config = TalkConfig(fps=fps, seed=seed)
+        if temperature is not None:
+            config = dataclasses.replace(config, temperature=temperature)
+        self._speech = SpeechMotion(self.model, rest, config)  # type: ignore[arg-type]
         self.origin_sample = microphone.samples_received  # the voice from now on drives the avatar
         self._consumed = self.origin_sample
+        self._voice_start = self.origin_sample  # the sample where the current voice began
         self._samples_per_frame = round(microphone.sample_rate_hz / fps)
-        self._state = self.model.reset()  # type: ignore[attr-defined]
-        self._generator = torch.Generator().manual_seed(seed)
-        self._temperature = temperature
-        self._produced = 0
-        self._latest = rest.astype(np.float32).copy()
-        cfg = self.model.config  # type: ignore[attr-defined]
-        self._history, self._lookahead = cfg.history_frames, cfg.audio_lookahead_frames
-        self.latency_ms = 1000.0 * self._lookahead / fps + 25.0
-
-    def _take_audio(self) -> None:
-        received = self._mic.samples_received
-        new = received - self._consumed
-        if new <= 0:
-            return
-        samples = self._mic.read(self._consumed, np.empty(new, dtype=np.float32))
-        self._consumed = received
-        level_dbfs = 10 * np.log10(float((samples**2).mean()) + 1e-12)
-        for frame in self._features.push(samples):
-            self._pending_mel.append(frame)
-            if len(self._pending_mel) == self._mel_per_video_frame:
-                block = np.stack(self._pending_mel)
-                self._video_features.append(block.mean(axis=0).astype(np.float32))
-                self._energy_dbfs.append(level_dbfs)
-                self._feature_count += 1
-                self._pending_mel = []
+        self._latest = np.asarray(rest, dtype=np.float32).copy()
+        lookahead = self.model.config.audio_lookahead_frames  # type: ignore[attr-defined]
+        self.latency_ms = 1000.0 * lookahead / fps + 25.0
 
     @property
     def audio_position(self) -> int | None:
         """The microphone sample (absolute number) where the audio of the latest motion row begins;
         None before the first row. The sound a frame shows starts here."""
-        if self._produced == 0:
+        produced = self._speech.frames_out
+        if produced == 0:
             return None
-        return self.origin_sample + (self._produced - 1) * self._samples_per_frame
+        return self._voice_start + (produced - 1) * self._samples_per_frame
 
     def row(self, time_s: float) -> np.ndarray:
         del time_s
-        self._take_audio()
-        features, first_kept = self._video_features, self._feature_count - len(self._video_features)
-        if self._produced - self._history < first_kept:  # fell behind by seconds: skip the stale voice
-            self._produced = first_kept + self._history
-        while self._produced + self._lookahead < self._feature_count:
-            n = self._produced
-            # absolute frames n - k .. n + tau (the first frame repeats before the start), as kept
-            indices = np.maximum(np.arange(n - self._history, n + self._lookahead + 1), 0) - first_kept
-            window = self._torch.from_numpy(np.stack([features[i] for i in indices]))
-            with self._torch.no_grad():
-                motion, self._state = self.model.step(  # type: ignore[attr-defined]
-                    window, self._state, temperature=self._temperature, generator=self._generator
-                )
-            row = motion.numpy().astype(np.float32)
-            silent = self._energy_dbfs[n - first_kept] < -50.0
-            if self._retarget is None:  # authors' space: silence keeps the rest expression
-                if silent:
-                    row[_EXPRESSION] = self._rest[_EXPRESSION]
-                self._latest = row
-            else:
-                if silent:  # mouth closed
-                    row[OPEN_SPACE.index("jaw_open")] = 0.0
-                    row[OPEN_SPACE.index("lip_pucker")] = 0.0
-                row[OPEN_SPACE.index("scale")] = 1.0
-                self._latest = self._retarget(row)
-            self._produced += 1
+        received = self._mic.samples_received
+        if received - self._consumed > _TALK_MAX_BACKLOG_S * self._mic.sample_rate_hz:
+            # fell behind by seconds: start a new voice with the newest audio (enough for a few rows)
+            lookahead = self.model.config.audio_lookahead_frames  # type: ignore[attr-defined]
+            self._consumed = self._voice_start = received - (lookahead + 4) * self._samples_per_frame
+            self._speech.reset()
+        new = received - self._consumed
+        if new > 0:
+            samples = self._mic.read(self._consumed, np.empty(new, dtype=np.float32))
+            self._consumed = received
+            rows = self._speech.push(samples)
+            if rows:
+                self._latest = rows[-1]
         return self._latest.copy()
