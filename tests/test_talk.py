@@ -15,7 +15,7 @@ from pirender.engine.errors import PirenderError
 from pirender.engine.motion.io import load_motion
 from pirender.engine.motion.retarget import frontal_rest_row
 from pirender.engine.motion.space import OPEN_SPACE
-from pirender.engine.talk import DEFAULT_MODEL, TalkConfig, load_talk_model, motion_for_speech
+from pirender.engine.talk import DEFAULT_MODEL, TalkConfig, load_talk_model, motion_for_speech, speech_mask
 
 from conftest import shared_data
 
@@ -359,19 +359,17 @@ def test_train_audio_refuses_mixed_spaces_and_too_short_pairs(
 
 @pytest.mark.parametrize("duration_ms", [0.0625, 1, 10, 20, 30, 50, 80, 100, 130])
 def test_motion_for_speech_of_any_length(duration_ms: float) -> None:
-    """Every length from one sample up gives ceil(duration * fps) frames; under one 30 ms VAD frame
-    the mouth stays closed (as for silence of the same length)."""
+    """Every length from one sample up gives ceil(duration * fps) frames; loud white noise of any
+    length is not a voice (the speech model), so the mouth stays closed as for silence (a real voice
+    opening it: test_loud_applause_and_music_do_not_open_the_mouth)."""
     count = max(1, round(duration_ms * SAMPLE_RATE_HZ / 1000))
     loud = (0.3 * np.random.default_rng(0).standard_normal(count)).astype(np.float32)
     model, rest, config = load_talk_model(), frontal_rest_row(), TalkConfig()
     motion = motion_for_speech(loud, model, rest, config)
     assert len(motion) == max(1, math.ceil(count / SAMPLE_RATE_HZ * config.fps))
     assert np.isfinite(motion.values).all()
-    if duration_ms < 30:  # closed: the rest pose's mouth, as for silence
-        closed = np.tile(rest[_MOUTH], (len(motion), 1))
-        np.testing.assert_allclose(motion.values[:, _MOUTH], closed, atol=1e-6)
-    if duration_ms >= 100:  # loud sound long enough for the VAD opens it
-        assert motion.values[:, _MOUTH[0]].max() > rest[_MOUTH[0]] + 0.05
+    closed = np.tile(rest[_MOUTH], (len(motion), 1))  # the rest pose's mouth, as for silence
+    np.testing.assert_allclose(motion.values[:, _MOUTH], closed, atol=1e-6)
 
 
 def test_motion_for_no_samples_is_a_clear_error() -> None:
@@ -413,3 +411,41 @@ def test_the_live_path_and_the_offline_path_agree_on_one_real_file() -> None:
     direct = SpeechMotion(load_talk_model(), rest, TalkConfig())
     rows = direct.push(voice[:7777]) + direct.push(voice[7777:]) + direct.finish()
     np.testing.assert_array_equal(np.stack(rows), offline)
+
+
+def _applause_and_music(seconds: float = 4.0) -> list[tuple[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    t = np.arange(int(SAMPLE_RATE_HZ * seconds)) / SAMPLE_RATE_HZ
+    applause = np.zeros_like(t)
+    clap = int(0.01 * SAMPLE_RATE_HZ)
+    for start in (rng.uniform(0, seconds - 0.02, size=int(80 * seconds)) * SAMPLE_RATE_HZ).astype(int):
+        applause[start : start + clap] += rng.standard_normal(clap) * np.exp(-np.arange(clap) / 32.0)
+    music = np.zeros_like(t)
+    for k, f0 in enumerate([220.0, 262.0, 330.0, 392.0, 440.0, 330.0, 262.0, 220.0]):
+        part = slice(int(k * 0.5 * SAMPLE_RATE_HZ), int((k + 1) * 0.5 * SAMPLE_RATE_HZ))
+        for harmonic in range(1, 6):
+            music[part] += np.sin(2 * np.pi * f0 * harmonic * t[part]) / harmonic
+    return [
+        (name, (0.3 * x / np.abs(x).max()).astype(np.float32))
+        for name, x in (("applause", applause), ("music", music))
+    ]
+
+
+def test_loud_applause_and_music_do_not_open_the_mouth() -> None:
+    """WebRTC's VAD calls both speech (85-99 % of frames); the speech model (Silero VAD) does not."""
+    from pirender.engine.audio.vad import VadConfig
+
+    rest = frontal_rest_row()
+    jaw = OPEN_SPACE.index("jaw_open")
+    model = load_talk_model()
+    for name, sound in _applause_and_music():
+        opened = motion_for_speech(sound, model, rest).values[:, jaw] - rest[jaw]
+        assert np.mean(opened < 0.05) >= 0.95, (
+            f"{name}: mouth open in {np.mean(opened >= 0.05):.0%} of frames"
+        )
+        without_model = VadConfig(speech_model=False)
+        frames = int(len(sound) / SAMPLE_RATE_HZ * 25)
+        assert speech_mask(sound, frames, 25.0, without_model).mean() > 0.5  # what the model prevents
+    speech = load_audio(shared_data("talking", "LipNet__bbaf2n.mpg"))
+    opened = motion_for_speech(speech, model, rest).values[:, jaw] - rest[jaw]
+    assert np.mean(opened > 0.1) > 0.2  # a real voice still opens it
