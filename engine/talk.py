@@ -27,17 +27,22 @@ from .motion.retarget import OpenRetargeter, frontal_rest_row
 from .motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence, MotionSpace
 from .renderer.base import PreparedSource, Renderer
 
-#: The shipped default model (trained by ``make train-audio`` on synthetic espeak-ng speech).
+#: The shipped default model (trained by ``make train-audio`` on the real speakers of the talking corpus).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "audioflow" / "default_flow.pt"
 _MOUTH = [OPEN_SPACE.index(name) for name in ("jaw_open", "lip_pucker")]
 _SCALE = OPEN_SPACE.index("scale")
 _EXPRESSION = AUTHORS_SPACE.group("expression")
 
 
+#: the shipped model's temperature: the one that maximised its held-out lip sync (engine/audioflow/
+#: MODEL_CARD.md; 0 = the mean path: calm head, no blinks; --temperature 0.6 gives more variety)
+DEFAULT_TEMPERATURE = 0.0
+
+
 @dataclass(frozen=True)
 class TalkConfig:
     fps: float = 25.0
-    temperature: float = 0.6
+    temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
     vad: VadConfig = field(default_factory=VadConfig)
 

@@ -54,7 +54,9 @@ def test_the_default_model_opens_the_mouth_with_an_unseen_voice(tmp_path: Path) 
     print(f"jaw / speech-energy correlation on an unseen voice: {correlation:.3f}")
     assert correlation > MIN_ENERGY_CORRELATION
     assert jaw[:20].max() < 0.05 and jaw[-20:].max() < 0.05  # silence keeps the mouth closed
-    assert jaw[30:-30].mean() > 0.2  # and speech opens it
+    # and speech opens it, as far as real speakers do (their tracked jaw_open during speech: median
+    # 0.07-0.17 on the held-out clips; the previous model's 0.6 was the "mouth wide open" complaint)
+    assert 0.1 < jaw[30:-30].mean() < 0.4
 
 
 @pytest.mark.slow

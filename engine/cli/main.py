@@ -20,6 +20,7 @@ from types import FrameType
 from ..api import DEFAULT_OPEN_RENDERER, DEFAULT_SERVER_RENDERER, OPEN_RENDERERS
 from ..errors import PirenderError
 from ..logs import VERBOSE_ENV
+from ..talk import DEFAULT_TEMPERATURE
 from . import commands
 
 _EXAMPLES = {
@@ -280,7 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_overwrite_option(talk)
     talk.add_argument("--model", help="audio-to-motion flow checkpoint (default: the shipped model)")
-    talk.add_argument("--temperature", type=float, default=0.6, help="motion variety (0 = calmest)")
+    talk.add_argument(
+        "--temperature",
+        type=float,
+        default=DEFAULT_TEMPERATURE,
+        help=f"motion variety (default {DEFAULT_TEMPERATURE:g}: the shipped model's best lip sync, a calm "
+        "head without blinks; 0.6 livelier)",
+    )
     talk.add_argument("--seed", type=int, default=0, help="random seed (same seed, same motion)")
     _add_renderer_options(talk)
     talk.add_argument(
