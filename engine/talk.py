@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .audio.features import FeatureNorm
 from .audio.sources import SAMPLE_RATE_HZ
 from .audio.vad import VadConfig, VoiceActivity
 from .audioflow.checkpoint import load_flow
@@ -60,7 +61,8 @@ def load_talk_model(path: str | Path | None = None, *, space: MotionSpace = OPEN
     chosen = Path(path) if path else DEFAULT_MODEL
     if not chosen.exists():
         raise PirenderError(f"audio-to-motion model {chosen} not found (train one: pirender train-audio)")
-    model, _ = load_flow(chosen, space=space, sample_rate_hz=SAMPLE_RATE_HZ)
+    model, info = load_flow(chosen, space=space, sample_rate_hz=SAMPLE_RATE_HZ)
+    model.feature_norm = FeatureNorm.from_features(info.features)  # per-utterance features, if trained so
     return model
 
 
@@ -113,6 +115,8 @@ class SpeechMotion:
         self._audio_range = video_frame_audio_range
         self._mel = StreamingLogMel(self._feature_config)
         self._vad = VoiceActivity(self.config.vad)
+        norm = getattr(model, "feature_norm", None)  # set by load_talk_model from the checkpoint
+        self._norm = None if norm is None else FeatureNorm(norm.mean, norm.std, norm.prior_frames)
         self._history = model.config.history_frames
         self._lookahead = model.config.audio_lookahead_frames
         self.reset()
@@ -124,6 +128,9 @@ class SpeechMotion:
         self._mel_frames: list[np.ndarray] = []  # mel frames from index self._mel_base on
         self._mel_base = 0
         self._features: dict[int, np.ndarray] = {}  # per video frame (the ones still needed)
+        self._next_feature = 0
+        if self._norm is not None:
+            self._norm.reset()
         self._voiced: list[bool] = []  # VAD decisions from VAD frame self._vad_base on
         self._vad_base = 0
         self._samples = 0
@@ -154,10 +161,19 @@ class SpeechMotion:
     # -- per video frame -----------------------------------------------------------------------
 
     def _feature(self, frame: int) -> np.ndarray | None:
-        """The mean log-mel of video frame ``frame``, or None while its audio is incomplete."""
-        cached = self._features.get(frame)
-        if cached is not None:
-            return cached
+        """The features of video frame ``frame`` (made in order, each once), or None while its audio
+        is incomplete."""
+        while self._next_feature <= frame:
+            value = self._make_feature(self._next_feature)
+            if value is None:
+                return None
+            self._features[self._next_feature] = value
+            self._next_feature += 1
+        return self._features[frame]
+
+    def _make_feature(self, frame: int) -> np.ndarray | None:
+        """The mean log-mel of video frame ``frame`` (normalised per utterance when the model was
+        trained so: ``audio.features.FeatureNorm``), or None while its audio is incomplete."""
         span = self._audio_range(frame, self.config.fps, self._feature_config)
         available = self._mel_base + len(self._mel_frames)
         if span.stop > available and not self._finished:
@@ -165,8 +181,7 @@ class SpeechMotion:
         silence = np.full(self._feature_config.n_mels, self._floor, np.float32)  # beyond the voice
         rows = [self._mel_frames[j - self._mel_base] if j < available else silence for j in span]
         value = np.mean(np.stack(rows), axis=0).astype(np.float32)
-        self._features[frame] = value
-        return value
+        return value if self._norm is None else self._norm.push(value)
 
     def _voice(self, frame: int) -> float | None:
         """``v_frame`` (class docstring): 1.0 / 0.0, or None while the VAD has not decided it."""

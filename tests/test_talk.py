@@ -451,3 +451,46 @@ def test_loud_applause_and_music_do_not_open_the_mouth() -> None:
     speech = load_audio(shared_data("talking", "LipNet__bbaf2n.mpg"))
     opened = motion_for_speech(speech, model, rest).values[:, jaw] - rest[jaw]
     assert np.mean(opened > 0.1) > 0.2  # a real voice still opens it
+
+
+def test_per_utterance_feature_norm_is_causal_and_equal_live_and_offline(tmp_path: Path) -> None:
+    from pirender.engine.audio.features import FeatureNorm
+    from pirender.engine.talk import SpeechMotion
+    from pirender.training.audio_trainer import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=(50, 4))
+    norm = FeatureNorm(np.zeros(4), np.ones(4), prior_frames=10)
+    whole = norm.normalise(x)
+    np.testing.assert_allclose([norm.push(f) for f in x], whole, atol=1e-6)  # push == whole
+    changed = x.copy()
+    changed[30:] += 100.0  # the future changes: the past stays (causal)
+    np.testing.assert_allclose(FeatureNorm(np.zeros(4), np.ones(4), 10).normalise(changed)[:30], whole[:30])
+    assert abs(float(whole[-10:].mean())) < 0.5  # a long utterance is centred on itself
+    # trained with it: the checkpoint carries it and the stream applies it exactly as offline
+    pairs = tmp_path / "pairs"
+    speech = load_audio(shared_data("talking", "LipNet__bbaf2n.mpg"))
+    from pirender.engine.motion.io import save_motion
+    from pirender.engine.motion.space import MotionSequence
+    from pirender.training.audio_pairs import write_wav
+
+    pairs.mkdir()
+    frames = int(len(speech) / SAMPLE_RATE_HZ * 25)
+    for name in ("a", "b"):
+        rows = np.tile(frontal_rest_row(), (frames, 1)).astype(np.float32)
+        rows[:, JAW] = np.abs(np.sin(np.arange(frames) / 3.0)) * 0.3
+        save_motion(
+            pairs / f"{name}.npz", MotionSequence(OPEN_SPACE, rows, fps=25.0, meta={"identity": name})
+        )
+        write_wav(pairs / f"{name}.wav", speech)
+    out = tmp_path / "flow.pt"
+    config = TrainConfig(
+        steps=4, eval_every=2, window_frames=20, feature_norm=True, lstm_hidden=8, flow_steps=2
+    )
+    train([pairs], out, config=config, validation_folders=[pairs], progress=False)
+    model = load_talk_model(out)
+    assert model.feature_norm is not None and model.feature_norm.prior_frames == 100.0
+    offline = motion_for_speech(speech, model, frontal_rest_row()).values
+    stream = SpeechMotion(model, frontal_rest_row())
+    rows = [r for i in range(0, len(speech), 999) for r in stream.push(speech[i : i + 999])] + stream.finish()
+    np.testing.assert_array_equal(np.stack(rows), offline)

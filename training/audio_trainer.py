@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pirender.engine.audio.features import FeatureConfig, video_frame_log_mel
+from pirender.engine.audio.features import FeatureConfig, FeatureNorm, video_frame_log_mel
 from pirender.engine.audio.sources import load_audio
 from pirender.engine.audioflow.checkpoint import load_flow, save_flow_checkpoint
 from pirender.engine.audioflow.flow import AudioMotionFlow, FlowConfig
@@ -44,6 +44,7 @@ from pirender.engine.errors import PirenderError
 from pirender.engine.motion.io import load_motion
 from pirender.engine.motion.retarget import frontal_rest_row
 from pirender.engine.motion.space import OPEN_SPACE, MotionSpace
+from pirender.engine.talk import load_talk_model
 
 #: motion noise (open-space units) added while training, and the smallest per-slot std
 MOTION_NOISE = 0.01
@@ -67,6 +68,8 @@ class TrainConfig:
     lstm_hidden: int = 64
     person_norm: bool = True
     eval_every: int = 100
+    feature_norm: bool = False  # per-utterance features (audio.features.FeatureNorm)
+    feature_prior_frames: float = 100.0  # 4 s at 25 fps
 
 
 class Pair(NamedTuple):
@@ -211,7 +214,16 @@ def train(
     if cfg.person_norm and space == OPEN_SPACE:
         pairs, norm_stats = person_normalise(pairs)
     by_sync = space == OPEN_SPACE  # the lip-sync measure decides (module docstring); else the NLL
+    features: dict[str, Any] = {**asdict(FeatureConfig()), "fps": 25.0, "per_video_frame": "mean"}
+    norm = None
+    if cfg.feature_norm:  # prior = the training features; every pair normalised from its own start
+        raw = np.concatenate([p.audio for p in pairs])
+        norm = FeatureNorm(raw.mean(axis=0), raw.std(axis=0) + 1e-3, cfg.feature_prior_frames)
+        pairs = [p._replace(audio=norm.normalise(p.audio)) for p in pairs]
+        validation = [p._replace(audio=norm.normalise(p.audio)) for p in validation]
+        features["cmvn"] = norm.to_features()
     model = AudioMotionFlow(config=flow_config)
+    model.feature_norm = norm
     all_motion = torch.from_numpy(np.concatenate([p[0] for p in pairs]))
     mean, std = all_motion.mean(dim=0), all_motion.std(dim=0).clamp_min(MIN_MOTION_STD)
     model.set_normalisation(mean=mean, std=std)
@@ -226,7 +238,7 @@ def train(
             out,
             model,
             space=space,
-            features={**asdict(FeatureConfig()), "fps": 25.0, "per_video_frame": "mean"},
+            features=features,
             training={**training, "val_nll": best_nll, "step": best_step, **extra},
         )
 
@@ -254,7 +266,7 @@ def train(
                 save({"val_sync_t0": sync})
     if best_step == 0:
         raise PirenderError("training diverged: no finite validation figure to keep a model by")
-    model, _ = load_flow(out)  # the kept (best) model
+    model = load_talk_model(out, space=space) if by_sync else load_flow(out)[0]  # the kept (best) model
     temperatures = (
         {t: lip_sync_correlation(model, validation, t, cfg.seed) for t in TEMPERATURES} if by_sync else {}
     )

@@ -39,6 +39,7 @@ from .sources import SAMPLE_RATE_HZ, AudioError, check_samples
 
 __all__ = [
     "FeatureConfig",
+    "FeatureNorm",
     "MelFilterbank",
     "StreamingLogMel",
     "frames_per_video_frame",
@@ -332,3 +333,52 @@ def video_frame_log_mel(samples: np.ndarray, frames: int, fps: float) -> np.ndar
     """(frames, n_mels) float32: the mean log-mel of each video frame's audio (the flow's input)."""
     per_frame = video_frame_features(log_mel(samples), fps, video_frames=frames)  # (frames, k, n_mels)
     return per_frame.mean(axis=1).astype(np.float32)
+
+
+class FeatureNorm:
+    """Causal per-utterance normalisation (CMVN) of per-video-frame features, the same offline and live.
+
+    Frame ``t`` of an utterance (its features ``x_1 .. x_t`` so far) becomes ``(x_t - m_t) / s_t`` with
+    ``m_t``, ``s_t`` the mean and standard deviation of those frames pooled with ``prior_frames`` frames
+    of a prior (``mean``, ``std``: the training features'), so the first frames lean on the prior and a
+    long utterance on itself: a speaker's level and timbre (microphone gain, vocal tract) are taken out
+    as they become known, with no lookahead. :meth:`push` takes frames in order; :meth:`normalise`
+    does a whole utterance (equal to pushing its frames one by one after :meth:`reset`).
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, prior_frames: float) -> None:
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.std = np.asarray(std, dtype=np.float64)
+        self.prior_frames = float(prior_frames)
+        self.reset()
+
+    @classmethod
+    def from_features(cls, features: dict) -> FeatureNorm | None:
+        """The normaliser a flow checkpoint's ``features`` dict describes (``cmvn``), or None."""
+        cmvn = features.get("cmvn")
+        if not cmvn:
+            return None
+        return cls(np.asarray(cmvn["mean"]), np.asarray(cmvn["std"]), float(cmvn["prior_frames"]))
+
+    def to_features(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "prior_frames": self.prior_frames}
+
+    def reset(self) -> None:
+        self._count = self.prior_frames
+        self._sum = self.prior_frames * self.mean
+        self._sum_sq = self.prior_frames * (self.std**2 + self.mean**2)
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        x = np.asarray(frame, dtype=np.float64)
+        self._count += 1.0
+        self._sum += x
+        self._sum_sq += x * x
+        mean = self._sum / self._count
+        var = np.maximum(self._sum_sq / self._count - mean * mean, 1e-6)
+        return ((x - mean) / np.sqrt(var)).astype(np.float32)
+
+    def normalise(self, features: np.ndarray) -> np.ndarray:
+        self.reset()
+        out = np.stack([self.push(f) for f in features]) if len(features) else np.asarray(features)
+        self.reset()
+        return out.astype(np.float32)

@@ -608,6 +608,7 @@ def run_train_audio(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate,
             eval_every=args.eval_every,
             person_norm=not args.no_person_norm,
+            feature_norm=args.feature_norm,
         ),
         validation_folders=validation,
     )

@@ -359,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     train_audio.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (1e-3)")
     train_audio.add_argument("--eval-every", type=int, default=100, help="steps between validations (100)")
     train_audio.add_argument(
+        "--feature-norm",
+        action="store_true",
+        help="normalise the audio features per utterance (causal CMVN with a prior of the training "
+        "features; the checkpoint carries it, live and offline apply it alike)",
+    )
+    train_audio.add_argument(
         "--no-person-norm",
         action="store_true",
         help="keep each speaker's own motion scale (default: normalised per person when pairs name one)",
