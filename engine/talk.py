@@ -85,9 +85,10 @@ class SpeechMotion:
 
     - **Features**: the mean log-mel of the frame's audio (``audio.features``: 10 ms frames, the
       fractional schedule of ``video_frame_features``), streamed (``StreamingLogMel``), bit-identical
-      to the offline ``video_frame_log_mel`` of the whole voice.
-    - **Voice activity** (the silence rule): ``v_i`` = the VAD's decision (``audio.vad``: WebRTC +
-      energy floor + hangover) for the VAD frame holding the video frame's centre; the frame's
+      to the offline ``video_frame_log_mel`` of the whole voice; normalised per utterance when the
+      model was trained so (``audio.features.FeatureNorm``, causal).
+    - **Voice activity** (the silence rule): ``v_i`` = the VAD's decision (``audio.vad``: WebRTC VAD,
+      energy floor, Silero VAD, hangover) for the VAD frame holding the video frame's centre; the frame's
       speaking weight is the mean of ``v_{i-1}, v_i, v_{i+1}`` (0 outside the voice), ~120 ms of
       smoothing, so the mouth closes over two frames instead of snapping.
     - **Motion**: the flow's step on the features of frames ``i - k .. i + tau`` (the first frame
