@@ -229,7 +229,7 @@ def train(
     model.set_normalisation(mean=mean, std=std)
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     val_motion, val_audio = _windows(validation, 32, window_frames, np.random.default_rng(cfg.seed + 1))
-    best, best_step, best_nll = -float("inf"), 0, float("nan")
+    best, best_step, best_nll, best_sync = -float("inf"), 0, float("nan"), None
     history: list[dict[str, float | None]] = []
 
     def save(extra: dict[str, Any]) -> None:  # the best model so far: nothing is lost if stopped
@@ -258,11 +258,13 @@ def train(
             with torch.no_grad():
                 val = float(model.nll(val_motion + MOTION_NOISE * torch.randn_like(val_motion), val_audio))
             sync = lip_sync_correlation(model, validation, 0.0, cfg.seed) if by_sync else None
+            if sync is not None and not math.isfinite(sync):  # no validation pair long enough
+                sync = None
             history.append({"step": step + 1, "val_nll": round(val, 4), "val_sync_t0": sync})
             bar.set_postfix(train=f"{loss.item():.3f}", val=f"{val:.3f}", sync=f"{sync or 0:.3f}")
             score = sync if sync is not None else -val
             if score > best and math.isfinite(val):
-                best, best_step, best_nll = score, step + 1, val
+                best, best_step, best_nll, best_sync = score, step + 1, val, sync
                 save({"val_sync_t0": sync})
     if best_step == 0:
         raise PirenderError("training diverged: no finite validation figure to keep a model by")
@@ -270,17 +272,18 @@ def train(
     temperatures = (
         {t: lip_sync_correlation(model, validation, t, cfg.seed) for t in TEMPERATURES} if by_sync else {}
     )
+    temperatures = {t: r for t, r in temperatures.items() if math.isfinite(r)}
     chosen = max(temperatures, key=lambda t: temperatures[t]) if temperatures else None
     save(
         {
-            "val_sync_t0": best if by_sync else None,
+            "val_sync_t0": best_sync,
             "temperature": chosen,
             "val_sync_by_temperature": {str(t): round(v, 4) for t, v in temperatures.items()},
         }
     )
     return {
         "val_nll": best_nll,
-        "val_sync": best if by_sync else float("nan"),
+        "val_sync": float("nan") if best_sync is None else best_sync,
         "temperature": float("nan") if chosen is None else chosen,
         "step": float(best_step),
         "seconds": time.perf_counter() - started,
