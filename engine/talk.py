@@ -36,7 +36,7 @@ _EXPRESSION = AUTHORS_SPACE.group("expression")
 
 
 #: the shipped model's temperature: the one that maximised its held-out lip sync (engine/audioflow/
-#: MODEL_CARD.md; 0 = the mean path: calm head, no blinks; --temperature 0.6 gives more variety)
+#: MODEL_CARD.md; 0 = the mean path: calm head, no blinks; higher values add jitter, measured there)
 DEFAULT_TEMPERATURE = 0.0
 
 

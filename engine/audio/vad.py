@@ -41,6 +41,7 @@ processing a signal in pieces gives the same decisions as processing it at once.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Literal
@@ -108,7 +109,10 @@ def _load_speech_model() -> Any:
         raise AudioError(
             "voice activity detection needs the silero-vad package: pip install silero-vad"
         ) from exc
-    return load_silero_vad(onnx=True)
+    # its loader uses importlib.resources.path (deprecated): not the user's concern
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_silero_vad(onnx=True)
 
 
 def _import_webrtcvad() -> ModuleType:

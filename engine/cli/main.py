@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_TEMPERATURE,
         help=f"motion variety (default {DEFAULT_TEMPERATURE:g}: the shipped model's best lip sync, a calm "
-        "head without blinks; 0.6 livelier)",
+        "head without blinks; higher values add blinks and head motion, but the head jitters between "
+        "frames and the mouth follows the voice less: engine/audioflow/MODEL_CARD.md)",
     )
     talk.add_argument("--seed", type=int, default=0, help="random seed (same seed, same motion)")
     _add_renderer_options(talk)
