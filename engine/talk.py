@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio.features import FeatureNorm
+from .audio.features import FeatureConfig, FeatureNorm, StreamingLogMel, video_frame_audio_range
 from .audio.sources import SAMPLE_RATE_HZ
 from .audio.vad import VadConfig, VoiceActivity
 from .audioflow.checkpoint import load_flow
@@ -75,6 +75,11 @@ def added_latency_ms(model: AudioMotionFlow, fps: float = 25.0) -> dict[str, flo
     }
 
 
+def vad_frame_at(video_frame: np.ndarray | int, fps: float, vad: VadConfig) -> np.ndarray:
+    """The VAD frame(s) holding the centre of video frame(s) ``video_frame`` (the silence rule's ``v``)."""
+    return ((np.asarray(video_frame) + 0.5) / fps) * 1000.0 // vad.frame_ms
+
+
 class SpeechMotion:
     """Voice -> motion rows, one video frame at a time: the one path of every talking avatar (``pirender
     talk`` offline, ``talk --mic`` and the page's Talk mode live), so they agree exactly.
@@ -103,8 +108,6 @@ class SpeechMotion:
     """
 
     def __init__(self, model: AudioMotionFlow, rest: np.ndarray, config: TalkConfig | None = None) -> None:
-        from .audio.features import FeatureConfig, StreamingLogMel, video_frame_audio_range
-
         self.model, self.config = model, config or TalkConfig()
         self._authors = model.config.space_name == AUTHORS_SPACE.name
         self._rest = np.asarray(rest, dtype=np.float32).copy()
@@ -113,7 +116,6 @@ class SpeechMotion:
         self._retarget = None if self._authors else OpenRetargeter(frontal_rest_row(), self._rest)
         self._feature_config = FeatureConfig()
         self._floor = float(np.log(self._feature_config.log_floor))
-        self._audio_range = video_frame_audio_range
         self._mel = StreamingLogMel(self._feature_config)
         self._vad = VoiceActivity(self.config.vad)
         norm = getattr(model, "feature_norm", None)  # set by load_talk_model from the checkpoint
@@ -175,7 +177,7 @@ class SpeechMotion:
     def _make_feature(self, frame: int) -> np.ndarray | None:
         """The mean log-mel of video frame ``frame`` (normalised per utterance when the model was
         trained so: ``audio.features.FeatureNorm``), or None while its audio is incomplete."""
-        span = self._audio_range(frame, self.config.fps, self._feature_config)
+        span = video_frame_audio_range(frame, self.config.fps, self._feature_config)
         available = self._mel_base + len(self._mel_frames)
         if span.stop > available and not self._finished:
             return None
@@ -188,7 +190,7 @@ class SpeechMotion:
         """``v_frame`` (class docstring): 1.0 / 0.0, or None while the VAD has not decided it."""
         if frame < 0:
             return 0.0
-        vad_frame = int(((frame + 0.5) / self.config.fps) * 1000.0 // self.config.vad.frame_ms)
+        vad_frame = int(vad_frame_at(frame, self.config.fps, self.config.vad))
         index = vad_frame - self._vad_base
         if index < len(self._voiced):
             return float(self._voiced[index])
@@ -235,11 +237,13 @@ class SpeechMotion:
         oldest = max(0, next_frame - self._history)
         for frame in [f for f in self._features if f < oldest]:
             del self._features[frame]
-        first_mel = self._audio_range(oldest, self.config.fps, self._feature_config).start
+        first_mel = video_frame_audio_range(oldest, self.config.fps, self._feature_config).start
         if first_mel - self._mel_base > 256:
             del self._mel_frames[: first_mel - self._mel_base]
             self._mel_base = first_mel
-        first_vad = int(((next_frame - 1.5) / self.config.fps) * 1000.0 // self.config.vad.frame_ms)
+        first_vad = int(
+            vad_frame_at(next_frame - 2, self.config.fps, self.config.vad)
+        )  # of v_{n-1}, one spare
         if first_vad - self._vad_base > 256:
             del self._voiced[: first_vad - self._vad_base]
             self._vad_base = first_vad
@@ -250,7 +254,7 @@ def speech_mask(samples: np.ndarray, frames: int, fps: float, config: VadConfig)
     rule: the VAD frame at the video frame's centre, averaged over the frame and its two neighbours;
     beyond the voice counts as silence)."""
     voiced = VoiceActivity(config).process(samples).astype(np.float64)
-    index = (((np.arange(frames) + 0.5) / fps) * 1000.0 // config.frame_ms).astype(np.int64)
+    index = vad_frame_at(np.arange(frames), fps, config).astype(np.int64)
     v = np.zeros(frames)
     known = index < len(voiced)
     v[known] = voiced[index[known]]

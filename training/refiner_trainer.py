@@ -279,7 +279,7 @@ class RefinerTrainer:
             b = pairs.batch(chosen[start : start + 32], self.regions())
             fake = self.ema(b["mesh"], b["source"], b["motion"], b["mask"])
             for eye in (1, 2):
-                crops = [_mouth_crop(x, b["regions"][:, eye]) for x in (b["mesh"], fake, b["real"])]
+                crops = [_box_crop(x, b["regions"][:, eye]) for x in (b["mesh"], fake, b["real"])]
                 sums["mesh_blink_eyes_psnr"] += _psnr(crops[0], crops[2]) * len(fake) / 2
                 sums["refined_blink_eyes_psnr"] += _psnr(crops[1], crops[2]) * len(fake) / 2
         return {k: round(v / chosen.size, 3) for k, v in sums.items()}
@@ -295,7 +295,7 @@ class RefinerTrainer:
             n = len(b["mesh"])
             sums["mesh_psnr"] += _psnr(b["mesh"], b["real"]) * n
             sums["refined_psnr"] += _psnr(fake, b["real"]) * n
-            mouths = [_mouth_crop(x, b["regions"][:, 0]) for x in (b["mesh"], fake, b["real"])]
+            mouths = [_box_crop(x, b["regions"][:, 0]) for x in (b["mesh"], fake, b["real"])]
             sums["mesh_mouth_psnr"] += _psnr(mouths[0], mouths[2]) * n
             sums["refined_mouth_psnr"] += _psnr(mouths[1], mouths[2]) * n
         return {k: round(v / count, 3) for k, v in sums.items()}
@@ -375,11 +375,11 @@ class RefinerTrainer:
         return write_atomically(out, lambda h: torch.save(payload, h))
 
 
-def _mouth_crop(images: torch.Tensor, mouth: torch.Tensor) -> torch.Tensor:
-    """The mouth boxes of a batch, each resized to 48 x 48 (for a mouth PSNR)."""
+def _box_crop(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """One region box per image of a batch (mouth or an eye), each resized to 48 x 48 (for its PSNR)."""
     crops = []
     side = images.shape[-1]
-    for image, box in zip(images, mouth, strict=True):
+    for image, box in zip(images, boxes, strict=True):
         left, top = (max(0, int(v)) for v in box[:2])
         right, bottom = (min(side, int(v) + 1) for v in box[2:])
         if right - left < 4 or bottom - top < 4:

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pirender.engine.audio.sources import SAMPLE_RATE_HZ, load_audio
+from pirender.engine.audio.vad import SILENCE_DBFS, frame_energy_dbfs
 from pirender.engine.errors import PirenderError
 from pirender.engine.fileio import prepare_folder
 from pirender.engine.motion.io import save_motion
@@ -58,14 +59,14 @@ class SpeechClip:
 
 
 def loudest_second_dbfs(samples: np.ndarray) -> float:
-    """RMS level (dB full scale) of the loudest whole second of ``samples`` (of the whole, if shorter)."""
+    """RMS level (dB full scale, ``audio.vad.frame_energy_dbfs``) of the loudest whole second of
+    ``samples`` (of the whole, if shorter)."""
     if samples.size == 0:
-        return -np.inf
+        return SILENCE_DBFS
     second = SAMPLE_RATE_HZ
     count = max(1, samples.size // second)
     blocks = samples[: count * second].reshape(count, -1) if samples.size >= second else samples[None]
-    rms = np.sqrt(np.mean(np.square(blocks.astype(np.float64)), axis=1))
-    return float(20 * np.log10(max(float(rms.max()), 1e-10)))
+    return float(frame_energy_dbfs(blocks).max())
 
 
 def speech_clips(dataset: str | Path, split: str) -> tuple[list[SpeechClip], dict[str, str]]:

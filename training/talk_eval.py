@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from pirender.engine.audio.sources import SAMPLE_RATE_HZ
-from pirender.engine.audio.vad import frame_energy_dbfs
+from pirender.engine.audio.vad import SILENCE_DBFS, frame_energy_dbfs
 from pirender.engine.motion.retarget import frontal_rest_row
 from pirender.engine.motion.space import OPEN_SPACE
 from pirender.engine.talk import TalkConfig, load_talk_model, motion_for_speech, speech_mask
@@ -87,7 +87,7 @@ def frame_energy(samples: np.ndarray, times: np.ndarray, fps: float) -> np.ndarr
     for i, t in enumerate(times):
         a, b = int(max(0, t * SAMPLE_RATE_HZ - half)), int(t * SAMPLE_RATE_HZ + half)
         chunk = samples[a:b]
-        out[i] = frame_energy_dbfs(chunk[None])[0] if chunk.size else -150.0
+        out[i] = frame_energy_dbfs(chunk[None])[0] if chunk.size else SILENCE_DBFS
     return out
 
 
@@ -140,7 +140,8 @@ def evaluate_talk(config: TalkEvalConfig, *, progress: bool = True) -> dict[str,
     from tqdm import tqdm
 
     model = load_talk_model(config.model)
-    temperatures = config.temperatures or (TalkConfig().temperature, 0.0)
+    # the shipped temperature and 0, once each (they are the same when the default is 0)
+    temperatures = config.temperatures or tuple(dict.fromkeys((TalkConfig().temperature, 0.0)))
     clips, skipped = speech_clips(config.data, config.split)
     rows = [
         measure_clip(c, model, temperatures, config) for c in tqdm(clips, unit="clip", disable=not progress)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..api import load_renderer, open_space_renderer
-from ..errors import PirenderError, exception_text
+from ..errors import CheckpointError, PirenderError, exception_text
 from ..fileio import check_output, prepare_folder, staged_output, temporary_path
 from ..image import SourceImage, load_source_image, save_png, tensor_to_images
 from ..live import run_live_loop
@@ -22,7 +22,7 @@ from ..motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionFrame, MotionSequenc
 from ..motion.window import DEFAULT_RADIUS, build_windows
 from ..offline import render_to_video
 from ..renderer.base import PreparedSource, Renderer
-from ..renderer.checkpoint import build_generator, read_checkpoint
+from ..renderer.checkpoint import CheckpointInfo, build_generator, read_checkpoint
 from ..renderer.mesh.renderer import MeshRenderer
 from ..renderer.refine.renderer import is_refiner_file
 from ..sinks.video_file import SUPPORTED_EXTENSIONS
@@ -68,17 +68,42 @@ _RENDERER_WORDS = {
 }
 
 
+def _read_renderer_checkpoint(path: str) -> CheckpointInfo | None:
+    """A PIRenderer --checkpoint, read once; None when the file is instead a neural renderer network
+    of ``pirender train-refiner`` (tried only after the PIRenderer read fails, so an authors'
+    checkpoint is never loaded twice).
+
+    Raises:
+        CheckpointError: neither.
+    """
+    try:
+        return read_checkpoint(path)
+    except CheckpointError:
+        if is_refiner_file(path):
+            return None
+        raise
+
+
+def _refiner_renderer(
+    args: argparse.Namespace, *, precision: str = "fp32", compile: bool = False
+) -> MeshRenderer:
+    """The neural renderer running the --checkpoint network (``pirender train-refiner --out``)."""
+    renderer = load_renderer(
+        args.checkpoint, backend="neural", device=args.device, precision=precision, mode=args.mode,
+        image_size_px=args.size, compile=compile,
+    )  # fmt: skip
+    assert isinstance(renderer, MeshRenderer)
+    return renderer
+
+
 def _open_renderer(args: argparse.Namespace) -> tuple[Renderer, int]:
     """The renderer the options ask for (without its source yet) and its image size; a --checkpoint
     of the neural renderer's editing network (``pirender train-refiner --out``) runs that network."""
-    if args.checkpoint and is_refiner_file(args.checkpoint):
-        renderer = load_renderer(
-            args.checkpoint, backend="neural", device=args.device, precision=args.precision,
-            mode=args.mode, image_size_px=args.size, compile=args.compile,
-        )  # fmt: skip
-        return renderer, renderer.image_size_px
     if args.checkpoint:
-        info = read_checkpoint(args.checkpoint)
+        info = _read_renderer_checkpoint(args.checkpoint)
+        if info is None:
+            renderer = _refiner_renderer(args, precision=args.precision, compile=args.compile)
+            return renderer, renderer.image_size_px
         renderer = load_renderer(
             info, backend=args.backend, device=args.device, precision=args.precision, mode=args.mode,
             compile=args.compile,
@@ -341,17 +366,15 @@ def run_demo(args: argparse.Namespace) -> int:
     out = _check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite)
     _positive("--frames", args.frames)
     _make_folder(out)
-    if args.checkpoint and not is_refiner_file(args.checkpoint):
+    info = _read_renderer_checkpoint(args.checkpoint) if args.checkpoint else None
+    if info is not None:
         source = load_source_image(_demo_portrait(args.source))
-        renderer = load_renderer(args.checkpoint, device=args.device, mode=args.mode)
+        renderer = load_renderer(info, device=args.device, mode=args.mode)
         renderer.prepare(source)
         motion = demo_motion(neutral_frame(), frames=args.frames, fps=25.0)
     else:
         if args.checkpoint:  # a neural renderer network of pirender train-refiner
-            renderer = load_renderer(
-                args.checkpoint, backend="neural", device=args.device, mode=args.mode, image_size_px=args.size
-            )
-            assert isinstance(renderer, MeshRenderer)
+            renderer = _refiner_renderer(args)
         else:
             renderer = open_space_renderer(args.renderer, mode=args.mode, image_size_px=args.size)
         prepared = renderer.prepare(crop_to_face(_demo_portrait(args.source), size_px=args.size))
