@@ -238,6 +238,24 @@ def test_the_soundtrack_keeps_the_original_rate_and_channels(tmp_path: Path) -> 
         assert 60_000 <= container.streams.audio[0].bit_rate <= 200_000  # ~128 kb/s for stereo
 
 
+def test_a_wav_without_a_channel_mask_stays_mono(tmp_path: Path) -> None:
+    """A 16 kHz mono WAV of Python's ``wave`` module (no channel mask: FFmpeg decodes it as "1
+    channels") is muxed as mono AAC, not up-mixed to stereo (a newcomer's finding, issue 15)."""
+    import wave
+
+    wav = tmp_path / "voice.wav"
+    with wave.open(str(wav), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16_000)
+        handle.writeframes((_tone(16_000, 1, 0.5, 440.0)[0] * 32767).astype("<i2").tobytes())
+    out = tmp_path / "talk.mp4"
+    sound = mux_soundtrack(_silent_video(tmp_path / "v.mp4", 15), wav, out_path=out)
+    decoded, rate, channels, codec = _decoded(out)
+    assert (codec, rate, channels) == ("aac", 16_000, 1) == ("aac", sound.format.rate_hz, sound.format.channels)
+    assert _dominant_hz(decoded[0, 2_000:6_000], rate) == pytest.approx(440, abs=10)
+
+
 def test_a_mid_stream_format_change_gets_its_widest_format(tmp_path: Path) -> None:
     out = tmp_path / "talk.mp4"
     sound = mux_soundtrack(_silent_video(tmp_path / "v.mp4", 55), _concatenated_mp3(tmp_path), out_path=out)

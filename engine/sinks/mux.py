@@ -168,18 +168,25 @@ def _duration_s(container: av.container.InputContainer, stream: av.VideoStream) 
     return None
 
 
+#: FFmpeg's standard layout of a channel count (a stream without a channel mask has none)
+_STANDARD_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
+
+
 def _aac_format(wanted: AudioFormat) -> AudioFormat:
     """The AAC format nearest ``wanted``: its rate or the next one AAC has above it (else the highest),
-    its layout where FFmpeg's AAC encoder takes it, else stereo."""
+    its layout where FFmpeg's AAC encoder takes it, else the standard layout of its channel count (a
+    WAV without a channel mask decodes as "1 channels": mono), else stereo."""
     rates = sorted(av.Codec("aac", "w").audio_rates or (wanted.rate_hz,))
     rate_hz = next((rate for rate in rates if rate >= wanted.rate_hz), rates[-1])
-    try:
-        probe = av.CodecContext.create("aac", "w")
-        probe.sample_rate, probe.layout, probe.format = rate_hz, wanted.layout, "fltp"
-        probe.open()
-        return AudioFormat(rate_hz, wanted.layout, wanted.channels)
-    except (av.FFmpegError, ValueError):
-        return AudioFormat(rate_hz, "stereo", 2)
+    for layout in dict.fromkeys((wanted.layout, _STANDARD_LAYOUTS.get(wanted.channels, wanted.layout))):
+        try:
+            probe = av.CodecContext.create("aac", "w")
+            probe.sample_rate, probe.layout, probe.format = rate_hz, layout, "fltp"
+            probe.open()
+            return AudioFormat(rate_hz, layout, wanted.channels)
+        except (av.FFmpegError, ValueError):
+            continue
+    return AudioFormat(rate_hz, "stereo", 2)
 
 
 class _PlacedSamples:
