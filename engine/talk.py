@@ -31,6 +31,7 @@ from .renderer.base import PreparedSource, Renderer
 #: The shipped default model (trained by ``make train-audio`` on the real speakers of the talking corpus).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "audioflow" / "default_flow.pt"
 _MOUTH = [OPEN_SPACE.index(name) for name in ("jaw_open", "lip_pucker")]
+_BLINKS = [OPEN_SPACE.index(name) for name in ("blink_right", "blink_left")]
 _SCALE = OPEN_SPACE.index("scale")
 _EXPRESSION = AUTHORS_SPACE.group("expression")
 
@@ -41,11 +42,63 @@ DEFAULT_TEMPERATURE = 0.0
 
 
 @dataclass(frozen=True)
+class BlinkConfig:
+    """Blinks of the talking avatar, made procedurally (speech does not drive blinking; the flow at
+    temperature 0 never blinks). Intervals are drawn uniformly in ``min_interval_s .. max_interval_s``
+    (mean 3.5 s: about 17 blinks a minute, the resting rate people show; Bentivoglio et al. 1997), each
+    blink closes over ``close_s`` and opens over ``open_s`` (a 0.2 s blink) to ``depth`` (open-space
+    blink units: 1 = closed; soft-limited like every row)."""
+
+    min_interval_s: float = 2.0
+    max_interval_s: float = 5.0
+    close_s: float = 0.08
+    open_s: float = 0.12
+    depth: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_interval_s <= self.max_interval_s:
+            raise PirenderError("blink intervals need 0 < min_interval_s <= max_interval_s")
+        if self.close_s <= 0 or self.open_s <= 0 or self.close_s + self.open_s > self.min_interval_s:
+            raise PirenderError("a blink's close_s and open_s must be > 0 and fit in min_interval_s")
+
+
+class BlinkSchedule:
+    """The blink value of video frames in order (:class:`BlinkConfig`), reproducible from ``seed``:
+    the same frames give the same blinks offline and live."""
+
+    def __init__(self, config: BlinkConfig, seed: int) -> None:
+        self.config, self._seed = config, seed
+        self.reset()
+
+    def reset(self) -> None:
+        self._rng = np.random.default_rng(self._seed)
+        self._start_s = self._interval()
+
+    def _interval(self) -> float:
+        return float(self._rng.uniform(self.config.min_interval_s, self.config.max_interval_s))
+
+    def at(self, time_s: float) -> float:
+        """The blink value at ``time_s`` (non-decreasing times: a stream's frame centres)."""
+        cfg = self.config
+        while time_s >= self._start_s + cfg.close_s + cfg.open_s:  # that blink is over: draw the next
+            self._start_s += self._interval()
+        into = time_s - self._start_s
+        if into < 0:
+            return 0.0
+        if into < cfg.close_s:
+            return cfg.depth * into / cfg.close_s
+        return cfg.depth * max(0.0, 1.0 - (into - cfg.close_s) / cfg.open_s)
+
+
+@dataclass(frozen=True)
 class TalkConfig:
+    """``blinks``: procedural blinks (:class:`BlinkConfig`) on the open space, None for the flow's own."""
+
     fps: float = 25.0
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
     vad: VadConfig = field(default_factory=VadConfig)
+    blinks: BlinkConfig | None = field(default_factory=BlinkConfig)
 
 
 def load_talk_model(path: str | Path | None = None, *, space: MotionSpace = OPEN_SPACE) -> AudioMotionFlow:
@@ -99,7 +152,8 @@ class SpeechMotion:
     - **Motion**: the flow's step on the features of frames ``i - k .. i + tau`` (the first frame
       repeated before the start, the last after the end of the voice), latent drawn from
       ``torch.Generator(seed)`` at ``config.temperature``. Open space: the mouth controls (jaw_open,
-      lip_pucker) times the speaking weight, never below 0, scale 1, moved onto the portrait's
+      lip_pucker) times the speaking weight, never below 0, scale 1, the blinks at least
+      ``config.blinks``'s (:class:`BlinkSchedule` at the frame's centre), moved onto the portrait's
       ``rest`` row. Authors' space: the expression blends to ``rest``'s with the weight.
 
     A row is complete once frame ``i + tau``'s features and ``v_{i+1}`` exist: it lags its voice by
@@ -122,6 +176,8 @@ class SpeechMotion:
         self._norm = None if norm is None else FeatureNorm(norm.mean, norm.std, norm.prior_frames)
         self._history = model.config.history_frames
         self._lookahead = model.config.audio_lookahead_frames
+        blinks = None if self._authors else self.config.blinks
+        self._blinks = None if blinks is None else BlinkSchedule(blinks, self.config.seed)
         self.reset()
 
     def reset(self) -> None:
@@ -140,6 +196,8 @@ class SpeechMotion:
         self._finished = False
         self._state = self.model.reset()
         self._generator = torch.Generator().manual_seed(self.config.seed)
+        if self._blinks is not None:
+            self._blinks.reset()
         self.frames_out = 0  # rows produced so far
 
     # -- the voice in --------------------------------------------------------------------------
@@ -216,12 +274,12 @@ class SpeechMotion:
                 motion, self._state = self.model.step(
                     window, self._state, temperature=self.config.temperature, generator=self._generator
                 )
-            rows.append(self._gate(motion.numpy().astype(np.float32), float(np.mean(voices))))
+            rows.append(self._gate(motion.numpy().astype(np.float32), float(np.mean(voices)), n))
             self.frames_out += 1
             self._forget(self.frames_out)
         return rows
 
-    def _gate(self, row: np.ndarray, speaking: float) -> np.ndarray:
+    def _gate(self, row: np.ndarray, speaking: float, frame: int) -> np.ndarray:
         if self._authors:  # silence: the rest expression (mouth as at rest)
             row[_EXPRESSION] = self._rest[_EXPRESSION] + speaking * (
                 row[_EXPRESSION] - self._rest[_EXPRESSION]
@@ -229,6 +287,8 @@ class SpeechMotion:
             return row
         row[_MOUTH] = np.maximum(row[_MOUTH] * speaking, 0.0)
         row[_SCALE] = 1.0
+        if self._blinks is not None:
+            row[_BLINKS] = np.maximum(row[_BLINKS], self._blinks.at((frame + 0.5) / self.config.fps))
         assert self._retarget is not None
         return self._retarget(row).astype(np.float32)
 
@@ -325,6 +385,7 @@ def run_talk_live(
     window_radius: int = 13,
     microphone_stream: Any = None,
     renderer_name: str = "mesh",
+    talk_config: TalkConfig | None = None,
 ) -> dict[str, float]:
     """The local microphone drives the portrait live (window and/or file), paced by the frame clock.
 
@@ -364,9 +425,8 @@ def run_talk_live(
         )
         prepared = renderer.prepare(image)
         audio_in = MicrophoneSource()
-        talk = TalkSource(
-            audio_in, talk_rest_row(renderer, prepared, model, source_motion), model=model, fps=fps
-        )
+        rest = talk_rest_row(renderer, prepared, model, source_motion)
+        talk = TalkSource(audio_in, rest, model=model, fps=fps, config=talk_config)
         radius = 0 if isinstance(renderer, MeshRenderer) else window_radius
         windows = StreamWindow(renderer.space, WindowSpec(radius=radius, lookahead_frames=0))
         frames, started = 0, time.monotonic()

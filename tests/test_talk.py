@@ -15,7 +15,15 @@ from pirender.engine.errors import PirenderError
 from pirender.engine.motion.io import load_motion
 from pirender.engine.motion.retarget import frontal_rest_row
 from pirender.engine.motion.space import OPEN_SPACE
-from pirender.engine.talk import DEFAULT_MODEL, TalkConfig, load_talk_model, motion_for_speech, speech_mask
+from pirender.engine.talk import (
+    DEFAULT_MODEL,
+    BlinkConfig,
+    BlinkSchedule,
+    TalkConfig,
+    load_talk_model,
+    motion_for_speech,
+    speech_mask,
+)
 
 from conftest import shared_data
 
@@ -92,6 +100,64 @@ def test_talk_writes_a_video_with_the_speech(tmp_path: Path) -> None:
         video_s = float(video.duration * video.time_base)
     assert kinds == ["audio", "video"]
     assert abs(video_s - len(speech) / SAMPLE_RATE_HZ) < 0.1  # the video lasts as long as the speech
+
+
+def _blinks(values: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) frame of each run of frames with the eyes more than half closed."""
+    closed = np.flatnonzero(values > 0.5)
+    runs = np.split(closed, np.flatnonzero(np.diff(closed) > 1) + 1) if closed.size else []
+    return [(int(r[0]), int(r[-1])) for r in runs]
+
+
+def test_the_talking_avatar_blinks_at_a_human_rate() -> None:
+    """The flow's mean path never blinks; the procedural blinks (``BlinkConfig``: every 2-5 s, 0.2 s
+    each, reproducible from the seed) are on by default, in speech and in silence; off, none."""
+    model = load_talk_model()
+    rest = frontal_rest_row()
+    blink = OPEN_SPACE.index("blink_right")
+    silence = np.zeros(20 * SAMPLE_RATE_HZ, np.float32)
+    values = motion_for_speech(silence, model, rest, TalkConfig(seed=3)).values
+    blinks = _blinks(values[:, blink])
+    assert 20 / 5 - 1 <= len(blinks) <= 20 / 2  # about one every 3.5 s
+    assert all(last - first + 1 <= 3 for first, last in blinks)  # brief: at most 3 frames half closed
+    starts = np.array([first for first, _ in blinks]) / 25.0
+    assert np.diff(starts).min() >= 2.0 - 0.1 and np.diff(starts).max() <= 5.0 + 0.1
+    assert _blinks(values[:, blink + 1]) == blinks  # both eyes
+    again = motion_for_speech(silence, model, rest, TalkConfig(seed=3)).values
+    np.testing.assert_array_equal(values, again)  # the same seed, the same blinks
+    other = motion_for_speech(silence, model, rest, TalkConfig(seed=4)).values
+    assert _blinks(other[:, blink]) != blinks
+    none = motion_for_speech(silence, model, rest, TalkConfig(seed=3, blinks=None)).values
+    assert _blinks(none[:, blink]) == []
+    # the schedule itself: a blink closes over close_s and opens over open_s
+    schedule = BlinkSchedule(BlinkConfig(min_interval_s=2.0, max_interval_s=2.0), seed=0)
+    assert schedule.at(1.99) == 0.0 and schedule.at(2.08) == pytest.approx(1.0)
+    assert schedule.at(2.14) == pytest.approx(0.5) and schedule.at(2.2) == 0.0
+    assert schedule.at(4.04) == pytest.approx(0.5)  # the next one 2 s later
+    with pytest.raises(PirenderError):
+        BlinkConfig(min_interval_s=3.0, max_interval_s=2.0)
+
+
+@needs_espeak
+def test_talk_uses_a_part_of_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--start`` and ``--seconds`` pick a part of ``--audio``'s file: the video and its sound last as
+    long as that part (a newcomer's request, issue 15); a start past the end is a clear error."""
+    pytest.importorskip("mediapipe")
+    speech = _speak(tmp_path, "one two three four five six seven eight nine ten", "en-us")
+    assert len(speech) / SAMPLE_RATE_HZ > 2.0
+    portrait = shared_data("vox_demo", "id10010_Fi21gDronE4_001686_002204_00079.jpg")
+    out = tmp_path / "part.mp4"
+    common = ["talk", "--source", str(portrait), "--audio", str(tmp_path / "speech.wav")]
+    assert main([*common, "--renderer", "mesh", "--start", "0.5", "--seconds", "1.2", "--out", str(out)]) == 0
+    with av.open(str(out)) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        assert float(video.duration * video.time_base) == pytest.approx(1.2, abs=0.05)
+        assert audio.channels == 1  # the mono voice stays mono
+        sound = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+    assert len(sound) / audio.rate == pytest.approx(1.2, abs=0.08)
+    capsys.readouterr()
+    assert main([*common, "--start", "99", "--out", str(tmp_path / "late.mp4")]) == 2
+    assert "--start 99 s" in capsys.readouterr().err
 
 
 @needs_espeak
@@ -390,9 +456,10 @@ def test_the_live_path_and_the_offline_path_agree_on_one_real_file() -> None:
     voice = np.concatenate([np.zeros(SAMPLE_RATE_HZ // 2, np.float32), speech])  # 0.5 s of silence first
     rest = frontal_rest_row()
     rest[OPEN_SPACE.index("yaw")] = 0.2  # a portrait turned a little: retargeting is part of the path
-    offline = motion_for_speech(voice, load_talk_model(), rest).values
+    config = TalkConfig(temperature=0.4, seed=3)  # flow draws and blinks: live follows the same config
+    offline = motion_for_speech(voice, load_talk_model(), rest, config).values
     microphone = MicrophoneSource(capacity_s=30.0)
-    talk = TalkSource(microphone, rest, fps=25.0)
+    talk = TalkSource(microphone, rest, fps=25.0, config=config)
     shown: dict[int, np.ndarray] = {}
     rng = np.random.default_rng(0)
     start = 0
@@ -409,8 +476,9 @@ def test_the_live_path_and_the_offline_path_agree_on_one_real_file() -> None:
         np.testing.assert_allclose(shown[frame], offline[frame], atol=1e-6)
     jaw = OPEN_SPACE.index("jaw_open")
     assert np.all(offline[:10, jaw] == rest[jaw])  # the silent start: mouth closed from the first frame
+    assert offline[:, OPEN_SPACE.index("blink_right")].max() > 0.5  # a blink, live as offline
     # the same chunks straight into SpeechMotion, then finish: the offline rows, all of them
-    direct = SpeechMotion(load_talk_model(), rest, TalkConfig())
+    direct = SpeechMotion(load_talk_model(), rest, config)
     rows = direct.push(voice[:7777]) + direct.push(voice[7777:]) + direct.finish()
     np.testing.assert_array_equal(np.stack(rows), offline)
 

@@ -492,6 +492,7 @@ def run_talk(args: argparse.Namespace) -> int:
     from ..audio.sources import SAMPLE_RATE_HZ, load_audio
     from ..sinks.mux import mux_soundtrack
     from ..talk import (
+        BlinkConfig,
         TalkConfig,
         added_latency_ms,
         load_talk_model,
@@ -504,6 +505,13 @@ def run_talk(args: argparse.Namespace) -> int:
         raise PirenderError("give exactly one of --audio FILE or --mic")
     if args.temperature < 0:
         raise PirenderError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.seconds is not None and args.seconds <= 0:
+        raise PirenderError(f"--seconds must be > 0, got {args.seconds}")
+    if args.start < 0 or (args.start and args.mic):
+        raise PirenderError("--start is a time into --audio's file (>= 0 s); it does not apply to --mic")
+    config = TalkConfig(
+        temperature=args.temperature, seed=args.seed, blinks=None if args.no_blinks else BlinkConfig()
+    )
     if args.mic:
         from ..talk import run_talk_live
 
@@ -517,6 +525,7 @@ def run_talk(args: argparse.Namespace) -> int:
             renderer_name=args.renderer,
             model_path=args.model, max_seconds=args.seconds, checkpoint=args.checkpoint, device=args.device,
             backend=args.backend, precision=args.precision, source_motion=args.source_motion,
+            talk_config=config,
         )  # fmt: skip
         print(f"{stats['frames']:.0f} frames in {stats['seconds']:.1f} s; motion lags the voice by "
               f"{stats['latency_ms']:.0f} ms (model lookahead + feature window)")  # fmt: skip
@@ -524,8 +533,14 @@ def run_talk(args: argparse.Namespace) -> int:
     if not args.out:
         raise PirenderError("--audio needs --out FILE")
     out = _check_out(args.out, (".mp4", ".mov", ".mkv"), overwrite=args.overwrite)
-    config = TalkConfig(temperature=args.temperature, seed=args.seed)
     samples = load_audio(args.audio)  # the analysis copy (16 kHz mono); the video gets the original
+    if args.start or args.seconds is not None:  # a part of the file: --start .. --start + --seconds
+        first = round(args.start * SAMPLE_RATE_HZ)
+        if first >= len(samples):
+            length_s = len(samples) / SAMPLE_RATE_HZ
+            raise PirenderError(f"--start {args.start:g} s: {args.audio} is {length_s:.2f} s long")
+        last = len(samples) if args.seconds is None else first + round(args.seconds * SAMPLE_RATE_HZ)
+        samples = samples[first:last]
     _make_folder(out)
     if len(samples) < SAMPLE_RATE_HZ / config.fps:  # any length works; say why the video is so short
         print(f"note: {args.audio} holds only {1000 * len(samples) / SAMPLE_RATE_HZ:.0f} ms of sound: "
@@ -543,7 +558,9 @@ def run_talk(args: argparse.Namespace) -> int:
         silent = temporary_path(staged)
         try:
             summary = render_to_video(renderer, motion, silent, in_place=True)
-            sound = mux_soundtrack(silent, args.audio, out_path=staged, warn=False)  # load_audio warned
+            sound = mux_soundtrack(  # the part from --start on plays with the first frame (load_audio warned)
+                silent, args.audio, out_path=staged, start_at_s=args.start or None, warn=False
+            )
         except KeyboardInterrupt:
             if silent.exists() and not staged.exists():  # keep the frames rendered so far
                 os.replace(silent, staged)

@@ -273,7 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     talk.add_argument("--mic", action="store_true", help="live from this machine's microphone instead")
     talk.add_argument("--window", action="store_true", help="with --mic: show the avatar in a window")
-    talk.add_argument("--seconds", type=float, default=None, help="with --mic: stop after this long")
+    talk.add_argument(
+        "--seconds", type=float, default=None,
+        help="with --mic: stop after this long; with --audio: use this much of the file (default: all)",
+    )  # fmt: skip
+    talk.add_argument(
+        "--start", type=float, default=0.0, help="with --audio: start this many seconds into the file"
+    )
     talk.add_argument(
         "--out",
         help="output video (.mp4, .mov, .mkv); with --audio the speech is muxed in at its own rate and "
@@ -286,8 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_TEMPERATURE,
         help=f"motion variety (default {DEFAULT_TEMPERATURE:g}: the shipped model's best lip sync, a calm "
-        "head without blinks; higher values add blinks and head motion, but the head jitters between "
-        "frames and the mouth follows the voice less: engine/audioflow/MODEL_CARD.md)",
+        "head; higher values add head motion, but the head jitters between frames and the mouth follows "
+        "the voice less: engine/audioflow/MODEL_CARD.md)",
+    )
+    talk.add_argument(
+        "--no-blinks",
+        action="store_true",
+        help="no procedural blinks (default: a 0.2 s blink every 2-5 s, drawn from --seed; the flow's "
+        "mean path itself never blinks)",
     )
     talk.add_argument("--seed", type=int, default=0, help="random seed (same seed, same motion)")
     _add_renderer_options(talk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from ..motion.limits import OPEN_LIMITS
 from ..motion.retarget import FollowingRetargeter, OpenRetargeter, frontal_rest_row, retarget_open
 from ..motion.space import OPEN_SPACE, MotionSequence
 from ..track.tracker import FaceTracker
+
+if TYPE_CHECKING:
+    from ..talk import TalkConfig
 
 #: Slider ranges (open-space units; pose in radians added to the portrait's own pose, scale a factor on
 #: it) and defaults: each slot's identity range of ``motion.limits`` (values there pass unchanged).
@@ -191,16 +195,13 @@ class TalkSource:
         *,
         model: object | None = None,
         fps: float = 25.0,
-        temperature: float | None = None,
-        seed: int = 0,
+        config: TalkConfig | None = None,
     ) -> None:
         from ..talk import SpeechMotion, TalkConfig, load_talk_model
 
         self.model = model or load_talk_model()
         self._mic = microphone
-        config = TalkConfig(fps=fps, seed=seed)
-        if temperature is not None:
-            config = dataclasses.replace(config, temperature=temperature)
+        config = dataclasses.replace(config or TalkConfig(), fps=fps)
         self._speech = SpeechMotion(self.model, rest, config)  # type: ignore[arg-type]
         self.origin_sample = microphone.samples_received  # the voice from now on drives the avatar
         self._consumed = self.origin_sample
