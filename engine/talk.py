@@ -33,6 +33,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "audioflow" / "default_flow.pt
 _MOUTH = [OPEN_SPACE.index(name) for name in ("jaw_open", "lip_pucker")]
 _BLINKS = [OPEN_SPACE.index(name) for name in ("blink_right", "blink_left")]
 _SCALE = OPEN_SPACE.index("scale")
+_POSE = [OPEN_SPACE.index(name) for name in ("pitch", "yaw", "roll", "tx", "ty")]
 _EXPRESSION = AUTHORS_SPACE.group("expression")
 
 
@@ -92,13 +93,21 @@ class BlinkSchedule:
 
 @dataclass(frozen=True)
 class TalkConfig:
-    """``blinks``: procedural blinks (:class:`BlinkConfig`) on the open space, None for the flow's own."""
+    """``blinks``: procedural blinks (:class:`BlinkConfig`) on the open space, None for the flow's own.
+    ``pose_smoothing_s``: time constant (s) of a causal exponential smoothing of the head pose (open
+    space: pitch, yaw, roll, tx, ty): the flow's draws above temperature 0 jitter from frame to frame,
+    as the tracked poses it learned from do; 0 = none."""
 
     fps: float = 25.0
     temperature: float = DEFAULT_TEMPERATURE
     seed: int = 0
     vad: VadConfig = field(default_factory=VadConfig)
     blinks: BlinkConfig | None = field(default_factory=BlinkConfig)
+    pose_smoothing_s: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0 or self.temperature < 0 or self.pose_smoothing_s < 0:
+            raise PirenderError("TalkConfig needs fps > 0, temperature >= 0 and pose_smoothing_s >= 0")
 
 
 def load_talk_model(path: str | Path | None = None, *, space: MotionSpace = OPEN_SPACE) -> AudioMotionFlow:
@@ -152,9 +161,9 @@ class SpeechMotion:
     - **Motion**: the flow's step on the features of frames ``i - k .. i + tau`` (the first frame
       repeated before the start, the last after the end of the voice), latent drawn from
       ``torch.Generator(seed)`` at ``config.temperature``. Open space: the mouth controls (jaw_open,
-      lip_pucker) times the speaking weight, never below 0, scale 1, the blinks at least
-      ``config.blinks``'s (:class:`BlinkSchedule` at the frame's centre), moved onto the portrait's
-      ``rest`` row. Authors' space: the expression blends to ``rest``'s with the weight.
+      lip_pucker) times the speaking weight, never below 0, scale 1, the head pose smoothed
+      (``config.pose_smoothing_s``, causal), the blinks at least ``config.blinks``'s
+      (:class:`BlinkSchedule` at the frame's centre), moved onto the portrait's ``rest`` row. Authors' space: the expression blends to ``rest``'s with the weight.
 
     A row is complete once frame ``i + tau``'s features and ``v_{i+1}`` exist: it lags its voice by
     ``tau`` frames plus one feature window (``added_latency_ms``). :meth:`finish` completes the rest:
@@ -178,6 +187,8 @@ class SpeechMotion:
         self._lookahead = model.config.audio_lookahead_frames
         blinks = None if self._authors else self.config.blinks
         self._blinks = None if blinks is None else BlinkSchedule(blinks, self.config.seed)
+        smoothing = self.config.pose_smoothing_s * self.config.fps  # in frames
+        self._pose_keep = float(np.exp(-1.0 / smoothing)) if smoothing > 0 else 0.0
         self.reset()
 
     def reset(self) -> None:
@@ -198,6 +209,7 @@ class SpeechMotion:
         self._generator = torch.Generator().manual_seed(self.config.seed)
         if self._blinks is not None:
             self._blinks.reset()
+        self._pose: np.ndarray | None = None  # the smoothed head pose (open space)
         self.frames_out = 0  # rows produced so far
 
     # -- the voice in --------------------------------------------------------------------------
@@ -287,6 +299,11 @@ class SpeechMotion:
             return row
         row[_MOUTH] = np.maximum(row[_MOUTH] * speaking, 0.0)
         row[_SCALE] = 1.0
+        if self._pose is None:
+            self._pose = row[_POSE].copy()
+        else:
+            self._pose = self._pose_keep * self._pose + (1.0 - self._pose_keep) * row[_POSE]
+        row[_POSE] = self._pose
         if self._blinks is not None:
             row[_BLINKS] = np.maximum(row[_BLINKS], self._blinks.at((frame + 0.5) / self.config.fps))
         assert self._retarget is not None

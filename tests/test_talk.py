@@ -138,6 +138,24 @@ def test_the_talking_avatar_blinks_at_a_human_rate() -> None:
         BlinkConfig(min_interval_s=3.0, max_interval_s=2.0)
 
 
+def test_the_head_pose_is_smoothed_and_the_mouth_is_not() -> None:
+    """Above temperature 0 the flow's head poses jitter frame to frame (as the tracked poses it learned
+    from); ``pose_smoothing_s`` (causal) calms them and leaves the mouth as it was."""
+    speech = load_audio(shared_data("talking", "LipNet__bbaf2n.mpg"))
+    model, rest = load_talk_model(), frontal_rest_row()
+    raw = motion_for_speech(speech, model, rest, TalkConfig(temperature=0.6, pose_smoothing_s=0.0)).values
+    smooth = motion_for_speech(speech, model, rest, TalkConfig(temperature=0.6)).values
+
+    def turn_per_frame(rows: np.ndarray) -> float:
+        return float(np.linalg.norm(np.diff(rows[:, :3], axis=0), axis=1).mean())
+
+    assert turn_per_frame(smooth) < 0.5 * turn_per_frame(raw)
+    np.testing.assert_array_equal(smooth[:, JAW], raw[:, JAW])
+    np.testing.assert_array_equal(smooth[0, :5], raw[0, :5])  # causal: it starts where the flow starts
+    with pytest.raises(PirenderError):
+        TalkConfig(pose_smoothing_s=-1.0)
+
+
 @needs_espeak
 def test_talk_uses_a_part_of_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--start`` and ``--seconds`` pick a part of ``--audio``'s file: the video and its sound last as
