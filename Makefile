@@ -27,9 +27,14 @@ test: $(STAMP) browser-deps system-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# mypy reads the packages as they import (pirender.engine, ...) from a tree of links in build/typecheck
+TYPECHECK := build/typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	mkdir -p $(TYPECHECK)/pirender
+	for pkg in engine kernels training; do ln -sfn $(CURDIR)/$$pkg $(TYPECHECK)/pirender/$$pkg; done
+	cd $(TYPECHECK) && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p pirender.engine
 
 # reproduces engine/audioflow/default_flow.pt (engine/audioflow/MODEL_CARD.md): the real speakers of the
 # talking corpus (the clips with a voice, prepared as for `make eval`: 30 clips of 25 training people),

@@ -160,6 +160,7 @@ def run_live_loop(
             moved = retarget(None if result.motion is None else result.motion.values, tracker.rest_row())
             row = renderer.rest_row(source) if moved is None else moved
             window_now = stream.push(row)
+            assert window_now is not None  # causal windows: one per pushed frame
             rendered = renderer.render(window_now, source=source).frame
             image = tensor_to_images(rendered)[0]
             done_render = time.perf_counter()

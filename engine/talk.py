@@ -11,9 +11,9 @@ frame), and the VAD decides on 30 ms frames; see ``added_latency_ms``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from .errors import PirenderError
 from .motion.retarget import OpenRetargeter, frontal_rest_row
 from .motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence, MotionSpace
 from .renderer.base import PreparedSource, Renderer
+
+if TYPE_CHECKING:
+    from .stream.sources import MicrophoneSource
 
 #: The shipped default model (trained by ``make train-audio`` on the real speakers of the talking corpus).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "audioflow" / "default_flow.pt"
@@ -163,7 +166,8 @@ class SpeechMotion:
       ``torch.Generator(seed)`` at ``config.temperature``. Open space: the mouth controls (jaw_open,
       lip_pucker) times the speaking weight, never below 0, scale 1, the head pose smoothed
       (``config.pose_smoothing_s``, causal), the blinks at least ``config.blinks``'s
-      (:class:`BlinkSchedule` at the frame's centre), moved onto the portrait's ``rest`` row. Authors' space: the expression blends to ``rest``'s with the weight.
+      (:class:`BlinkSchedule` at the frame's centre), moved onto the portrait's ``rest`` row.
+      Authors' space: the expression blends to ``rest``'s with the weight.
 
     A row is complete once frame ``i + tau``'s features and ``v_{i+1}`` exist: it lags its voice by
     ``tau`` frames plus one feature window (``added_latency_ms``). :meth:`finish` completes the rest:
@@ -286,7 +290,8 @@ class SpeechMotion:
                 motion, self._state = self.model.step(
                     window, self._state, temperature=self.config.temperature, generator=self._generator
                 )
-            rows.append(self._gate(motion.numpy().astype(np.float32), float(np.mean(voices)), n))
+            speaking = float(np.mean([v for v in voices if v is not None]))  # all known here
+            rows.append(self._gate(motion.numpy().astype(np.float32), speaking, n))
             self.frames_out += 1
             self._forget(self.frames_out)
         return rows
@@ -424,7 +429,7 @@ def run_talk_live(
     from .renderer.mesh.renderer import MeshRenderer
     from .sinks.preview import PreviewWindow
     from .sinks.video_file import VideoFileWriter
-    from .stream.sources import MicrophoneSource, TalkSource
+    from .stream.sources import MicrophoneSource
     from .track.crop import crop_to_face
 
     with microphone_stream or MicrophoneStream() as microphone:
@@ -475,3 +480,67 @@ def run_talk_live(
                 due_s = started + frames / fps
                 time.sleep(max(0.0, due_s - time.monotonic()))
     return {"frames": float(frames), "seconds": time.monotonic() - started, "latency_ms": talk.latency_ms}
+
+
+_TALK_MAX_BACKLOG_S = 2.0  # a talk source this far behind its microphone skips the stale voice
+
+
+class TalkSource:
+    """Motion from the client's microphone through the audio-to-motion flow, frame by frame.
+
+    Audio arrives in ``microphone`` (16 kHz); ``engine.talk.SpeechMotion`` turns it into motion, the
+    same object (features, voice-activity silence rule, flow, retargeting) ``pirender talk`` runs
+    offline, so a file played into the microphone gives the offline motion exactly. Motion frame
+    ``n`` needs the features of frames up to ``n + tau`` (the model's lookahead), so the motion shown
+    lags the voice by ``tau`` frames plus the feature window: ``latency_ms``. Open-space models move
+    onto the portrait's ``rest`` row; an authors'-space model (for PIRenderer) gives absolute 73-wide
+    rows whose expression is ``rest``'s during silence. When the consumer falls more than
+    :data:`_TALK_MAX_BACKLOG_S` behind the microphone, the stale voice is skipped (a new voice starts).
+    """
+
+    def __init__(
+        self,
+        microphone: MicrophoneSource,
+        rest: np.ndarray,
+        *,
+        model: AudioMotionFlow | None = None,
+        fps: float = 25.0,
+        config: TalkConfig | None = None,
+    ) -> None:
+        self.model = model or load_talk_model()
+        self._mic = microphone
+        config = replace(config or TalkConfig(), fps=fps)
+        self._speech = SpeechMotion(self.model, rest, config)
+        self.origin_sample = microphone.samples_received  # the voice from now on drives the avatar
+        self._consumed = self.origin_sample
+        self._voice_start = self.origin_sample  # the sample where the current voice began
+        self._samples_per_frame = round(microphone.sample_rate_hz / fps)
+        self._latest = np.asarray(rest, dtype=np.float32).copy()
+        lookahead = self.model.config.audio_lookahead_frames
+        self.latency_ms = 1000.0 * lookahead / fps + 25.0
+
+    @property
+    def audio_position(self) -> int | None:
+        """The microphone sample (absolute number) where the audio of the latest motion row begins;
+        None before the first row. The sound a frame shows starts here."""
+        produced = self._speech.frames_out
+        if produced == 0:
+            return None
+        return self._voice_start + (produced - 1) * self._samples_per_frame
+
+    def row(self, time_s: float) -> np.ndarray:
+        del time_s
+        received = self._mic.samples_received
+        if received - self._consumed > _TALK_MAX_BACKLOG_S * self._mic.sample_rate_hz:
+            # fell behind by seconds: start a new voice with the newest audio (enough for a few rows)
+            lookahead = self.model.config.audio_lookahead_frames
+            self._consumed = self._voice_start = received - (lookahead + 4) * self._samples_per_frame
+            self._speech.reset()
+        new = received - self._consumed
+        if new > 0:
+            samples = self._mic.read(self._consumed, np.empty(new, dtype=np.float32))
+            self._consumed = received
+            rows = self._speech.push(samples)
+            if rows:
+                self._latest = rows[-1]
+        return self._latest.copy()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pirender.engine.cli.main import main
+from pirender.training.cli import main
 
 
 def test_bench_writes_json_plot_and_a_results_section(

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pirender.engine.cli.main import main
 from pirender.engine.image import save_png
 from pirender.engine.motion import AUTHORS_SPACE, MotionSequence
 from pirender.engine.motion.edit import neutral_frame
@@ -18,6 +17,7 @@ from pirender.engine.motion.io import save_motion
 from pirender.engine.renderer.checkpoint import random_generator, save_checkpoint
 from pirender.engine.renderer.pirender.config import TINY_CONFIG
 from pirender.engine.sinks.video_file import read_video_info
+from pirender.training.cli import main
 
 from conftest import shared_data, write_authors_checkpoint
 
@@ -205,7 +205,9 @@ def test_checkpoint_errors_are_one_line(workdir: Path, capsys: pytest.CaptureFix
     assert err.startswith("error: ") and "PyTorch checkpoint" in err and "\n" not in err
 
 
-@pytest.mark.parametrize("command", ["render", "edit", "info", "demo"])
+@pytest.mark.parametrize(
+    "command", ["render", "edit", "info", "demo", "talk", "prepare", "prepare-audio", "train-audio"]
+)
 def test_every_command_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main([command, "--help"])

@@ -351,9 +351,9 @@ def test_phone_video_stored_sideways_tracks_like_the_upright_one(tmp_path: Path)
     """Case 3_phone_rotation: a clip stored sideways with a -90 degree display matrix gives the same
     motion as the upright clip: tx varies (std ~0.37 of the eye distance), ty ~constant, roll ~0."""
     pytest.importorskip("mediapipe")
-    from pirender.engine.cli.main import main
     from pirender.engine.motion.io import load_motion
     from pirender.engine.motion.space import OPEN_SPACE
+    from pirender.training.cli import main
 
     pictures, fps = _pan_clip(seconds=1.5)  # one period of the pan
     upright = _write_clip(tmp_path / "pan_up.mp4", pictures, fps)

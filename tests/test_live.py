@@ -12,12 +12,12 @@ import av
 import numpy as np
 import pytest
 
-from pirender.engine.cli.main import main
 from pirender.engine.image import load_source_image
 from pirender.engine.live import RealTimePacer, run_live_loop, run_webcam
 from pirender.engine.renderer.mesh.renderer import MeshRenderer
 from pirender.engine.sinks.video_file import read_video_info
 from pirender.engine.sources.frames import Frame, FrameSource, VideoFileFrames
+from pirender.training.cli import main
 
 from conftest import shared_data
 

@@ -1163,7 +1163,7 @@ def cli_case(tmp_path: Path) -> dict[str, Path]:
 
 
 def render_case(files: dict[str, Path], out: str, *motion: str) -> int:
-    from pirender.engine.cli.main import main
+    from pirender.training.cli import main
 
     args = ["render", "--source", str(files["p.png"]), "--checkpoint", str(files["tiny.pt"])]
     for item in motion:

@@ -281,8 +281,8 @@ def test_stage_three_adds_the_eyes_draws_blinks_and_exports_them(dataset: Path, 
     checkpoint = read_refiner(trainer.export(tmp_path / "eyes.pt", {}))
     assert checkpoint.regions == ("mouth", "right eye", "left eye")
     # a user's own trained network runs through --checkpoint on the commands (here: edit)
-    from pirender.engine.cli.main import main
     from pirender.engine.image import save_png
+    from pirender.training.cli import main
 
     with torch.no_grad():
         trainer.ema.out.bias.fill_(0.5)  # a network whose every correction brightens: easy to see

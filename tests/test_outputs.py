@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from pirender.engine.cli import commands
-from pirender.engine.cli.main import main
 from pirender.engine.errors import PirenderError
 from pirender.engine.fileio import check_output, partial_path, prepare_output, staged_output
 from pirender.engine.image import save_png
@@ -28,6 +27,7 @@ from pirender.engine.motion.io import load_motion, save_motion
 from pirender.engine.renderer.checkpoint import random_generator, save_checkpoint
 from pirender.engine.renderer.pirender.config import TINY_CONFIG
 from pirender.engine.sinks.video_file import read_video_info
+from pirender.training.cli import main
 
 from conftest import shared_data
 

@@ -303,7 +303,7 @@ def test_pair_dataset_reads_the_authors_voxceleb_lmdb(tmp_path: Path) -> None:
 def test_the_prepare_command_resumes_and_refuses_other_settings(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pirender.engine.cli.main import main
+    from pirender.training.cli import main
 
     video = shared_data("driving", "d18.mp4")
     out = tmp_path / "dataset"
@@ -562,7 +562,7 @@ def test_hold_nearest_stays_inside_the_shot() -> None:
 def test_the_prepare_command_with_deep3d_and_a_bad_checkpoint(
     tmp_path: Path, deep3d_checkpoint: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pirender.engine.cli.main import main
+    from pirender.training.cli import main
 
     video = shared_data("talking", "LipNet__bbaf2n.mpg")
     out = tmp_path / "dataset"

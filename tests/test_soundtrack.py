@@ -331,7 +331,7 @@ def _portrait() -> Path:
 def test_talk_with_a_very_short_wav_makes_a_one_frame_video(
     tmp_path: Path, duration_ms: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pirender.engine.cli.main import main
+    from pirender.training.cli import main
 
     portrait = _portrait()
     wav = _wav24(tmp_path / "s.wav", _tone(44_100, 2, duration_ms / 1000, 300.0))
@@ -346,7 +346,7 @@ def test_talk_with_a_very_short_wav_makes_a_one_frame_video(
 
 def test_talk_on_silence_says_no_speech_was_heard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A silent track (d18's, d3's, d19's own) gives a still mouth, and the command says why."""
-    from pirender.engine.cli.main import main
+    from pirender.training.cli import main
 
     wav = _wav24(tmp_path / "quiet.wav", np.zeros((2, 44_100), dtype=np.float32))
     out = tmp_path / "t.mp4"
@@ -358,7 +358,7 @@ def test_talk_on_silence_says_no_speech_was_heard(tmp_path: Path, capsys: pytest
 def test_talk_with_a_damaged_mp3_warns_and_keeps_the_sound(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pirender.engine.cli.main import main
+    from pirender.training.cli import main
 
     portrait = _portrait()
     bad = _damaged_mp3(tmp_path, duration_s=1.0)
@@ -375,7 +375,7 @@ def test_talk_with_a_damaged_mp3_warns_and_keeps_the_sound(
 def test_render_driving_keeps_the_clip_sound_unless_no_audio(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pirender.engine.cli.main import main
+    from pirender.training.cli import main
 
     portrait = _portrait()
     driving = shared_data("driving", "d11.mp4")  # 25 fps, 44.1 kHz stereo AAC speech

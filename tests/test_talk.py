@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from pirender.engine.audio.sources import SAMPLE_RATE_HZ, load_audio
-from pirender.engine.cli.main import main
 from pirender.engine.errors import PirenderError
 from pirender.engine.motion.io import load_motion
 from pirender.engine.motion.retarget import frontal_rest_row
@@ -24,6 +23,7 @@ from pirender.engine.talk import (
     motion_for_speech,
     speech_mask,
 )
+from pirender.training.cli import main
 
 from conftest import shared_data
 
@@ -238,7 +238,8 @@ def test_talk_from_the_microphone_without_one_is_a_clear_error(
 
 @needs_espeak
 def test_the_streaming_talk_source_follows_the_voice(tmp_path: Path) -> None:
-    from pirender.engine.stream.sources import MicrophoneSource, TalkSource
+    from pirender.engine.stream.sources import MicrophoneSource
+    from pirender.engine.talk import TalkSource
 
     speech = _speak(tmp_path, "one two three, the mouth follows the voice", "en-gb")
     microphone = MicrophoneSource()
@@ -397,7 +398,8 @@ def test_talk_drives_pirenderer_with_an_authors_space_flow(
 
 
 def test_a_long_talk_stream_keeps_bounded_state_and_skips_a_stale_backlog() -> None:
-    from pirender.engine.stream.sources import MicrophoneSource, TalkSource
+    from pirender.engine.stream.sources import MicrophoneSource
+    from pirender.engine.talk import TalkSource
 
     microphone = MicrophoneSource(capacity_s=30.0)
     talk = TalkSource(microphone, frontal_rest_row(), fps=25.0)
@@ -467,8 +469,8 @@ def test_the_live_path_and_the_offline_path_agree_on_one_real_file() -> None:
     """A real speaker's file played into the microphone in uneven blocks: the live talk source shows
     exactly the rows ``pirender talk`` makes offline (one SpeechMotion: same features, silence rule,
     flow draws and retargeting), frame for frame, and a silent start keeps the mouth closed."""
-    from pirender.engine.stream.sources import MicrophoneSource, TalkSource
-    from pirender.engine.talk import SpeechMotion
+    from pirender.engine.stream.sources import MicrophoneSource
+    from pirender.engine.talk import SpeechMotion, TalkSource
 
     speech = load_audio(shared_data("talking", "LipNet__bbaf2n.mpg"))
     voice = np.concatenate([np.zeros(SAMPLE_RATE_HZ // 2, np.float32), speech])  # 0.5 s of silence first

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from pirender.engine.audio.sources import SAMPLE_RATE_HZ, load_audio
-from pirender.engine.cli.main import main
 from pirender.engine.motion.io import load_motion
 from pirender.engine.motion.space import OPEN_SPACE
 from pirender.training import talk_data, talk_eval
+from pirender.training.cli import main
 from pirender.training.evaluate import main as eval_main
 
 from conftest import prepared_people, shared_data

@@ -501,8 +501,8 @@ def test_hold_then_ease_to_the_rest_pose() -> None:
 
 
 def test_cli_track_writes_open_space_motion(tmp_path: Path) -> None:
-    from pirender.engine.cli.main import main
     from pirender.engine.motion.io import load_motion
+    from pirender.training.cli import main
 
     clip = shared_data("driving", "d20.mp4")
     out = tmp_path / "motion.npz"

@@ -34,7 +34,7 @@ from ..track.landmarks import FaceMesh, five_points
 from ..track.tracker import TrackerConfig
 
 
-def _check_out(path: str, suffixes: tuple[str, ...], *, overwrite: bool) -> Path:
+def check_out(path: str, suffixes: tuple[str, ...], *, overwrite: bool) -> Path:
     """Check an output path first, before any work: its suffix, not a folder, not an existing file
     without --overwrite, a folder that exists or can be made (:func:`~pirender.engine.fileio.check_output`).
     The folder itself is made by :func:`_make_folder` once the inputs have been read, before the work."""
@@ -44,12 +44,12 @@ def _check_out(path: str, suffixes: tuple[str, ...], *, overwrite: bool) -> Path
     return check_output(out, overwrite=overwrite)
 
 
-def _make_folder(out: Path) -> None:
+def make_folder(out: Path) -> None:
     """Create the output's missing folder (before the work that ends in writing it)."""
     prepare_folder(out.parent, label=out)
 
 
-def _positive(name: str, value: float | None) -> None:
+def positive(name: str, value: float | None) -> None:
     if value is not None and not value > 0:
         raise PirenderError(f"{name} must be > 0, got {value}")
 
@@ -102,8 +102,8 @@ def _open_renderer(args: argparse.Namespace) -> tuple[Renderer, int]:
     if args.checkpoint:
         info = _read_renderer_checkpoint(args.checkpoint)
         if info is None:
-            renderer = _refiner_renderer(args, precision=args.precision, compile=args.compile)
-            return renderer, renderer.image_size_px
+            refiner = _refiner_renderer(args, precision=args.precision, compile=args.compile)
+            return refiner, refiner.image_size_px
         renderer = load_renderer(
             info, backend=args.backend, device=args.device, precision=args.precision, mode=args.mode,
             compile=args.compile,
@@ -166,14 +166,14 @@ def _fit_motion(motion: MotionSequence, renderer: Renderer, source: MotionFrame 
 
 
 def run_render(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite)
+    out = check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite)
     for name, value in (("--batch", args.batch), ("--fps", args.fps), ("--max-frames", args.max_frames)):
-        _positive(name, value)
+        positive(name, value)
     if bool(args.motion) == bool(args.driving):
         raise PirenderError("give exactly one of --motion FILE or --driving VIDEO")
     source = load_motion(args.source_motion).frame(0) if args.source_motion else None
     motion = _load_motion_file(args.motion, source) if args.motion else None
-    _make_folder(out)
+    make_folder(out)
     renderer, size_px = _open_renderer(args)
     if motion is not None:
         _check_space(renderer, motion)
@@ -278,8 +278,8 @@ def _parse_controls(items: list[str]) -> dict[str, float]:
 
 
 def run_edit(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, SUPPORTED_EXTENSIONS if args.sweep else (".png",), overwrite=args.overwrite)
-    _positive("--fps", args.fps)
+    out = check_out(args.out, SUPPORTED_EXTENSIONS if args.sweep else (".png",), overwrite=args.overwrite)
+    positive("--fps", args.fps)
     if args.sweep and args.frames < 2:
         raise PirenderError(f"--frames must be >= 2 for a sweep, got {args.frames}")
     if bool(args.preset) != bool(args.presets):
@@ -292,7 +292,7 @@ def run_edit(args: argparse.Namespace) -> int:
         expression=_parse_expression(args.exp),
         controls=_parse_controls(args.set),
     )
-    _make_folder(out)
+    make_folder(out)
     renderer, size_px = _open_renderer(args)
     if renderer.space == OPEN_SPACE and (args.exp or args.preset or args.source_motion):
         raise PirenderError("--exp, --preset and --source-motion are for PIRenderer (--checkpoint)")
@@ -363,9 +363,9 @@ def _demo_portrait(path: str | None) -> str | Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite)
-    _positive("--frames", args.frames)
-    _make_folder(out)
+    out = check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite)
+    positive("--frames", args.frames)
+    make_folder(out)
     info = _read_renderer_checkpoint(args.checkpoint) if args.checkpoint else None
     if info is not None:
         source = load_source_image(_demo_portrait(args.source))
@@ -391,14 +391,14 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_track(args: argparse.Namespace) -> int:
-    out = _check_out(args.out, (".npz",), overwrite=args.overwrite)
-    _positive("--max-frames", args.max_frames)
+    out = check_out(args.out, (".npz",), overwrite=args.overwrite)
+    positive("--max-frames", args.max_frames)
     if args.space == "authors" and not args.deep3d:
         raise PirenderError("--space authors needs the Deep3DFaceRecon checkpoint: --deep3d epoch_20.pth")
     regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=args.device) if args.deep3d else None
     config = _tracker_config(args)
     with open_frames(args.input, max_frames=args.max_frames) as frames:
-        _make_folder(out)
+        make_folder(out)
         clip = track_clip(frames, regressor=regressor, config=config)
     print(clip.describe())
     motion = clip.authors_motion if args.space == "authors" else clip.open_motion
@@ -410,13 +410,13 @@ def run_track(args: argparse.Namespace) -> int:
 
 def run_live(args: argparse.Namespace) -> int:
     """Camera (or any frames) -> tracker -> mesh renderer -> file / window, frame by frame."""
-    out = _check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.out else None
+    out = check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.out else None
     if out is None and not args.window:
         raise PirenderError("give --out FILE, --window, or both")
     config = _tracker_config(args)
     with open_frames(args.input, max_frames=args.max_frames) as frames:  # a missing input fails first
         if out is not None:
-            _make_folder(out)
+            make_folder(out)
         renderer = open_space_renderer(args.renderer, image_size_px=args.size)
         prepared = renderer.prepare(_load_source(args, args.size))
         stats = run_live_loop(renderer, prepared, frames, out=out, window=args.window, tracker_config=config)
@@ -429,8 +429,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from ..server.app import ServerConfig, serve_forever
 
-    _positive("--fps", args.fps)
-    _positive("--max-streams", args.max_streams)
+    positive("--fps", args.fps)
+    positive("--max-streams", args.max_streams)
     if not 0 <= args.port <= 65535:
         raise PirenderError(f"--port must be in 0..65535, got {args.port}")
     config = ServerConfig(
@@ -466,11 +466,11 @@ def run_webcam(args: argparse.Namespace) -> int:
     from ..live import run_webcam as webcam_loop
 
     preview = (
-        _check_out(args.preview, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.preview else None
+        check_out(args.preview, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.preview else None
     )
-    _positive("--max-frames", args.max_frames)
+    positive("--max-frames", args.max_frames)
     if preview is not None:
-        _make_folder(preview)
+        make_folder(preview)
     stats = webcam_loop(
         args.source,
         camera=args.input,
@@ -507,19 +507,21 @@ def run_talk(args: argparse.Namespace) -> int:
         raise PirenderError(f"--temperature must be >= 0, got {args.temperature}")
     if args.seconds is not None and args.seconds <= 0:
         raise PirenderError(f"--seconds must be > 0, got {args.seconds}")
-    if args.start < 0 or (args.start and args.mic):
-        raise PirenderError("--start is a time into --audio's file (>= 0 s); it does not apply to --mic")
+    if args.start < 0:
+        raise PirenderError(f"--start must be >= 0 s (a time into --audio's file), got {args.start:g}")
+    if args.start and args.mic:
+        raise PirenderError("--start is a time into --audio's file; it does not apply to --mic")
     config = TalkConfig(
         temperature=args.temperature, seed=args.seed, blinks=None if args.no_blinks else BlinkConfig()
     )
     if args.mic:
         from ..talk import run_talk_live
 
-        live_out = _check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.out else None
+        live_out = check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.out else None
         if live_out is None and not args.window:
             raise PirenderError("with --mic give --out FILE, --window, or both")
         if live_out is not None:
-            _make_folder(live_out)
+            make_folder(live_out)
         stats = run_talk_live(
             args.source, out=live_out, window=args.window, size_px=args.size, face_crop=args.face_crop,
             renderer_name=args.renderer,
@@ -532,7 +534,7 @@ def run_talk(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise PirenderError("--audio needs --out FILE")
-    out = _check_out(args.out, (".mp4", ".mov", ".mkv"), overwrite=args.overwrite)
+    out = check_out(args.out, (".mp4", ".mov", ".mkv"), overwrite=args.overwrite)
     samples = load_audio(args.audio)  # the analysis copy (16 kHz mono); the video gets the original
     if args.start or args.seconds is not None:  # a part of the file: --start .. --start + --seconds
         first = round(args.start * SAMPLE_RATE_HZ)
@@ -540,8 +542,11 @@ def run_talk(args: argparse.Namespace) -> int:
             length_s = len(samples) / SAMPLE_RATE_HZ
             raise PirenderError(f"--start {args.start:g} s: {args.audio} is {length_s:.2f} s long")
         last = len(samples) if args.seconds is None else first + round(args.seconds * SAMPLE_RATE_HZ)
+        if last > len(samples):
+            print(f"note: {args.audio} ends {(len(samples) - first) / SAMPLE_RATE_HZ:.2f} s after --start: "
+                  "the video is that long")  # fmt: skip
         samples = samples[first:last]
-    _make_folder(out)
+    make_folder(out)
     if len(samples) < SAMPLE_RATE_HZ / config.fps:  # any length works; say why the video is so short
         print(f"note: {args.audio} holds only {1000 * len(samples) / SAMPLE_RATE_HZ:.0f} ms of sound: "
               "a one-frame video")  # fmt: skip
@@ -569,100 +574,7 @@ def run_talk(args: argparse.Namespace) -> int:
             silent.unlink(missing_ok=True)
     latency = ", ".join(f"{k} {v:.0f}" for k, v in added_latency_ms(model).items())
     print(f"{dataclasses.replace(summary, path=out).describe()}; sound muxed in ({sound.describe()})")
-    print(f"live latency this model would add: {latency}")
-    return 0
-
-
-def run_prepare_audio(args: argparse.Namespace) -> int:
-    from ...training.audio_pairs import prepare_pairs
-
-    out = Path(args.out).expanduser()
-    if out.is_file():
-        raise PirenderError(f"{out}: is a file; --out is the folder of the pairs")
-    source = Path(args.videos).expanduser()
-    if (source / "meta.json").is_file():  # a dataset of pirender prepare: its clips with a voice
-        from ...training.talk_data import make_talk_pairs
-
-        if args.deep3d or args.overwrite:
-            raise PirenderError("from a prepared dataset the pairs are open-space; --deep3d / --overwrite "
-                                "do not apply (remove --out to make them again)")  # fmt: skip
-        report = make_talk_pairs(source, out)
-        silent = sum("silent" in why for why in report.skipped.values())
-        print(
-            f"{len(report.written)} pairs written, {len(report.kept)} already there in {out}/train and "
-            f"{out}/test; skipped: {len(report.skipped) - silent} clips without a sound track, {silent} "
-            "with a silent one"
-        )
-        return 0
-    regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=args.device) if args.deep3d else None
-    report = prepare_pairs(source, out, regressor=regressor, overwrite=args.overwrite)
-    print(report.describe())
-    return 0
-
-
-def run_prepare(args: argparse.Namespace) -> int:
-    from ...training.prepare import PrepareConfig, prepare_dataset
-
-    holdout = tuple(i.strip() for i in (args.holdout or "").split(",") if i.strip())
-    config = PrepareConfig(
-        size_px=args.size,
-        holdout=holdout,
-        holdout_fraction=args.holdout_fraction,
-        seed=args.seed,
-        max_frames=args.max_frames,
-        max_clips=args.max_clips,
-        deep3d=Path(args.deep3d) if args.deep3d else None,
-        device=args.device,
-    )
-    report = prepare_dataset(args.videos, args.out, config, overwrite=args.overwrite)
-    print(f"{report.describe()}; dataset in {args.out} (meta.json lists the skipped clips)")
-    return 0
-
-
-def run_train_audio(args: argparse.Namespace) -> int:
-    from ...training.audio_data import write_pairs
-    from ...training.audio_trainer import TrainConfig, train
-
-    out = _check_out(args.out, (".pt",), overwrite=args.overwrite)
-    _positive("--steps", args.steps)
-    _positive("--eval-every", args.eval_every)
-    _positive("--lstm-hidden", args.lstm_hidden)
-    if args.lookahead < 0 or args.learning_rate <= 0:
-        raise PirenderError("--lookahead must be >= 0 and --learning-rate > 0")
-    _make_folder(out)
-    folders = [Path(p) for p in args.pairs]
-    if not folders:
-        folder = out.parent / f"{out.stem}_synthetic_pairs"
-        print(f"making {args.synthetic} synthetic espeak-ng pairs in {folder} (seed {args.seed})")
-        write_pairs(folder, args.synthetic, seed=args.seed)
-        folders = [folder]
-    validation = [Path(args.validation)] if args.validation else None
-    result = train(
-        folders,
-        out,
-        config=TrainConfig(
-            steps=args.steps,
-            seed=args.seed,
-            audio_lookahead_frames=args.lookahead,
-            lstm_hidden=args.lstm_hidden,
-            learning_rate=args.learning_rate,
-            eval_every=args.eval_every,
-            person_norm=not args.no_person_norm,
-            feature_norm=args.feature_norm,
-        ),
-        validation_folders=validation,
-    )
-    sync = result["val_sync"]
-    print(
-        f"wrote {out} (step {result['step']:.0f}): validation NLL {result['val_nll']:.3f} nats/dim"
-        + (
-            f", held-out lip sync r = {sync:.3f} at temperature 0 (best temperature "
-            f"{result['temperature']:g}); pirender eval --talk --model {out} measures it"
-            if sync == sync
-            else ""
-        )
-        + f"; {result['seconds']:.0f} s"
-    )
+    print(f"with --mic this model's motion would lag the voice by: {latency} (ms)")
     return 0
 
 

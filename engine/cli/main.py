@@ -15,6 +15,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from types import FrameType
 
 from ..api import DEFAULT_OPEN_RENDERER, DEFAULT_SERVER_RENDERER, OPEN_RENDERERS
@@ -34,14 +35,8 @@ _EXAMPLES = {
     "live": "pirender live --source portrait.jpg --input camera:0 --window --out live.mp4",
     "serve": "pirender serve --port 8080   (then open http://127.0.0.1:8080/)",
     "bench": "pirender bench --backend all --json bench.json --plot bench.png",
-    "train": "pirender train --config small --data data/talking --out runs/small",
-    "train-refiner": "pirender train-refiner --data data/talking --run runs/refiner --out refiner.pt",
-    "eval": "pirender eval --data data/talking --renderer mesh --renderer runs/small --out out/eval",
     "doctor": "pirender doctor",
     "talk": "pirender talk --source portrait.jpg --face-crop --audio speech.wav --out talking.mp4",
-    "train-audio": "pirender train-audio data/pairs --out my_flow.pt --steps 2500",
-    "prepare-audio": "pirender prepare-audio data/talking --out data/talk_pairs",
-    "prepare": "pirender prepare ../shared/data/talking/MANIFEST.tsv --out data/talking --holdout A,B",
     "webcam": "pirender webcam --source portrait.jpg --face-crop --input camera:0 --preview preview.mp4",
 }
 
@@ -90,7 +85,7 @@ def _add_renderer_options(parser: argparse.ArgumentParser) -> None:
 _OVERWRITE_HELP = "replace an existing output file (without it an existing file is refused, before any work)"
 
 
-def _add_overwrite_option(parser: argparse.ArgumentParser, help_text: str = _OVERWRITE_HELP) -> None:
+def add_overwrite_option(parser: argparse.ArgumentParser, help_text: str = _OVERWRITE_HELP) -> None:
     parser.add_argument("--overwrite", action="store_true", help=help_text)
 
 
@@ -108,12 +103,25 @@ def _add_neutral_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class CommandSet:
+    """Commands another package adds to ``pirender`` (the engine never imports it: ``training.cli``
+    adds the training commands and is the installed ``pirender``). ``add(command)`` makes its parsers
+    with ``command(name, help)`` (examples from ``examples``, like the engine's own); ``delegated`` maps
+    the commands with their own parser to a loader of their ``main(argv) -> exit code``."""
+
+    examples: dict[str, str]
+    add: Callable[[Callable[[str, str], argparse.ArgumentParser]], None]
+    delegated: dict[str, Callable[[], Callable[[list[str]], int]]] = field(default_factory=dict)
+
+
+def build_parser(extensions: Sequence[CommandSet] = ()) -> argparse.ArgumentParser:
+    examples = {**_EXAMPLES, **{k: v for ext in extensions for k, v in ext.examples.items()}}
     parser = argparse.ArgumentParser(
         prog="pirender",
         description="Portrait avatars with PIRenderer: render motion, edit pose and expression, "
         "inspect checkpoints.",
-        epilog="examples:\n  " + "\n  ".join(_EXAMPLES.values()),
+        epilog="examples:\n  " + "\n  ".join(examples.values()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--verbose", action="store_true", help=_VERBOSE_HELP)
@@ -124,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=help_text,
             description=help_text,
-            epilog=f"example:\n  {_EXAMPLES[name]}",
+            epilog=f"example:\n  {examples[name]}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         made.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
@@ -153,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--deep3d", help="Deep3DFaceRecon checkpoint (epoch_20.pth): --driving with PIRenderer needs it"
     )
     render.add_argument("--out", required=True, help="output video (.mp4)")
-    _add_overwrite_option(render)
+    add_overwrite_option(render)
     _add_renderer_options(render)
     render.add_argument("--batch", type=int, default=1, help="frames rendered at once (default 1)")
     render.add_argument("--fps", type=float, default=None, help="frame rate (default: the file's, else 25)")
@@ -174,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     edit.add_argument("--source", required=True, help="source portrait")
     edit.add_argument("--out", required=True, help="output .png (still) or .mp4 (with --sweep)")
-    _add_overwrite_option(edit)
+    add_overwrite_option(edit)
     _add_renderer_options(edit)
     edit.add_argument(
         "--set",
@@ -214,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "render a clip of the embedded default portrait turning, blinking, talking")
     demo.add_argument("--out", default="out/demo.mp4", help="output video (default out/demo.mp4)")
-    _add_overwrite_option(demo)
+    add_overwrite_option(demo)
     demo.add_argument("--source", default=None, help="portrait (default: Grace Hopper from matplotlib)")
     demo.add_argument(
         "--checkpoint", default=None, help="PIRenderer weights (default: --renderer, without weights to give)"
@@ -229,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     track = command("track", "track a face in a video, image folder or camera into a motion file")
     track.add_argument("input", help="video file, image folder/glob, or camera:N")
     track.add_argument("--out", required=True, help="motion file (.npz)")
-    _add_overwrite_option(track)
+    add_overwrite_option(track)
     track.add_argument(
         "--space",
         default="open",
@@ -253,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also record the avatar to this video (at the input's frame times; Ctrl-C ends the "
         "recording and keeps it)",
     )
-    _add_overwrite_option(live)
+    add_overwrite_option(live)
     live.add_argument("--window", action="store_true", help="show the avatar in a window (q quits)")
     live.add_argument("--size", type=int, default=256, choices=[256, 512], help="output size")
     _add_open_renderer_option(live)
@@ -285,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output video (.mp4, .mov, .mkv); with --audio the speech is muxed in at its own rate and "
         "channels (AAC)",
     )
-    _add_overwrite_option(talk)
+    add_overwrite_option(talk)
     talk.add_argument("--model", help="audio-to-motion flow checkpoint (default: the shipped model)")
     talk.add_argument(
         "--temperature",
@@ -310,92 +318,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     talk.set_defaults(run=commands.run_talk)
 
-    prepare_audio = command("prepare-audio", "make (audio, motion) training pairs from talking-head videos")
-    prepare_audio.add_argument(
-        "videos",
-        help="a dataset of pirender prepare (its clips with a voice, split by identity into OUT/train and "
-        "OUT/test, resampled to 25 frames/s), a folder of videos, or one video",
-    )
-    prepare_audio.add_argument("--out", required=True, help="folder for the pairs (resumable)")
-    _add_overwrite_option(
-        prepare_audio, "make the pairs already in --out again (default: keep them, so a stopped run resumes)"
-    )
-    prepare_audio.add_argument(
-        "--deep3d",
-        help="Deep3DFaceRecon checkpoint (epoch_20.pth): pairs in PIRenderer's 73-wide space "
-        "(default: the open space)",
-    )
-    prepare_audio.add_argument("--device", default="cpu", help="device of the regressor (cpu, cuda)")
-    prepare_audio.set_defaults(run=commands.run_prepare_audio)
-
-    prepare = command("prepare", "make a renderer training dataset (LMDB) from talking-head videos")
-    prepare.add_argument(
-        "videos", help="a MANIFEST.tsv (columns file, identity), a folder of videos, or one video"
-    )
-    prepare.add_argument("--out", required=True, help="dataset folder (a rerun resumes it)")
-    split = prepare.add_mutually_exclusive_group()
-    split.add_argument("--holdout", help="identities held out for testing, comma-separated")
-    split.add_argument(
-        "--holdout-fraction", type=float, default=0.2, help="else this fraction of identities (default 0.2)"
-    )
-    prepare.add_argument("--seed", type=int, default=0, help="seed of the fraction split (default 0)")
-    prepare.add_argument("--size", type=int, default=256, help="side of the stored frames (default 256)")
-    prepare.add_argument("--max-clips", type=int, default=None, help="prepare at most N clips in this run")
-    prepare.add_argument("--max-frames", type=int, default=None, help="use at most N frames of each clip")
-    prepare.add_argument("--deep3d", help="Deep3DFaceRecon epoch_20.pth: the authors' space too")
-    prepare.add_argument("--device", default="cpu", help="device of the Deep3DFaceRecon net (default cpu)")
-    _add_overwrite_option(prepare, "remove the dataset in --out and make it again (default: resume it)")
-    prepare.set_defaults(run=commands.run_prepare)
-
-    train_audio = command("train-audio", "train the audio-to-motion flow on (audio, motion) pairs")
-    train_audio.add_argument(
-        "pairs", nargs="*", help="pair folders (default: make synthetic espeak-ng pairs)"
-    )
-    train_audio.add_argument(
-        "--out",
-        required=True,
-        help="checkpoint to write (.pt; the best one so far, replaced as training improves)",
-    )
-    _add_overwrite_option(train_audio)
-    train_audio.add_argument(
-        "--synthetic", type=int, default=160, help="synthetic pairs when no folder is given"
-    )
-    train_audio.add_argument("--steps", type=int, default=2500, help="Adam steps (default 2500)")
-    train_audio.add_argument("--seed", type=int, default=1, help="seed of the data recipe and training")
-    train_audio.add_argument(
-        "--validation",
-        help="a folder of held-out pairs (e.g. data/talk_pairs/test): the kept model is the one whose "
-        "mouth follows their tracked mouths best (lip-sync correlation)",
-    )
-    train_audio.add_argument("--lookahead", type=int, default=2, help="audio lookahead in video frames (2)")
-    train_audio.add_argument("--lstm-hidden", type=int, default=64, help="LSTM width of the flow steps (64)")
-    train_audio.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate (1e-3)")
-    train_audio.add_argument("--eval-every", type=int, default=100, help="steps between validations (100)")
-    train_audio.add_argument(
-        "--feature-norm",
-        action="store_true",
-        help="normalise the audio features per utterance (causal CMVN with a prior of the training "
-        "features; the checkpoint carries it, live and offline apply it alike)",
-    )
-    train_audio.add_argument(
-        "--no-person-norm",
-        action="store_true",
-        help="keep each speaker's own motion scale (default: normalised per person when pairs name one)",
-    )
-    train_audio.set_defaults(run=commands.run_train_audio)
-
-    train = command("train", "train PIRenderer on a prepared dataset (torchrun for several processes)")
-    train.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender train --help")
-    train.set_defaults(run=lambda args: 2)  # never reached: `pirender train` goes to its own parser
-
-    refiner = command("train-refiner", "train the neural renderer's editing network on a prepared dataset")
-    refiner.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender train-refiner --help")
-    refiner.set_defaults(run=lambda args: 2)  # never reached: it goes to its own parser
-
-    evaluate = command("eval", "measure renderers on held-out people (PSNR, SSIM, AED/APD, contact sheet)")
-    evaluate.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender eval --help")
-    evaluate.set_defaults(run=lambda args: 2)  # never reached: `pirender eval` goes to its own parser
-
     bench = command("bench", "time every renderer backend against the authors' eager fp32 model")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="see: pirender bench --help")
     bench.set_defaults(run=commands.run_bench)
@@ -413,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preview",
         help="also write what the virtual camera shows to this video (at the input's frame times)",
     )
-    _add_overwrite_option(webcam)
+    add_overwrite_option(webcam)
     webcam.add_argument("--no-virtual", action="store_true", help="no virtual camera (use with --preview)")
     webcam.add_argument("--backend", help="pyvirtualcam backend: v4l2loopback, obs, unitycapture")
     webcam.add_argument("--video-device", help="virtual camera device, e.g. /dev/video2")
@@ -456,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
         "machine's name; others get 403 against DNS rebinding; repeatable)",
     )  # fmt: skip
     serve.set_defaults(run=commands.run_serve)
+    for extension in extensions:
+        extension.add(command)
     return parser
 
 
@@ -482,54 +406,34 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _train_main() -> Callable[[list[str]], int]:
-    from ...training.renderer_trainer import main as train_main
-
-    return train_main
-
-
-def _eval_main() -> Callable[[list[str]], int]:
-    from ...training.evaluate import main as eval_main
-
-    return eval_main
-
-
-def _train_refiner_main() -> Callable[[list[str]], int]:
-    from ...training.refiner_trainer import main as train_refiner_main
-
-    return train_refiner_main
-
-
 def _bench_main() -> Callable[[list[str]], int]:
     from ..bench import main as bench_main
 
     return bench_main
 
 
-#: commands with their own parser, imported only when run (they pull in training or benchmark code)
-_DELEGATED: dict[str, Callable[[], Callable[[list[str]], int]]] = {
-    "train": _train_main,
-    "eval": _eval_main,
-    "train-refiner": _train_refiner_main,
-    "bench": _bench_main,
-}
+#: commands with their own parser, imported only when run (they pull in benchmark code)
+_DELEGATED: dict[str, Callable[[], Callable[[list[str]], int]]] = {"bench": _bench_main}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, extensions: Sequence[CommandSet] = ()) -> int:
+    """The engine's commands (and those of ``extensions``) on ``argv`` (default: ``sys.argv[1:]``);
+    returns the exit code (0 done, 2 usage or input error, 1 internal error, 130/143 interrupted)."""
     with _sigterm_as_interrupt():
-        return _main(argv)
+        return _main(argv, extensions)
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _main(argv: Sequence[str] | None, extensions: Sequence[CommandSet]) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    delegated = _DELEGATED.get(arguments[0]) if arguments else None
+    table = {**_DELEGATED, **{k: v for ext in extensions for k, v in ext.delegated.items()}}
+    delegated = table.get(arguments[0]) if arguments else None
     if delegated is not None:  # these commands have their own parser (and --help)
         try:
             return delegated()(arguments[1:])
         except KeyboardInterrupt as exc:
             print("terminated" if isinstance(exc, Terminated) else "interrupted", file=sys.stderr)
             return 143 if isinstance(exc, Terminated) else 130
-    parser = build_parser()
+    parser = build_parser(extensions)
     args = parser.parse_args(arguments)
     if getattr(args, "run", None) is None:
         parser.print_help()

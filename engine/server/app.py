@@ -408,6 +408,8 @@ class Peer:
         try:
             while True:
                 frame = await track.recv()
+                if not isinstance(frame, av.VideoFrame):  # a video track gives video frames
+                    continue
                 frames.put((frame.to_ndarray(format="rgb24"), float(frame.time or 0.0)))
         except MediaStreamError:
             pass

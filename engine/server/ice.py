@@ -24,7 +24,7 @@ def restrict_host_candidates(addresses: Sequence[str]) -> None:
     def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
         return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
-    ice.get_host_addresses = host_addresses  # type: ignore[assignment]
+    ice.get_host_addresses = host_addresses
 
 
 def is_loopback(address: str) -> bool:

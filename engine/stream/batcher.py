@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..image import tensor_to_images
+from ..image import SourceImage, tensor_to_images
 from ..renderer.base import PreparedSource, Renderer
 
 
@@ -53,7 +53,7 @@ class RenderService:
         self._queue.put_nowait(_Request(source, window, done))
         return await done
 
-    async def prepare(self, image) -> PreparedSource:  # type: ignore[no-untyped-def]
+    async def prepare(self, image: SourceImage) -> PreparedSource:
         """Prepare a portrait on the render thread (face detection and precomputation)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.renderer.prepare, image)

@@ -11,10 +11,11 @@ import numpy as np
 from ..motion.space import OPEN_SPACE, MotionSequence
 from ..motion.window import StreamWindow, WindowSpec
 from ..renderer.base import PreparedSource
+from ..talk import TalkSource
 from .audio_return import RETURN_FRAME_MS, ReturnAudio
 from .batcher import RenderService
 from .clock import FrameStamps, now_ms
-from .sources import CameraSource, FileSource, IdleSource, MicrophoneSource, SliderSource, TalkSource
+from .sources import CameraSource, FileSource, IdleSource, MicrophoneSource, SliderSource
 
 _HISTORY = 600  # frames of stamps kept for stats
 _JAW = OPEN_SPACE.index("jaw_open")

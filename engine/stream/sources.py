@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,9 +13,6 @@ from ..motion.retarget import FollowingRetargeter, OpenRetargeter, frontal_rest_
 from ..motion.space import OPEN_SPACE, MotionSequence
 from ..track.tracker import FaceTracker
 
-if TYPE_CHECKING:
-    from ..talk import TalkConfig
-
 #: Slider ranges (open-space units; pose in radians added to the portrait's own pose, scale a factor on
 #: it) and defaults: each slot's identity range of ``motion.limits`` (values there pass unchanged).
 SLIDER_RANGES: dict[str, tuple[float, float, float, str]] = {
@@ -25,7 +20,6 @@ SLIDER_RANGES: dict[str, tuple[float, float, float, str]] = {
     for name, slot in zip(OPEN_SPACE.slot_names, OPEN_LIMITS.ranges, strict=True)
 }
 _IDLE_LOOP_S = 12.0
-_TALK_MAX_BACKLOG_S = 2.0  # a talk source this far behind its microphone skips the stale voice
 
 
 class IdleSource:
@@ -173,66 +167,3 @@ class MicrophoneSource:
                 out[offset : offset + head] = self._ring[at : at + head]
                 out[offset + head : offset + count] = self._ring[: count - head]
         return out
-
-
-class TalkSource:
-    """Motion from the client's microphone through the audio-to-motion flow, frame by frame.
-
-    Audio arrives in ``microphone`` (16 kHz); ``engine.talk.SpeechMotion`` turns it into motion, the
-    same object (features, voice-activity silence rule, flow, retargeting) ``pirender talk`` runs
-    offline, so a file played into the microphone gives the offline motion exactly. Motion frame
-    ``n`` needs the features of frames up to ``n + tau`` (the model's lookahead), so the motion shown
-    lags the voice by ``tau`` frames plus the feature window: ``latency_ms``. Open-space models move
-    onto the portrait's ``rest`` row; an authors'-space model (for PIRenderer) gives absolute 73-wide
-    rows whose expression is ``rest``'s during silence. When the consumer falls more than
-    :data:`_TALK_MAX_BACKLOG_S` behind the microphone, the stale voice is skipped (a new voice starts).
-    """
-
-    def __init__(
-        self,
-        microphone: MicrophoneSource,
-        rest: np.ndarray,
-        *,
-        model: object | None = None,
-        fps: float = 25.0,
-        config: TalkConfig | None = None,
-    ) -> None:
-        from ..talk import SpeechMotion, TalkConfig, load_talk_model
-
-        self.model = model or load_talk_model()
-        self._mic = microphone
-        config = dataclasses.replace(config or TalkConfig(), fps=fps)
-        self._speech = SpeechMotion(self.model, rest, config)  # type: ignore[arg-type]
-        self.origin_sample = microphone.samples_received  # the voice from now on drives the avatar
-        self._consumed = self.origin_sample
-        self._voice_start = self.origin_sample  # the sample where the current voice began
-        self._samples_per_frame = round(microphone.sample_rate_hz / fps)
-        self._latest = np.asarray(rest, dtype=np.float32).copy()
-        lookahead = self.model.config.audio_lookahead_frames  # type: ignore[attr-defined]
-        self.latency_ms = 1000.0 * lookahead / fps + 25.0
-
-    @property
-    def audio_position(self) -> int | None:
-        """The microphone sample (absolute number) where the audio of the latest motion row begins;
-        None before the first row. The sound a frame shows starts here."""
-        produced = self._speech.frames_out
-        if produced == 0:
-            return None
-        return self._voice_start + (produced - 1) * self._samples_per_frame
-
-    def row(self, time_s: float) -> np.ndarray:
-        del time_s
-        received = self._mic.samples_received
-        if received - self._consumed > _TALK_MAX_BACKLOG_S * self._mic.sample_rate_hz:
-            # fell behind by seconds: start a new voice with the newest audio (enough for a few rows)
-            lookahead = self.model.config.audio_lookahead_frames  # type: ignore[attr-defined]
-            self._consumed = self._voice_start = received - (lookahead + 4) * self._samples_per_frame
-            self._speech.reset()
-        new = received - self._consumed
-        if new > 0:
-            samples = self._mic.read(self._consumed, np.empty(new, dtype=np.float32))
-            self._consumed = received
-            rows = self._speech.push(samples)
-            if rows:
-                self._latest = rows[-1]
-        return self._latest.copy()
