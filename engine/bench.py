@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -841,7 +841,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "streams": streams,
         }
         text = json.dumps(_json_safe(payload), indent=2) + "\n"
-        write_atomically(args.json, lambda handle: handle.write(text.encode("utf-8")))
+
+        def write_json(handle: BinaryIO) -> None:
+            handle.write(text.encode("utf-8"))
+
+        write_atomically(args.json, write_json)
         print(f"# json:      {args.json}")
     print(f"# total:     {elapsed:.1f} s (load avg at end {load_average()})")
     if args.markdown:
@@ -927,7 +931,11 @@ def append_results(path: Path, meta: dict[str, Any], table: str, extra: list[str
     ]
     before = path.read_bytes() if path.exists() else b""  # appended by a whole new file: never half
     added = ("\n".join(section) + "\n").encode("utf-8")
-    write_atomically(path, lambda handle: handle.write(before + added))
+
+    def write_section(handle: BinaryIO) -> None:
+        handle.write(before + added)
+
+    write_atomically(path, write_section)
 
 
 def measure_warp_kernel(device: torch.device, batch: int, size_px: int) -> dict[str, Any] | None:

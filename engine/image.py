@@ -30,6 +30,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -399,7 +400,7 @@ def _decode_file(
 
 
 def _decode(
-    handle: io.BufferedIOBase | io.BytesIO, label: str, formats: Sequence[str] | None, max_pixels: int
+    handle: BinaryIO, label: str, formats: Sequence[str] | None, max_pixels: int
 ) -> tuple[Image.Image, tuple[int, int]]:
     """Decode the first frame of an encoded picture, EXIF orientation applied, JPEG at a reduced
     scale; returns the image and the picture's full (width, height) after EXIF rotation."""

@@ -25,6 +25,7 @@ PortAudio) are :class:`AudioError` with a one-line message.
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import warnings
 from collections.abc import Iterator
@@ -199,7 +200,7 @@ class AudioFileReader:
     read and a file without an audio stream.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise AudioError(f"audio file not found: {self.path}")

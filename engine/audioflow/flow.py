@@ -68,6 +68,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..audio.features import FeatureNorm
 from ..errors import PirenderError
 from ..motion.space import MotionSpace
 
@@ -224,6 +225,11 @@ class ActNorm(nn.Module):
 
 class InvertibleLinear(nn.Module):
     """Invertible channel mixing ``y = W x``, ``W = P L (U + diag(sign * exp(log_s)))`` (LU form)."""
+
+    permutation: Tensor
+    sign: Tensor
+    lower_mask: Tensor
+    identity: Tensor
 
     def __init__(self, *, width: int) -> None:
         super().__init__()
@@ -405,6 +411,8 @@ class ConditionalFlow(nn.Module):
         self._check(z, cond)
         reversed_states = []
         for step, state in zip(reversed(self.steps), reversed(self._states(states)), strict=True):
+            if not isinstance(step, FlowStep):  # an nn.ModuleList yields plain Modules
+                raise TypeError(f"flow steps must be FlowStep modules, got {type(step).__name__}")
             z, new_state = step.inverse(z, cond, state)
             reversed_states.append(new_state)
         return z, tuple(reversed(reversed_states))
@@ -517,6 +525,8 @@ class AudioMotionFlow(nn.Module):
     def __init__(self, *, config: FlowConfig) -> None:
         super().__init__()
         self.config = config
+        #: per-utterance feature normalisation the model was trained with (set by its loader), or None
+        self.feature_norm: FeatureNorm | None = None
         self.register_buffer("motion_mean", torch.zeros(config.motion_width))
         self.register_buffer("motion_std", torch.ones(config.motion_width))
         self.flow = ConditionalFlow(

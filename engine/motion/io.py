@@ -633,13 +633,16 @@ def save_motion(path: str | Path, sequence: MotionSequence) -> Path:
             raise MotionError(
                 f"{target}: meta is not JSON-serialisable ({exception_text(exc, with_type=False)})"
             ) from None
-        arrays = {
-            "values": values,
-            "space": np.array(json.dumps(space.to_dict())),
-            "fps": np.array(float(sequence.fps), dtype=np.float64),
-            "meta": np.array(meta_text),
-        }
-        write_atomically(target, error=MotionError, write=lambda handle: np.savez(handle, **arrays))
+        space_array = np.array(json.dumps(space.to_dict()))
+        fps_array = np.array(float(sequence.fps), dtype=np.float64)
+        meta_array = np.array(meta_text)
+        write_atomically(
+            target,
+            error=MotionError,
+            write=lambda handle: np.savez(
+                handle, values=values, space=space_array, fps=fps_array, meta=meta_array
+            ),
+        )
     else:
         write_atomically(
             target, error=MotionError, write=lambda handle: np.save(handle, values, allow_pickle=False)

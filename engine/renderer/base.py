@@ -135,11 +135,14 @@ class Renderer(ABC):
         if not _finite(windows):
             raise MotionError("windows hold non-finite numbers (NaN or inf)")
         if limits_for(self.space) is not None:
-            if isinstance(windows, np.ndarray) and not np.issubdtype(windows.dtype, np.floating):
-                windows = windows.astype(np.float32)
-            elif isinstance(windows, torch.Tensor) and not windows.is_floating_point():
-                windows = windows.float()
-            windows = soft_limit(windows, self.space, axis=1)
+            if isinstance(windows, np.ndarray):
+                if not np.issubdtype(windows.dtype, np.floating):
+                    windows = windows.astype(np.float32)
+                windows = soft_limit(windows, self.space, axis=1)
+            else:
+                if not windows.is_floating_point():
+                    windows = windows.float()
+                windows = soft_limit(windows, self.space, axis=1)
         return self._render(windows, chosen, RenderMode(mode or self.mode), extras)
 
     def close(self) -> None:  # noqa: B027 - a hook: most backends hold nothing to release

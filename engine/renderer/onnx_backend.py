@@ -71,7 +71,7 @@ def export_onnx(
     if target.exists():
         return target
     source = torch.zeros(2, 3, image_size_px, image_size_px)
-    window = torch.zeros(2, generator.mapping_net.first[0].in_channels, window_frames)
+    window = torch.zeros(2, generator.mapping_net.coeff_nc, window_frames)
     names = ["frame", "warped", "flow"] if chosen is RenderMode.FULL else ["warped", "flow"]
     with upsample_form(generator, "transposed"):  # one ConvTranspose op per up block
         return export_module(

@@ -12,7 +12,7 @@ engine runs on torch's current stream.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -84,7 +84,11 @@ def build_engine(
         raise PirenderError("TensorRT failed to build the engine (see its log above)")
     target.parent.mkdir(parents=True, exist_ok=True)
     engine = bytes(serialized)  # a fresh hidden name per build: builds in parallel never mix
-    write_atomically(target, lambda handle: handle.write(engine))
+
+    def write_engine(handle: BinaryIO) -> None:
+        handle.write(engine)
+
+    write_atomically(target, write_engine)
     return target
 
 

@@ -92,10 +92,10 @@ class TorchRenderer(Renderer):
         self.compiled = compile
         self._compiled_frames: dict[RenderMode, Any] = {}
         if compile:
-            options = {"mode": "reduce-overhead"} if self.device.type == "cuda" else {}
+            compile_mode = "reduce-overhead" if self.device.type == "cuda" else None  # None: the default
             for each in RenderMode:
                 self._compiled_frames[each] = torch.compile(
-                    _FramePath(self, each), dynamic=False, fullgraph=False, **options
+                    _FramePath(self, each), dynamic=False, fullgraph=False, mode=compile_mode
                 )
 
     def _prepare(self, image: SourceImage) -> PreparedSource:
@@ -112,18 +112,20 @@ class TorchRenderer(Renderer):
             window = (
                 torch.cat([window, window[-1:].expand(bucket - batch, -1, -1)]) if bucket > batch else window
             )
-        inputs = [cache[name].expand(window.shape[0], -1, -1, -1) for name in ("stem", "source32", "source")]
+        stem, source32, source_pixels = (
+            cache[name].expand(window.shape[0], -1, -1, -1) for name in ("stem", "source32", "source")
+        )
         with _cudnn_tf32(self.precision is Precision.TF32):
             if self.compiled:
                 with torch.no_grad(), _inductor_freezing():
-                    frame, warped, flow = self._compiled_frames[mode](window, *inputs)
+                    frame, warped, flow = self._compiled_frames[mode](window, stem, source32, source_pixels)
                 # a CUDA graph's outputs are overwritten by its next replay: keep copies
                 copy = self.device.type == "cuda" or window.shape[0] > batch
                 if copy:
                     frame, warped, flow = (t[:batch].clone() for t in (frame, warped, flow))
             else:
                 with torch.inference_mode():
-                    frame, warped, flow = self.frame_path(window, *inputs, mode)
+                    frame, warped, flow = self.frame_path(window, stem, source32, source_pixels, mode)
         return RenderOutput(frame=frame, warped=warped if extras else None, flow=flow if extras else None)
 
     def frame_path(

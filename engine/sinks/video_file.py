@@ -203,7 +203,10 @@ class VideoFileWriter:
             raise PirenderError(f"{self._label}: cannot open for writing ({exception_text(exc)})") from None
         try:
             rate = _frame_rate(fps)
-            self._stream = self._container.add_stream(codec_name, rate=rate)
+            stream = self._container.add_stream(codec_name, rate=rate)
+            if not isinstance(stream, av.VideoStream):
+                raise ValueError(f"{codec_name} is not a video encoder")
+            self._stream: av.VideoStream = stream
             self._time_base: Fraction | None = None
             self._ticks_per_frame = 1
             if self._timestamps:

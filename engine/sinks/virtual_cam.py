@@ -129,11 +129,11 @@ class VirtualCamera:
         width_px, height_px = _check_size(size_px)
         if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
             raise PirenderError(f"virtual camera: fps must be a positive number, got {fps!r}")
-        self._width_px = width_px
-        self._height_px = height_px
-        self._fps = float(fps)
-        self._frames_sent = 0
-        self._closed = False
+        self._width_px: int = width_px
+        self._height_px: int = height_px
+        self._fps: float = float(fps)
+        self._frames_sent: int = 0
+        self._closed: bool = False
         pyvirtualcam = _import_pyvirtualcam()
         self._check_backend(pyvirtualcam, backend)
         try:

@@ -27,15 +27,17 @@ import re
 import time
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import av
 import numpy as np
+from av.sidedata.sidedata import SideDataContainer
+from av.sidedata.sidedata import Type as SideDataType
 
 from ..errors import PirenderError, describe_value, exception_text
 from ..image import read_image
@@ -392,15 +394,18 @@ def _probe_stream(
 
 def _display_matrix(av_frame: av.VideoFrame) -> list[int] | None:
     """The frame's DISPLAYMATRIX side data: 9 int32 (16.16 fixed point; 2.30 in the last column)."""
-    for side_data in av_frame.side_data:
-        if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+    # PyAV's stubs type Frame.side_data as a TypedDict (iterating it would give str keys); at runtime it
+    # is a SideDataContainer, whose iteration yields the SideData entries
+    container = cast(SideDataContainer, av_frame.side_data)
+    for side_data in container:
+        if side_data.type == SideDataType.DISPLAYMATRIX:
             data = bytes(side_data)
             if len(data) == 36:
                 return [int(v) for v in np.frombuffer(data, dtype="<i4")]
     return None
 
 
-def video_stream_rate(stream: av.VideoStream, pts: list[int | None]) -> tuple[float | None, bool]:
+def video_stream_rate(stream: av.VideoStream, pts: Sequence[int | None]) -> tuple[float | None, bool]:
     """(fps, variable_rate) of a video stream: the one rule for every reader (the frame sources and
     ``sinks.video_file.read_video_info``). Measured from timestamps (``pts``, in the stream's time base,
     of packets or frames; None entries ignored) by ``motion.timing.measure_rate``, with the container's
@@ -645,7 +650,7 @@ class CameraFrames(FrameSource):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise PirenderError(f"{self.label}: {name} must be a positive int (pixels), got {value!r}")
         requested_fps = _check_fps(fps, self.label)
-        self.max_frames = _check_max_frames(max_frames, self.label)
+        self.max_frames: int | None = _check_max_frames(max_frames, self.label)
         self._cv2: ModuleType = _import_cv2()
         cv2 = self._cv2
         capture = cv2.VideoCapture(self.device)
@@ -664,8 +669,8 @@ class CameraFrames(FrameSource):
         self.fps: float | None = actual_fps if math.isfinite(actual_fps) and actual_fps > 0 else None
         self.variable_rate = True  # frames come when the camera delivers them: time_s is their time
         self._capture: Any = capture
-        self._opened_at_s = time.monotonic()
-        self._next_index = 0
+        self._opened_at_s: float = time.monotonic()
+        self._next_index: int = 0
 
     @property
     def closed(self) -> bool:

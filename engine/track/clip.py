@@ -398,12 +398,12 @@ def _measure(
     # every frame with a measurable face, moved into the reference rest pose and soft-limited
     measured: list[np.ndarray | None] = []
     for record in records:
-        segment = record.segment
-        if record.landmarks is None or segment not in neutrals:
+        segment_index = record.segment
+        if record.landmarks is None or segment_index is None or segment_index not in neutrals:
             measured.append(None)
             continue
-        raw = neutrals[segment].motion(record.landmarks.astype(np.float64)).values.copy()
-        rotation = rotation_from_euler(*raw[:3].astype(np.float64)) @ to_reference[segment]
+        raw = neutrals[segment_index].motion(record.landmarks.astype(np.float64)).values.copy()
+        rotation = rotation_from_euler(*raw[:3].astype(np.float64)) @ to_reference[segment_index]
         raw[:3] = euler_from_rotation(rotation)
         measured.append(soft_limit(raw, OPEN_SPACE))
     smoothed = _smooth_runs(measured, records, config)

@@ -122,9 +122,9 @@ class FaceFinder:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
             small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0))
         boxes = self._detect(self._full_range, small, (0, 0)) + self._detect(self._short_range, small, (0, 0))
-        for left, top, side in _tiles(small.shape[1], small.shape[0]):
-            tile = np.ascontiguousarray(small[top : top + side, left : left + side])
-            boxes += self._detect(self._full_range, tile, (left, top))
+        for tile_left, tile_top, side in _tiles(small.shape[1], small.shape[0]):
+            tile = np.ascontiguousarray(small[tile_top : tile_top + side, tile_left : tile_left + side])
+            boxes += self._detect(self._full_range, tile, (tile_left, tile_top))
         candidates = _distinct(sorted(boxes, key=lambda b: -(b[3] - b[1]) * (b[4] - b[2])))[:MAX_FACES]
         faces: list[FoundFace] = []
         for _, left, top, right, bottom in candidates:
@@ -144,7 +144,7 @@ class FaceFinder:
         """(score, left, top, right, bottom) boxes in pixels of the picture ``rgb`` was cut from."""
         height, width = rgb.shape[:2]
         result = lm.run_graph(detector, rgb)
-        boxes = []
+        boxes: list[tuple[float, ...]] = []
         for detection in result.detections or ():
             box = detection.location_data.relative_bounding_box
             left, top = box.xmin * width + offset[0], box.ymin * height + offset[1]

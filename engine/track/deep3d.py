@@ -187,12 +187,15 @@ class Deep3DReconNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.backbone = ResNet50Backbone()
-        self.final_layers = nn.ModuleList(
+        final_layers = [
             nn.Conv2d(FEATURE_CHANNELS, size, kernel_size=1, bias=True) for size in COEFF_GROUP_SIZES
-        )
-        for layer in self.final_layers:
+        ]
+        for layer in final_layers:
+            if layer.bias is None:
+                raise RuntimeError("the final layers must have a bias")
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.final_layers = nn.ModuleList(final_layers)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         feature = self.backbone(images)

@@ -232,7 +232,7 @@ class MeshRenderer(Renderer):
             flows.append(self._flow(backward))
             targets.append(target)
         flow = torch.cat(flows)
-        source32: torch.Tensor = cache["source32"]  # type: ignore[assignment]
+        source32: torch.Tensor = cache["source32"]
         frame = self.warp(source32.expand(len(rows), -1, -1, -1), flow, grid=self._flow_grid)
         warped = frame.clone() if extras else None
         if mode is RenderMode.FULL:
@@ -245,5 +245,5 @@ class MeshRenderer(Renderer):
         chosen = source or self._default_source
         if chosen is None:
             raise PirenderError("rest_row() before prepare()")
-        neutral: NeutralFace = chosen.cache["neutral"]  # type: ignore[assignment]
+        neutral: NeutralFace = chosen.cache["neutral"]
         return neutral.rest_row()

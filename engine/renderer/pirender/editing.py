@@ -63,14 +63,15 @@ def subpixel_weights(weight: torch.Tensor) -> torch.Tensor:
     return torch.cat([*columns(even_rows), *columns(odd_rows)], dim=0)
 
 
-def upsample_conv(x: torch.Tensor, phase_weights: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def upsample_conv(x: torch.Tensor, phase_weights: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """conv3x3(nearest_upsample_x2(x), weight, bias, padding 1) with 4/9 of the multiplies, given
     ``phase_weights = subpixel_weights(weight)`` (4O, I, 2, 2).
 
     x (B, I, h, w) -> (B, O, 2h, 2w); equal to the direct form up to float rounding (~1e-6).
     """
     out_nc, (h, w) = phase_weights.shape[0] // 4, x.shape[2:]
-    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_weights, bias.repeat(4))  # (B, 4O, h+1, w+1)
+    phase_bias = None if bias is None else bias.repeat(4)
+    phases = F.conv2d(F.pad(x, (1, 1, 1, 1)), phase_weights, phase_bias)  # (B, 4O, h+1, w+1)
     p00, p01 = phases[:, :out_nc, :h, :w], phases[:, out_nc : 2 * out_nc, :h, 1:]
     p10, p11 = phases[:, 2 * out_nc : 3 * out_nc, 1:, :w], phases[:, 3 * out_nc :, 1:, 1:]
     rows = torch.stack([torch.stack([p00, p01], dim=-1), torch.stack([p10, p11], dim=-1)], dim=3)
@@ -106,8 +107,15 @@ class UpBlock2d(nn.Module):
         self.form = "phases"
         self._derived: tuple[tuple[object, ...], torch.Tensor] | None = None  # (key, derived weights)
 
+    def _conv(self) -> nn.Conv2d:
+        """The block's conv (key ``model.0``)."""
+        conv = self.model[0]
+        if not isinstance(conv, nn.Conv2d):  # nn.Sequential's items are typed as plain Modules
+            raise TypeError(f"UpBlock2d.model[0] must be an nn.Conv2d, got {type(conv).__name__}")
+        return conv
+
     def _weights(self) -> torch.Tensor:
-        weight = self.model[0].weight
+        weight = self._conv().weight
         derive = subpixel_weights if self.form == "phases" else transposed_weights
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and weight.requires_grad):
             return derive(weight)  # traced or trained: part of the graph
@@ -119,7 +127,7 @@ class UpBlock2d(nn.Module):
         return self._derived[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.model[0]
+        conv = self._conv()
         if self.form == "direct":
             out = conv(F.interpolate(x, scale_factor=2))
         elif self.form == "phases":

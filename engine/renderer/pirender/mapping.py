@@ -24,6 +24,7 @@ def min_window_frames(layers: int) -> int:
 class MappingNet(nn.Module):
     def __init__(self, *, coeff_nc: int = 73, descriptor_nc: int = 256, layers: int = 3) -> None:
         super().__init__()
+        self.coeff_nc = coeff_nc  # the motion window's channels (B, coeff_nc, T)
         self.layers = layers
         self.first = nn.Sequential(nn.Conv1d(coeff_nc, descriptor_nc, kernel_size=7, padding=0, bias=True))
         for i in range(layers):

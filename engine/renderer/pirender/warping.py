@@ -37,12 +37,13 @@ class ADAINDecoderBlock(nn.Module):
     def __init__(self, in_nc: int, out_nc: int, *, descriptor_nc: int) -> None:
         super().__init__()
         hidden_nc = out_nc
-        up = {"kernel_size": 3, "stride": 2, "padding": 1, "output_padding": 1}
         self.conv_0 = nn.Conv2d(in_nc, hidden_nc, kernel_size=3, stride=1, padding=1)
-        self.conv_1 = nn.ConvTranspose2d(hidden_nc, out_nc, **up)
+        self.conv_1 = nn.ConvTranspose2d(
+            hidden_nc, out_nc, kernel_size=3, stride=2, padding=1, output_padding=1
+        )
         self.norm_0 = AdaIN(in_nc, descriptor_nc=descriptor_nc)
         self.norm_1 = AdaIN(hidden_nc, descriptor_nc=descriptor_nc)
-        self.conv_s = nn.ConvTranspose2d(in_nc, out_nc, **up)
+        self.conv_s = nn.ConvTranspose2d(in_nc, out_nc, kernel_size=3, stride=2, padding=1, output_padding=1)
         self.norm_s = AdaIN(in_nc, descriptor_nc=descriptor_nc)
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

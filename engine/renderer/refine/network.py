@@ -134,6 +134,8 @@ class Refiner(nn.Module):
             for i in reversed(range(c.levels))
         )
         self.out = nn.Conv2d(c.channels(0), 3, 3, padding=1)
+        if self.out.bias is None:
+            raise RuntimeError("the refiner's output convolution must have a bias")
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 

@@ -208,11 +208,11 @@ class NeuralRenderer(MeshRenderer):
 
     def _prepare(self, image: SourceImage) -> PreparedSource:
         prepared = super()._prepare(image)
-        points: np.ndarray = prepared.cache["points"]  # type: ignore[assignment]
+        points: np.ndarray = prepared.cache["points"]
         box = torch.from_numpy(face_box(points))[None]
-        source32: torch.Tensor = prepared.cache["source32"]  # type: ignore[assignment]
+        source32: torch.Tensor = prepared.cache["source32"]
         prepared.cache["refine_source"] = crop(source32, box, self.crop_px).to(self.device)
-        prepared.cache["refine_rest"] = prepared.cache["neutral"].rest_row()  # type: ignore[attr-defined]
+        prepared.cache["refine_rest"] = prepared.cache["neutral"].rest_row()
         return prepared
 
     def _render(
