@@ -41,6 +41,23 @@ DEFAULT_OPEN_RENDERER = "neural"
 DEFAULT_SERVER_RENDERER = "mesh"
 
 
+def default_portrait() -> Path:
+    """The embedded default portrait of ``demo`` and ``serve``: Grace Hopper, from matplotlib's sample
+    data (public domain).
+
+    Raises:
+        PirenderError: matplotlib is not installed (``pip install 'pirender-live[demo]'``).
+    """
+    try:
+        from matplotlib import cbook
+    except ImportError:
+        raise PirenderError(
+            "the default portrait ships with matplotlib: pip install 'pirender-live[demo]' or give a "
+            "portrait (--source)"
+        ) from None
+    return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
 def open_space_renderer(
     name: str = DEFAULT_OPEN_RENDERER, *, image_size_px: int = 256, mode: RenderMode | str = RenderMode.FULL
 ) -> MeshRenderer:

@@ -26,6 +26,7 @@ from .audioflow.flow import AudioMotionFlow
 from .errors import PirenderError
 from .motion.retarget import OpenRetargeter, frontal_rest_row
 from .motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence, MotionSpace
+from .motion.window import DEFAULT_RADIUS
 from .renderer.base import PreparedSource, Renderer
 
 if TYPE_CHECKING:
@@ -404,7 +405,7 @@ def run_talk_live(
     backend: str = "torch",
     precision: str = "fp32",
     source_motion: str | None = None,
-    window_radius: int = 13,
+    window_radius: int = DEFAULT_RADIUS,
     microphone_stream: Any = None,
     renderer_name: str = "mesh",
     talk_config: TalkConfig | None = None,

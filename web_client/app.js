@@ -4,7 +4,6 @@
 'use strict';
 
 (() => {
-  const MODES = ['idle', 'sliders', 'camera', 'talk', 'file'];  // the server's hello says which it offers
   const ANGLE_SLOTS = new Set(['pitch', 'yaw', 'roll']);
   const ACCEPTED_IMAGES = ['image/png', 'image/jpeg', 'image/webp'];
   const DEFAULT_MAX_UPLOAD = 8 * 1024 * 1024;  // used until the server's hello says otherwise
@@ -167,7 +166,13 @@
     S.hello = msg;
     S.limits = msg.limits || {};
     buildSliders(Array.isArray(msg.slots) ? msg.slots : []);
-    const modes = Array.isArray(msg.modes) ? msg.modes : ['idle', 'sliders', 'camera'];
+    // the modes come from the server (the protocol module lists them): an option per mode,
+    // labelled by the page where it knows the mode, by its name otherwise; the others hidden
+    const modes = Array.isArray(msg.modes) ? msg.modes.filter((m) => typeof m === 'string') : [];
+    const known = new Set([...els.mode.options].map((option) => option.value));
+    for (const mode of modes) {
+      if (!known.has(mode)) els.mode.add(new Option(mode, mode));
+    }
     for (const option of els.mode.options) option.hidden = !modes.includes(option.value);
     const max = S.limits.max_upload_bytes || DEFAULT_MAX_UPLOAD;
     els.uploadNote.textContent = `At most ${fmtBytes(max)}.`;
@@ -345,10 +350,8 @@
 
   /** Starts a stream in `mode` (restarting a running one). Resolves once the answer is applied. */
   async function start(mode = els.mode.value) {
-    if (!MODES.includes(mode)) throw new Error(`unknown mode ${mode}`);
-    if (S.hello && Array.isArray(S.hello.modes) && !S.hello.modes.includes(mode)) {
-      throw new Error(`this server does not offer the ${mode} mode`);
-    }
+    await waitForHello();  // the server's hello lists the modes it offers
+    if (!S.hello.modes.includes(mode)) throw new Error(`this server does not offer the ${mode} mode`);
     if (S.pc || S.starting) stop();
     const gen = ++S.gen;
     const stale = () => gen !== S.gen;

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import load_renderer, open_space_renderer
+from ..api import default_portrait, load_renderer, open_space_renderer
 from ..errors import CheckpointError, PirenderError, exception_text
 from ..fileio import check_output, prepare_folder, staged_output, temporary_path
 from ..image import SourceImage, load_source_image, save_png, tensor_to_images
@@ -350,16 +350,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def _demo_portrait(path: str | None) -> str | Path:
-    if path:
-        return path
-    try:
-        from matplotlib import cbook
-    except ImportError:
-        raise PirenderError(
-            "the default demo portrait ships with matplotlib: pip install 'pirender-live[demo]' "
-            "or pass --source"
-        ) from None
-    return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return path or default_portrait()
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -40,7 +40,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from ..api import DEFAULT_SERVER_RENDERER, open_space_renderer
+from ..api import DEFAULT_SERVER_RENDERER, default_portrait, open_space_renderer
 from ..errors import PirenderError
 from ..image import MAX_DECODE_SIDE_PX, SourceImage, read_image
 from ..motion.io import load_motion
@@ -54,21 +54,31 @@ from ..stream.sources import SLIDER_RANGES
 from ..track.crop import crop_to_face
 from .ice import bind_is_loopback, restrict_host_candidates
 from .protocol import (
+    CLIENT_MESSAGES,
     MAX_MESSAGE_BYTES,
     MAX_NEGOTIATIONS,
-    MAX_PRESENTED,
     MAX_QUEUED_UPLOADS,
     MAX_STREAMS,
     MAX_UPLOAD_BYTES,
     MODES,
     NEGOTIATION_TIMEOUT_S,
+    STREAM_MESSAGES,
     VIDEO_CLOCK_HZ,
+    Control,
+    Hello,
+    Limits,
+    Mode,
+    Offer,
+    Ping,
+    Presented,
     ProtocolError,
+    SetMode,
+    SlotInfo,
+    Stop,
+    Upload,
+    decode_client_message,
     encode_message,
-    finite,
-    number,
     parse_message,
-    text,
 )
 
 log = logging.getLogger("pirender.server")
@@ -209,41 +219,49 @@ class Peer:
             return {"type": "error", "message": f"internal error while handling a {kind!r} message"}
 
     async def _dispatch(self, kind: str, message: dict[str, Any], reply: Reply) -> dict[str, Any] | None:
-        if kind == "ping":
-            return {"type": "pong", "client_ms": number(message, "client_ms"), "server_ms": now_ms()}
-        if kind == "offer":
-            return await self.offer(text(message, "sdp"), text(message, "mode", default="idle"))
-        if kind == "stop":
-            await self.close()
-            return None
+        """Check the message (``protocol.decode_client_message``) and run its handler (a table by
+        message class). A stream message before an offer is refused before its fields are read."""
+        if kind in STREAM_MESSAGES or kind not in CLIENT_MESSAGES:
+            self.require_stream()  # an unknown type without a stream: "no stream yet" first
+        decoded = decode_client_message(message)
+        handlers: dict[type, Callable[[Any, Reply], Awaitable[dict[str, Any] | None]]] = {
+            Ping: self._on_ping,
+            Offer: self._on_offer,
+            Stop: self._on_stop,
+            SetMode: self._on_mode,
+            Control: self._on_control,
+            Upload: self._on_upload,
+            Presented: self._on_presented,
+        }
+        return await handlers[type(decoded)](decoded, reply)
+
+    async def _on_ping(self, message: Ping, reply: Reply) -> dict[str, Any]:
+        return {"type": "pong", "client_ms": message.client_ms, "server_ms": now_ms()}
+
+    async def _on_offer(self, message: Offer, reply: Reply) -> dict[str, Any]:
+        return await self.offer(message.sdp, message.mode)
+
+    async def _on_stop(self, message: Stop, reply: Reply) -> None:
+        await self.close()
+
+    async def _on_mode(self, message: SetMode, reply: Reply) -> None:
         stream = self.require_stream()
-        if kind == "mode":
-            mode = text(message, "mode")
-            if mode not in MODES:
-                raise ProtocolError(f"mode must be one of {', '.join(MODES)}")
-            await asyncio.get_running_loop().run_in_executor(self.server.tracking, stream.build_mode, mode)
-            if self.stream is stream:  # still the same stream after the build
-                stream.set_mode(mode)
-        elif kind == "control":
-            slots = message.get("slots")
-            if not isinstance(slots, dict):
-                raise ProtocolError("'slots' must be an object of name: number")
-            stream.sliders.set({name: finite(value, name) for name, value in slots.items()})
-        elif kind == "upload":
-            self.start_upload(text(message, "image"), reply)
-        elif kind == "presented":
-            frames = message.get("frames")
-            if not isinstance(frames, list) or len(frames) > MAX_PRESENTED:
-                raise ProtocolError(f"'frames' must be a list of at most {MAX_PRESENTED} objects")
-            for entry in frames:
-                if not isinstance(entry, dict):
-                    raise ProtocolError("each of 'frames' must be an object")
-                if "pts" in entry:
-                    pts = finite(entry["pts"], "pts", low=0, high=2**63)
-                    stream.presented(int(pts), number(entry, "presented_ms"))
-        else:
-            raise ProtocolError(f"unknown message type {kind!r}")
-        return None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.server.tracking, stream.build_mode, message.mode)
+        if self.stream is stream:  # still the same stream after the build
+            stream.set_mode(message.mode)
+
+    async def _on_control(self, message: Control, reply: Reply) -> None:
+        self.require_stream().sliders.set(message.slots)
+
+    async def _on_upload(self, message: Upload, reply: Reply) -> None:
+        self.require_stream()
+        self.start_upload(message.image, reply)
+
+    async def _on_presented(self, message: Presented, reply: Reply) -> None:
+        stream = self.require_stream()
+        for frame in message.frames:
+            stream.presented(frame.pts, frame.presented_ms)
 
     def require_stream(self) -> AvatarStream:
         if self.stream is None:
@@ -287,7 +305,7 @@ class Peer:
         await reply({"type": "error", "message": "the stream ended before the upload was ready"})
 
     # -- WebRTC ---------------------------------------------------------------------------------
-    async def offer(self, sdp: str, mode: str) -> dict[str, Any]:
+    async def offer(self, sdp: str, mode: Mode) -> dict[str, Any]:
         """Answer an SDP offer. The offer must have a video section the server can send on.
 
         Raises:
@@ -318,7 +336,7 @@ class Peer:
             await self.close()
             raise ProtocolError(f"invalid SDP offer ({_error_text(exc)})") from None
 
-    async def _answer(self, sdp: str, mode: str) -> dict[str, Any]:
+    async def _answer(self, sdp: str, mode: Mode) -> dict[str, Any]:
         ice_servers = [RTCIceServer(urls=url) for url in self.server.config.stun_urls]
         self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
         self.stream = stream = AvatarStream(
@@ -501,7 +519,7 @@ class AvatarServer:
             self.motion_file = load_motion(self.config.motion_file)
             if self.motion_file.space != OPEN_SPACE:
                 raise PirenderError(f"{self.config.motion_file}: the live server plays open-space motion")
-        portrait = self.config.portrait or _default_portrait()
+        portrait = self.config.portrait or str(default_portrait())
         self.source = await self.service.prepare(crop_to_face(portrait, size_px=self.config.size_px))
         self.rest = self.renderer.rest_row(self.source)
         self._server = await serve(
@@ -588,17 +606,20 @@ class AvatarServer:
             await peer.close()
 
     def hello(self) -> dict[str, Any]:
-        slots = [
-            {"name": name, "min": low, "max": high, "default": default, "unit": unit}
-            for name, (low, high, default, unit) in SLIDER_RANGES.items()
-        ]
-        limits = {
-            "max_upload_bytes": MAX_UPLOAD_BYTES,
-            "max_message_bytes": self.config.max_message_bytes,
-            "max_upload_pixels": self.config.upload_max_pixels,
-        }
-        modes = [m for m in MODES if m != "file" or self.motion_file is not None]
-        return {"type": "hello", "slots": slots, "limits": limits, "modes": modes, "fps": self.config.fps}
+        """The ``hello`` message (``protocol.Hello``): slots, limits, the modes this server offers."""
+        return Hello(
+            slots=tuple(
+                SlotInfo(name, low, high, default, unit)
+                for name, (low, high, default, unit) in SLIDER_RANGES.items()
+            ),
+            limits=Limits(
+                max_upload_bytes=MAX_UPLOAD_BYTES,
+                max_message_bytes=self.config.max_message_bytes,
+                max_upload_pixels=self.config.upload_max_pixels,
+            ),
+            modes=tuple(m for m in MODES if m != "file" or self.motion_file is not None),
+            fps=self.config.fps,
+        ).to_json()
 
     # -- HTTP -----------------------------------------------------------------------------------
     def _http(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -778,16 +799,6 @@ def _without_mdns_candidates(sdp: str) -> str:
     lines = sdp.splitlines()
     kept = [line for line in lines if not (line.startswith("a=candidate:") and ".local " in line)]
     return "\r\n".join(kept) + "\r\n"
-
-
-def _default_portrait() -> str:
-    try:
-        from matplotlib import cbook
-    except ImportError:
-        raise PirenderError(
-            "the default portrait ships with matplotlib: pip install 'pirender-live[demo]'"
-        ) from None
-    return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
 async def serve_forever(config: ServerConfig) -> None:

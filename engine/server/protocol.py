@@ -8,12 +8,16 @@ range); anything else gets ``{"type": "error", "message": ...}`` and never stops
 are strict JSON (:func:`encode_message`: no NaN or Infinity).
 
 Client -> server
-- ``{"type": "offer", "sdp": str, "mode": "idle" | "sliders" | "camera" | "file"}``: start a
+Each message is a dataclass below (:data:`CLIENT_MESSAGES` maps a ``type`` to the one that checks
+and holds it; :class:`Hello` is the server's first message); the modes are :data:`MODES`, and the
+page learns them, the slots and the limits from ``hello`` (it has no list of its own).
+
+- ``{"type": "offer", "sdp": str, "mode": "idle" | "sliders" | "camera" | "talk" | "file"}``: start a
   stream. For ``camera`` the offer carries the browser camera's video track (it drives the face
   tracker); an audio track (the microphone) is received into the stream's audio source. ``file``
   plays the server's ``--motion`` file (``hello.modes`` lists what this server offers). ``talk``
   drives the avatar from the offer's microphone track through the audio-to-motion flow.
-- ``{"type": "mode", "mode": "idle" | "sliders" | "camera"}``: switch the motion source.
+- ``{"type": "mode", "mode": one of MODES}``: switch the motion source.
 - ``{"type": "control", "slots": {name: value}}``: slider values in the open motion space, applied
   on top of the portrait's rest pose: ``pitch``/``yaw``/``roll`` in radians added to its own pose,
   ``tx``/``ty`` in inter-ocular distances, ``scale`` as a factor, expression controls as values.
@@ -30,8 +34,9 @@ Client -> server
 - ``{"type": "stop"}``: end the stream (closing the socket does the same).
 
 Server -> client
-- ``{"type": "hello", "slots": [{"name", "min", "max", "default", "unit"}], "limits": {...},
-  "modes": [...], "fps": float}`` on connect.
+- ``{"type": "hello", "slots": [{"name", "min", "max", "default", "unit"}], "limits":
+  {"max_upload_bytes", "max_message_bytes", "max_upload_pixels", "max_presented"}, "modes": [the
+  MODES this server offers], "fps": float}`` on connect (:class:`Hello`).
 - ``{"type": "answer", "sdp": str}``; the offer must have a video section the server can send on.
   The stream takes one of ``max_streams`` slots once its connection is up; until then it is one of
   ``MAX_NEGOTIATIONS`` negotiations, dropped with an error after ``NEGOTIATION_TIMEOUT_S``.
@@ -50,7 +55,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, get_args
 
 #: Largest websocket / data-channel message accepted (bytes); uploads are the big ones. The websocket
 #: closes with 1009 beyond it (its frames are never buffered); the data channel answers an error.
@@ -71,7 +77,9 @@ MAX_NESTING = 8
 MAX_PRESENTED = 1000
 #: WebRTC video clock (RTP timestamps of video run at 90 kHz).
 VIDEO_CLOCK_HZ = 90_000
-MODES = ("idle", "sliders", "camera", "file", "talk")
+#: The motion sources of a stream (``stream.session.AvatarStream``): the one list, sent in ``hello``.
+Mode = Literal["idle", "sliders", "camera", "file", "talk"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 class ProtocolError(ValueError):
@@ -185,3 +193,187 @@ def _nesting(value: Any) -> int:
                 children = item.values() if isinstance(item, dict) else item
                 stack.extend((child, depth + 1) for child in children)
     return deepest
+
+
+def mode_of(message: dict[str, Any], key: str = "mode", *, default: Mode | None = None) -> Mode:
+    """``message[key]`` as one of :data:`MODES`.
+
+    Raises:
+        ProtocolError: missing without a default, not a string, not a mode.
+    """
+    value = text(message, key, default=default)
+    for mode in MODES:
+        if value == mode:
+            return mode
+    raise ProtocolError(f"mode must be one of {', '.join(MODES)}")
+
+
+# -- client -> server ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Start a stream (module docstring)."""
+
+    sdp: str
+    mode: Mode
+
+    @classmethod
+    def from_json(cls, message: dict[str, Any]) -> Offer:
+        return cls(text(message, "sdp"), mode_of(message, default="idle"))
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the stream."""
+
+    @classmethod
+    def from_json(cls, message: dict[str, Any]) -> Stop:
+        del message
+        return cls()
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Clock-offset probe; ``client_ms`` comes back in the ``pong``."""
+
+    client_ms: float
+
+    @classmethod
+    def from_json(cls, message: dict[str, Any]) -> Ping:
+        return cls(number(message, "client_ms"))
+
+
+@dataclass(frozen=True)
+class SetMode:
+    """Switch the motion source (``{"type": "mode"}``)."""
+
+    mode: Mode
+
+    @classmethod
+    def from_json(cls, message: dict[str, Any]) -> SetMode:
+        return cls(mode_of(message))
+
+
+@dataclass(frozen=True)
+class Control:
+    """Slider values, finite numbers by slot name (clamped to ``hello``'s ranges by the stream)."""
+
+    slots: dict[str, float]
+
+    @classmethod
+    def from_json(cls, message: dict[str, Any]) -> Control:
+        slots = message.get("slots")
+        if not isinstance(slots, dict):
+            raise ProtocolError("'slots' must be an object of name: number")
+        return cls({name: finite(value, name) for name, value in slots.items()})
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A new portrait as a data URL (decoded and checked by the server's upload worker)."""
+
+    image: str
+
+    @classmethod
+    def from_json(cls, message: dict[str, Any]) -> Upload:
+        return cls(text(message, "image"))
+
+
+@dataclass(frozen=True)
+class PresentedFrame:
+    """When the browser showed the frame with ``pts`` (server clock, ms)."""
+
+    pts: int
+    presented_ms: float
+
+
+@dataclass(frozen=True)
+class Presented:
+    """The browser's presentation times (entries without a ``pts`` are skipped)."""
+
+    frames: tuple[PresentedFrame, ...]
+
+    @classmethod
+    def from_json(cls, message: dict[str, Any]) -> Presented:
+        frames = message.get("frames")
+        if not isinstance(frames, list) or len(frames) > MAX_PRESENTED:
+            raise ProtocolError(f"'frames' must be a list of at most {MAX_PRESENTED} objects")
+        out = []
+        for entry in frames:
+            if not isinstance(entry, dict):
+                raise ProtocolError("each of 'frames' must be an object")
+            if "pts" in entry:
+                pts = finite(entry["pts"], "pts", low=0, high=2**63)
+                out.append(PresentedFrame(int(pts), number(entry, "presented_ms")))
+        return cls(tuple(out))
+
+
+ClientMessage = Offer | Stop | Ping | SetMode | Control | Upload | Presented
+#: ``type`` -> the message class that checks and holds it
+CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
+    "offer": Offer,
+    "stop": Stop,
+    "ping": Ping,
+    "mode": SetMode,
+    "control": Control,
+    "upload": Upload,
+    "presented": Presented,
+}
+#: the messages that act on a stream (the others work before an offer)
+STREAM_MESSAGES = frozenset({"mode", "control", "upload", "presented"})
+
+
+def decode_client_message(message: dict[str, Any]) -> ClientMessage:
+    """A parsed message (:func:`parse_message`) as its dataclass, every field checked.
+
+    Raises:
+        ProtocolError: an unknown ``type`` or a bad field (the reason in one line).
+    """
+    kind = message["type"]
+    if kind not in CLIENT_MESSAGES:
+        raise ProtocolError(f"unknown message type {kind!r}")
+    return CLIENT_MESSAGES[kind].from_json(message)
+
+
+# -- server -> client ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    """One slider of ``hello``: its range, default and unit (``stream.sources.SLIDER_RANGES``)."""
+
+    name: str
+    min: float
+    max: float
+    default: float
+    unit: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits a client must respect (``hello.limits``)."""
+
+    max_upload_bytes: int
+    max_message_bytes: int
+    max_upload_pixels: int
+    max_presented: int = MAX_PRESENTED
+
+
+@dataclass(frozen=True)
+class Hello:
+    """The server's first message: what the page builds its controls from."""
+
+    slots: tuple[SlotInfo, ...]
+    limits: Limits
+    modes: tuple[Mode, ...]
+    fps: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "slots": [asdict(slot) for slot in self.slots],
+            "limits": asdict(self.limits),
+            "modes": list(self.modes),
+            "fps": self.fps,
+        }

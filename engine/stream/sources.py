@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 
+from ..audio.sources import SAMPLE_RATE_HZ
 from ..motion.edit import demo_open_motion
 from ..motion.limits import OPEN_LIMITS
 from ..motion.retarget import FollowingRetargeter, OpenRetargeter, frontal_rest_row, retarget_open
@@ -122,7 +123,7 @@ class MicrophoneSource:
     """The client's microphone as mono 16 kHz float32 samples in a bounded ring (the newest
     ``capacity_s`` seconds), for audio-driven motion; ``feed`` takes aiortc/PyAV audio frames."""
 
-    sample_rate_hz = 16_000
+    sample_rate_hz = SAMPLE_RATE_HZ
 
     def __init__(self, capacity_s: float = 5.0) -> None:
         from ..audio.sources import AudioConverter
