@@ -32,6 +32,8 @@ from pirender.engine.api import load_renderer
 from pirender.engine.errors import PirenderError
 from pirender.engine.image import load_source_image
 from pirender.engine.motion.space import OPEN_SPACE
+from pirender.engine.renderer.base import PreparedSource
+from pirender.engine.renderer.refine.renderer import NeuralRenderer, NeuralSource
 from pirender.engine.renderer.refine.runtime import RUNTIMES
 
 PORTRAIT = Path(__file__).resolve().parents[2] / "shared" / "data" / "portraits" / "s0.jpg"
@@ -58,20 +60,25 @@ def _times(call: Callable[[int], object], count: int) -> list[float]:
     return out
 
 
-def _measure(renderer: object, prepared: object, args: argparse.Namespace) -> tuple[list[float], list[float]]:
+def _measure(
+    renderer: NeuralRenderer, prepared: PreparedSource, args: argparse.Namespace
+) -> tuple[list[float], list[float]]:
     """(whole render call, network alone) times in ms."""
-    windows = _rows(renderer.rest_row(), args.warmup + args.repeats)  # type: ignore[attr-defined]
-    refiner = renderer.refiner  # type: ignore[attr-defined]
-    crop_px = renderer.crop_px  # type: ignore[attr-defined]
+    windows = _rows(renderer.rest_row(prepared), args.warmup + args.repeats)
+    refiner = renderer.refiner
+    crop_px = renderer.crop_px
     device = torch.device(args.device)
     net_inputs = (
         torch.rand(1, 3, crop_px, crop_px, device=device) * 2 - 1,
-        prepared.cache["refine_source"],  # type: ignore[attr-defined]
+        renderer.prepared_as(prepared, NeuralSource).refine_source,
         torch.zeros(1, 17, device=device),
         torch.ones(1, 1, crop_px, crop_px, device=device),
     )
-    _times(lambda i: renderer.render(windows[i : i + 1]), args.warmup)  # type: ignore[attr-defined]
-    frame_ms = _times(lambda i: renderer.render(windows[args.warmup + i : args.warmup + i + 1]), args.repeats)  # type: ignore[attr-defined]
+    _times(lambda i: renderer.render(windows[i : i + 1], source=prepared), args.warmup)
+    frame_ms = _times(
+        lambda i: renderer.render(windows[args.warmup + i : args.warmup + i + 1], source=prepared),
+        args.repeats,
+    )
     _times(lambda _: refiner(*net_inputs), args.warmup)
     return frame_ms, _times(lambda _: refiner(*net_inputs), args.repeats)
 
@@ -98,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
             renderer = load_renderer(
                 backend="neural", runtime=runtime, device=args.device, precision=precision
             )
+            if not isinstance(renderer, NeuralRenderer):
+                raise PirenderError(f"load_renderer(backend='neural') gave a {renderer.name} renderer")
             prepared = renderer.prepare(portrait)
         except PirenderError as exc:
             print(f"{runtime}: skipped ({exc})", file=sys.stderr)

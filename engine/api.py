@@ -5,11 +5,11 @@ Example::
     from pirender.engine import load_motion, load_renderer, load_source_image, sequence_windows
 
     renderer = load_renderer("result/face", device="cpu", precision="fp32")  # or load_renderer() for mesh
-    renderer.prepare(load_source_image("portrait.jpg"))
+    portrait = renderer.prepare(load_source_image("portrait.jpg"))
     motion = load_motion("coeffs.mat")
     renderer.check_motion(motion)
-    windows = sequence_windows(motion.values, motion.space)   # (frames, 73, 27)
-    frames = renderer.render(windows[:8]).frame                 # (8, 3, 256, 256) in [-1, 1]
+    windows = sequence_windows(motion.values, motion.space)     # (frames, 73, 27)
+    frames = renderer.render(windows[:8], source=portrait).frame  # (8, 3, 256, 256) in [-1, 1]
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ from .fileio import check_output, prepare_folder, write_atomically
 from .image import SourceImage, image_to_tensor, load_source_image
 from .motion.limits import limits_for
 from .motion.space import AUTHORS_SPACE, MotionSpace
-from .renderer.base import Precision, Renderer, RenderMode
+from .renderer.base import Precision, PreparedSource, Renderer, RenderMode
 from .renderer.checkpoint import (
     AUTHORS_IMAGE_SIZE_PX,
     CheckpointInfo,
@@ -452,13 +452,14 @@ def renderer_contender(
 ) -> Contender:
     """A renderer per mode (ONNX/TensorRT graphs are built per mode), made on first use."""
     renderers: dict[str, Renderer] = {}
+    prepared: dict[str, PreparedSource] = {}
 
     def call(mode: str, batch: int) -> Callable[[], torch.Tensor]:
         if mode not in renderers:
             renderers[mode] = make(mode)
-            renderers[mode].prepare(image)
-        renderer, window_b = renderers[mode], windows[:batch]
-        return lambda: renderer.render(window_b, mode=mode).frame
+            prepared[mode] = renderers[mode].prepare(image)
+        renderer, source, window_b = renderers[mode], prepared[mode], windows[:batch]
+        return lambda: renderer.render(window_b, source=source, mode=mode).frame
 
     return Contender(label, call, 0)  # its weights live in its own runtime: only allocations count
 
@@ -501,8 +502,9 @@ def model_facts(
     renderer = make_renderer(models, "fp32", device)
     assert isinstance(renderer, TorchRenderer)
     prepare = count_flops(lambda: renderer.prepare(image))
-    full_ours = count_flops(lambda: renderer.render(window, mode="full"))
-    warp_ours = count_flops(lambda: renderer.render(window, mode="warp"))
+    source = renderer.prepare(image)
+    full_ours = count_flops(lambda: renderer.render(window, source=source, mode="full"))
+    warp_ours = count_flops(lambda: renderer.render(window, source=source, mode="warp"))
     giga = 1e-9
     return ModelFacts(
         parameters=sum(int(t.numel()) for t in reference.state_dict().values()),

@@ -28,8 +28,7 @@ from .image import SourceImage, load_source_image, tensor_to_images
 from .motion.retarget import FollowingRetargeter
 from .motion.space import OPEN_SPACE
 from .motion.window import StreamWindow, WindowSpec
-from .renderer.base import PreparedSource
-from .renderer.mesh.renderer import MeshRenderer
+from .renderer.base import PreparedSource, Renderer
 from .sinks.preview import PreviewWindow
 from .sinks.video_file import VideoFileWriter
 from .sinks.virtual_cam import VirtualCamera
@@ -99,7 +98,7 @@ class RealTimePacer:
 
 
 def run_live_loop(
-    renderer: MeshRenderer,
+    renderer: Renderer,
     source: PreparedSource,
     frames: FrameSource,
     *,
@@ -121,6 +120,8 @@ def run_live_loop(
     change of person the driver's rest pose is the new neutral's; the motion held meanwhile stays
     retargeted from the previous one.
     """
+    if renderer.space != OPEN_SPACE:
+        raise PirenderError("the live loop drives renderers of the open space (mesh, neural)")
     size = renderer.image_size_px
     if virtual_camera is not None and virtual_camera.size_px != (size, size):
         width_px, height_px = virtual_camera.size_px

@@ -15,7 +15,7 @@ from .fileio import staged_output
 from .image import tensor_to_images
 from .motion.space import MotionSequence
 from .motion.window import DEFAULT_RADIUS, build_windows
-from .renderer.base import Renderer, RenderMode
+from .renderer.base import PreparedSource, Renderer, RenderMode
 from .sinks.video_file import VideoFileWriter
 
 
@@ -39,6 +39,7 @@ class RenderSummary:
 
 def render_to_video(
     renderer: Renderer,
+    source: PreparedSource,
     motion: MotionSequence,
     out_path: str | Path,
     *,
@@ -48,7 +49,8 @@ def render_to_video(
     progress: bool = True,
     in_place: bool = False,
 ) -> RenderSummary:
-    """Render every frame of ``motion`` with the renderer's prepared source and write a video.
+    """Render every frame of ``motion`` of the portrait ``source`` (``renderer.prepare``) and write a
+    video.
 
     The windows are built batch by batch (the border rule of ``motion.window``), so memory does not
     grow with the sequence length. The video is written to a hidden file beside ``out_path`` and
@@ -85,7 +87,7 @@ def render_to_video(
         for first in range(0, frame_count, batch_size):
             centers = np.arange(first, min(first + batch_size, frame_count))
             batch = build_windows(motion.values, centers, radius, out=windows[: len(centers)])
-            output = renderer.render(batch, mode=mode)
+            output = renderer.render(batch, source=source, mode=mode)
             writer.write(tensor_to_images(output.frame))
             bar.update(len(centers))
     return RenderSummary(frames=frame_count, seconds=time.perf_counter() - started, path=Path(out_path))

@@ -379,9 +379,8 @@ def talk_rest_row(
     for PIRenderer the portrait's own coefficients (``source_motion``, a 73-wide file) or the model's
     mean."""
     from .motion.io import load_motion
-    from .renderer.mesh.renderer import MeshRenderer
 
-    if isinstance(renderer, MeshRenderer):
+    if renderer.space == OPEN_SPACE:
         return renderer.rest_row(prepared)
     if source_motion:
         own = load_motion(source_motion)
@@ -427,7 +426,6 @@ def run_talk_live(
     from .image import load_source_image, tensor_to_images
     from .motion.window import StreamWindow, WindowSpec
     from .renderer.checkpoint import read_checkpoint
-    from .renderer.mesh.renderer import MeshRenderer
     from .sinks.preview import PreviewWindow
     from .sinks.video_file import VideoFileWriter
     from .stream.sources import MicrophoneSource
@@ -450,7 +448,7 @@ def run_talk_live(
         audio_in = MicrophoneSource()
         rest = talk_rest_row(renderer, prepared, model, source_motion)
         talk = TalkSource(audio_in, rest, model=model, fps=fps, config=talk_config)
-        radius = 0 if isinstance(renderer, MeshRenderer) else window_radius
+        radius = 0 if renderer.min_window_frames == 1 else window_radius  # one-frame renderers: no window
         windows = StreamWindow(renderer.space, WindowSpec(radius=radius, lookahead_frames=0))
         frames, started = 0, time.monotonic()
         with contextlib.ExitStack() as stack:

@@ -35,8 +35,8 @@ def test_authors_checkpoint_loads_strictly_and_renders_deterministically(authors
     frames = []
     for _ in range(2):
         renderer = load_renderer(authors_checkpoint)
-        renderer.prepare(random_source())
-        frames.append(renderer.render(window).frame)
+        prepared = renderer.prepare(random_source())
+        frames.append(renderer.render(window, source=prepared).frame)
     assert frames[0].shape == (1, 3, 256, 256)
     assert torch.equal(frames[0], frames[1])
 

@@ -145,6 +145,6 @@ def test_the_renderer_with_the_cupy_warp_matches_the_torch_warp() -> None:
             device="cuda",
             warp=warp,
         )
-        renderer.prepare(random_source(64))
-        frames.append(renderer.render(windows).frame.float().cpu())
+        prepared = renderer.prepare(random_source(64))
+        frames.append(renderer.render(windows, source=prepared).frame.float().cpu())
     torch.testing.assert_close(frames[1], frames[0], rtol=0, atol=1e-3)

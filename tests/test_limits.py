@@ -118,20 +118,23 @@ def test_every_renderer_receives_limited_motion(tiny_generator: FaceGenerator) -
     unlimited = TorchRenderer(
         tiny_generator, space=MotionSpace("custom-73", AUTHORS_SPACE.slot_names), image_size_px=64
     )
-    for each in (renderer, unlimited):
-        each.prepare(random_source(64))
+    image = random_source(64)
+    prepared, unlimited_source = renderer.prepare(image), unlimited.prepare(image)
     windows = np.random.default_rng(2).normal(size=(2, 73, 27)).astype(np.float32)
     windows[:, 64:67] *= 5  # head angles of several radians
     windows[0, 3] = 40.0  # an expression coefficient far beyond any real one
     original = windows.copy()
     limited = soft_limit(windows, AUTHORS_SPACE, axis=1)
     assert not np.array_equal(limited, windows)
-    expected = unlimited.render(limited).frame
-    torch.testing.assert_close(renderer.render(windows).frame, expected, atol=0, rtol=0)
+    expected = unlimited.render(limited, source=unlimited_source).frame
+    torch.testing.assert_close(renderer.render(windows, source=prepared).frame, expected, atol=0, rtol=0)
     assert np.array_equal(windows, original)
     # tensors take the same path on their device (tanh may differ in the last bit)
-    torch.testing.assert_close(renderer.render(torch.from_numpy(windows)).frame, expected, atol=1e-4, rtol=0)
-    assert not torch.equal(unlimited.render(windows).frame, expected)  # the limits did change it
+    from_tensor = renderer.render(torch.from_numpy(windows), source=prepared).frame
+    torch.testing.assert_close(from_tensor, expected, atol=1e-4, rtol=0)
+    assert not torch.equal(
+        unlimited.render(windows, source=unlimited_source).frame, expected
+    )  # the limits did change it
 
 
 def _range(text: str) -> tuple[float, float]:

@@ -17,8 +17,9 @@ from pirender.engine.errors import PirenderError
 from pirender.engine.image import load_source_image, tensor_to_images
 from pirender.engine.motion.limits import OPEN_LIMITS
 from pirender.engine.motion.space import OPEN_SPACE
+from pirender.engine.renderer.base import PreparedSource
 from pirender.engine.renderer.mesh import field
-from pirender.engine.renderer.mesh.renderer import FLOW_DOWNSAMPLE, MeshRenderer
+from pirender.engine.renderer.mesh.renderer import FLOW_DOWNSAMPLE, MeshRenderer, MeshSource
 from pirender.engine.track.crop import crop_to_face
 from pirender.engine.track.evaluate import closed_loop, standard_targets
 
@@ -31,13 +32,13 @@ MAX_CONTROL_ERROR = {"jaw_open": 0.15, "smile_right": 0.25, "smile_left": 0.25, 
 
 
 @pytest.fixture(scope="module")
-def renderer_and_source() -> Iterator[tuple[MeshRenderer, object]]:
+def renderer_and_source() -> Iterator[tuple[MeshRenderer, MeshSource]]:
     with MeshRenderer(image_size_px=256) as renderer:
         yield renderer, renderer.prepare(load_source_image(shared_data(*VOX)))
 
 
-def _row(renderer: MeshRenderer, **changes: float) -> np.ndarray:
-    row = renderer.rest_row().copy()
+def _row(renderer: MeshRenderer, source: PreparedSource, **changes: float) -> np.ndarray:
+    row = renderer.rest_row(source).copy()
     for name, value in changes.items():
         row[OPEN_SPACE.index(name)] += value
     return row
@@ -45,7 +46,7 @@ def _row(renderer: MeshRenderer, **changes: float) -> np.ndarray:
 
 def test_the_rest_row_reproduces_the_source(renderer_and_source) -> None:
     renderer, source = renderer_and_source
-    frame = tensor_to_images(renderer.render(_row(renderer)[:, None]).frame)[0]
+    frame = tensor_to_images(renderer.render(_row(renderer, source)[:, None], source=source).frame)[0]
     diff = np.abs(frame.astype(int) - source.image.rgb.astype(int))
     # a true identity (unlike the neural warp's zero flow), up to rounding; the outermost pixels
     # repeat their neighbours (the flow grid's cell centres sit 1.5 px inside the image)
@@ -53,24 +54,25 @@ def test_the_rest_row_reproduces_the_source(renderer_and_source) -> None:
 
 
 def test_flow_is_in_the_neural_format_and_the_head_turns(renderer_and_source) -> None:
-    renderer, _ = renderer_and_source
-    out = renderer.render(np.stack([_row(renderer, yaw=np.radians(20))[:, None]] * 2), extras=True)
+    renderer, source = renderer_and_source
+    windows = np.stack([_row(renderer, source, yaw=np.radians(20))[:, None]] * 2)
+    out = renderer.render(windows, source=source, extras=True)
     assert out.flow.shape == (2, 2, 64, 64) and out.frame.shape == (2, 3, 256, 256)
     assert out.frame.dtype == torch.float32 and out.frame.abs().max() <= 1.0
     # + yaw turns toward the image's left: the face content moves left, so cells read further right
     center_flow_x = out.flow[0, 0, 24:40, 24:40].mean()
     assert center_flow_x > 0.5
-    rest = renderer.render(_row(renderer)[:, None], extras=True).flow
+    rest = renderer.render(_row(renderer, source)[:, None], source=source, extras=True).flow
     moved = (out.flow[0] - rest[0]).abs()
     # the shoulders (bottom corners) stay; the neck between them bends
     assert moved[:, -4:, :6].max() < 0.05 and moved[:, -4:, -6:].max() < 0.05
 
 
 def test_mouth_opening_paints_a_cavity_only_in_full_mode(renderer_and_source) -> None:
-    renderer, _ = renderer_and_source
-    window = _row(renderer, jaw_open=0.8)[:, None]
-    full = tensor_to_images(renderer.render(window).frame)[0].astype(int)
-    warp_only = tensor_to_images(renderer.render(window, mode="warp").frame)[0].astype(int)
+    renderer, source = renderer_and_source
+    window = _row(renderer, source, jaw_open=0.8)[:, None]
+    full = tensor_to_images(renderer.render(window, source=source).frame)[0].astype(int)
+    warp_only = tensor_to_images(renderer.render(window, source=source, mode="warp").frame)[0].astype(int)
     changed = np.abs(full - warp_only).sum(axis=2) > 30
     assert changed.sum() > 100  # the mouth interior is painted
     rows, cols = np.nonzero(changed)
@@ -80,7 +82,8 @@ def test_mouth_opening_paints_a_cavity_only_in_full_mode(renderer_and_source) ->
 def test_512_output(renderer_and_source) -> None:
     with MeshRenderer(image_size_px=512) as renderer:
         source = renderer.prepare(load_source_image(shared_data(*VOX), size_px=512))
-        out = renderer.render(_row(renderer, jaw_open=0.5, pitch=0.1)[:, None], source=source, extras=True)
+        window = _row(renderer, source, jaw_open=0.5, pitch=0.1)[:, None]
+        out = renderer.render(window, source=source, extras=True)
     assert out.frame.shape == (1, 3, 512, 512) and out.flow.shape == (1, 2, 128, 128)
 
 
@@ -121,7 +124,7 @@ def test_mesh_is_the_default_backend_and_refuses_checkpoints(tmp_path) -> None:
 @pytest.mark.slow
 def test_closed_loop_accuracy(renderer_and_source) -> None:
     renderer, source = renderer_and_source
-    targets, masks = standard_targets(renderer.rest_row(), pose_steps=5, control_steps=3)
+    targets, masks = standard_targets(renderer.rest_row(source), pose_steps=5, control_steps=3)
     result = closed_loop(renderer, source, targets)
     assert result.found.all()
     for axis, error_deg in result.pose_error_deg().items():
@@ -223,7 +226,7 @@ def test_no_motion_in_the_documented_ranges_tears_a_portrait(portrait) -> None:
     (Before: at yaw 25 deg 1.3-1.6 % of the triangles folded (the far ear detached), at tx 0.8 6 %.)"""
     name, renderer, source = portrait
     for label, row in _documented_rows(renderer.rest_row(source)).items():
-        displacement, _ = renderer.forward_displacement(row, source.cache)
+        displacement, _ = renderer.forward_displacement(row, source)
         areas = field.triangle_areas(displacement, FLOW_DOWNSAMPLE)
         assert areas.min() > 0, (name, label, float(areas.min()))
         assert areas.max() < MAX_STRETCH, (name, label, float(areas.max()))
@@ -244,11 +247,7 @@ def _jaw_at_pose_corners(rest: np.ndarray, jaw_open: float, *, hard: bool) -> di
 def _smallest_area(renderer: MeshRenderer, source, rows: dict[str, np.ndarray]) -> tuple[float, str]:
     return min(
         (
-            float(
-                field.triangle_areas(
-                    renderer.forward_displacement(row, source.cache)[0], FLOW_DOWNSAMPLE
-                ).min()
-            ),
+            float(field.triangle_areas(renderer.forward_displacement(row, source)[0], FLOW_DOWNSAMPLE).min()),
             label,
         )
         for label, row in rows.items()
@@ -288,8 +287,8 @@ def test_the_backward_map_inverts_the_forward_map_exactly(prepared_portraits) ->
     row[OPEN_SPACE.index("yaw")] = np.radians(30)
     row[OPEN_SPACE.index("tx")] = 0.4
     row[OPEN_SPACE.index("jaw_open")] = 1.0
-    displacement, _ = renderer.forward_displacement(row, source.cache)
-    backward, _ = renderer._backward_map(row, source.cache)
+    displacement, _ = renderer.forward_displacement(row, source)
+    backward, _ = renderer._backward_map(row, source)
     n = renderer.flow_px
     # the forward map is linear on the grid's triangles: locate each backward point's triangle
     grid = (backward + 0.5) / FLOW_DOWNSAMPLE - 0.5
@@ -311,12 +310,12 @@ def test_head_moves_bend_the_neck_and_keep_the_shoulders(portrait) -> None:
     the shoulders still."""
     name, renderer, source = portrait
     rest = renderer.rest_row(source)
-    chin_row = int(source.cache["points"][152, 1] / FLOW_DOWNSAMPLE)
+    chin_row = int(source.points[152, 1] / FLOW_DOWNSAMPLE)
     moves = (("tx", 0.6), ("tx", -0.6), ("ty", 0.5), ("ty", -0.5), ("roll", 0.45), ("yaw", 0.5))
     for slot, value in moves:
         row = rest.copy()
         row[OPEN_SPACE.index(slot)] += value
-        displacement, _ = renderer.forward_displacement(row, source.cache)
+        displacement, _ = renderer.forward_displacement(row, source)
         areas = field.triangle_areas(displacement, FLOW_DOWNSAMPLE).reshape(2, -1).min(axis=0)
         below_chin = areas.reshape(renderer.flow_px - 1, -1)[chin_row:]
         assert below_chin.min() > 0.35, (name, slot, value, float(below_chin.min()))
@@ -346,10 +345,10 @@ def test_the_jaw_opens_closed_lips_on_every_portrait(portrait) -> None:
     rest = renderer.rest_row(source)
     row = rest.copy()
     row[OPEN_SPACE.index("jaw_open")] = 0.8
-    target = renderer.target_landmarks(row, source.cache)
-    iod_px = source.cache["neutral"].frame.scale
+    target = renderer.target_landmarks(row, source)
+    iod_px = source.neutral.frame.scale
     gap_iod = float(np.mean(target[[14, 87, 317], 1] - target[[13, 82, 312], 1])) / iod_px
-    rest_gap_iod = float(source.cache["mouth_gap_px"]) / iod_px
+    rest_gap_iod = float(source.mouth_gap_px) / iod_px
     assert gap_iod - rest_gap_iod == pytest.approx(0.4, abs=0.05), name
     full = tensor_to_images(renderer.render(row[:, None], source=source).frame)[0].astype(int)
     warp = tensor_to_images(renderer.render(row[:, None], source=source, mode="warp").frame)[0]

@@ -77,15 +77,15 @@ def test_checkpoints_load_and_bad_files_give_one_line(tmp_path: Path, dataset: P
     renderer = load_renderer(path, backend="neural")
     mesh = load_renderer()
     portrait = _portrait(dataset)
-    renderer.prepare(portrait)
-    mesh.prepare(portrait)
-    row = renderer.rest_row().copy()
+    prepared = renderer.prepare(portrait)
+    mesh_source = mesh.prepare(portrait)
+    row = renderer.rest_row(prepared).copy()
     row[OPEN_SPACE.index("jaw_open")] = 0.6
-    frame = renderer.render(row[:, None]).frame
+    frame = renderer.render(row[:, None], source=prepared).frame
     # an untrained editing network changes nothing but the resampling of the face box
     assert (
         frame.shape == (1, 3, 256, 256)
-        and float((frame - mesh.render(row[:, None]).frame).abs().mean()) < 0.01
+        and float((frame - mesh.render(row[:, None], source=mesh_source).frame).abs().mean()) < 0.01
     )
     renderer.close()
     mesh.close()
@@ -177,10 +177,10 @@ def test_the_shipped_weights_render_deterministically_and_beat_an_untrained_netw
         RefinerCheckpoint(checkpoint.path, checkpoint.config, checkpoint.crop_px, untrained_state)
     )
     portrait = _portrait(held_out)
-    shipped.prepare(portrait)
-    row = shipped.rest_row().copy()
+    shipped_source = shipped.prepare(portrait)
+    row = shipped.rest_row(shipped_source).copy()
     row[OPEN_SPACE.index("jaw_open")] = 0.7
-    first, second = (shipped.render(row[:, None]).frame for _ in range(2))
+    first, second = (shipped.render(row[:, None], source=shipped_source).frame for _ in range(2))
     assert torch.equal(first, second)
 
     contenders = [ev.Contender("shipped", shipped, 0, 0), ev.Contender("untrained", untrained, 0, 0)]
@@ -194,11 +194,14 @@ def test_the_shipped_weights_render_deterministically_and_beat_an_untrained_netw
 def test_warp_mode_is_the_mesh_renderers_warp(dataset: Path) -> None:
     neural, mesh = load_renderer(backend="neural", mode="warp"), load_renderer(mode="warp")
     portrait = _portrait(dataset)
-    neural.prepare(portrait)
-    mesh.prepare(portrait)
-    row = neural.rest_row().copy()
+    neural_source = neural.prepare(portrait)
+    mesh_source = mesh.prepare(portrait)
+    row = neural.rest_row(neural_source).copy()
     row[OPEN_SPACE.index("jaw_open")] = 0.8
-    assert torch.equal(neural.render(row[:, None]).frame, mesh.render(row[:, None]).frame)
+    assert torch.equal(
+        neural.render(row[:, None], source=neural_source).frame,
+        mesh.render(row[:, None], source=mesh_source).frame,
+    )
     neural.close()
     mesh.close()
 
@@ -248,9 +251,9 @@ def test_the_network_leaves_a_mouth_at_rest_to_the_mesh_frame(held_out: Path) ->
 
     neural, mesh = load_renderer(backend="neural"), load_renderer()
     portrait = _portrait(held_out)
-    neural.prepare(portrait)
-    mesh.prepare(portrait)
-    rest = neural.rest_row().copy()
+    neural_source = neural.prepare(portrait)
+    mesh_source = mesh.prepare(portrait)
+    rest = neural.rest_row(neural_source).copy()
     opened = rest.copy()
     opened[OPEN_SPACE.index("jaw_open")] += 0.7
     rows = np.stack([rest, opened])
@@ -258,7 +261,10 @@ def test_the_network_leaves_a_mouth_at_rest_to_the_mesh_frame(held_out: Path) ->
     half = rest.copy()
     half[OPEN_SPACE.index("smile_left")] += MOUTH_GATE / 2
     assert mouth_gate(half[None], rest)[0] == pytest.approx(0.5)
-    got, plain = neural.render(rows[:, :, None]).frame, mesh.render(rows[:, :, None]).frame
+    got, plain = (
+        neural.render(rows[:, :, None], source=neural_source).frame,
+        mesh.render(rows[:, :, None], source=mesh_source).frame,
+    )
     assert float((got[0] - plain[0]).abs().mean()) < 0.01  # at rest: the mesh frame (resampled box)
     assert float((got[1] - plain[1]).abs().max()) > 0.2  # an open mouth: the network's
 
@@ -302,10 +308,10 @@ def test_the_network_leaves_open_eyes_to_the_mesh_frame(held_out: Path) -> None:
 
     neural, mesh = load_renderer(backend="neural"), load_renderer()
     portrait = _portrait(held_out)
-    neural.prepare(portrait)
-    mesh.prepare(portrait)
+    neural_source = neural.prepare(portrait)
+    mesh_source = mesh.prepare(portrait)
     right, left = box.REGIONS.index("right eye"), box.REGIONS.index("left eye")
-    rest = neural.rest_row().copy()
+    rest = neural.rest_row(neural_source).copy()
     closed = rest.copy()
     closed[OPEN_SPACE.index("blink_right")] += 0.8
     wider = rest.copy()
@@ -316,7 +322,10 @@ def test_the_network_leaves_open_eyes_to_the_mesh_frame(held_out: Path) -> None:
     half = rest.copy()
     half[OPEN_SPACE.index("blink_left")] += EYE_GATE / 2
     assert eye_gate(half[None], rest, left)[0] == pytest.approx(0.5)
-    got, plain = neural.render(rows[:, :, None]).frame, mesh.render(rows[:, :, None]).frame
+    got, plain = (
+        neural.render(rows[:, :, None], source=neural_source).frame,
+        mesh.render(rows[:, :, None], source=mesh_source).frame,
+    )
     for i in (0, 2):  # at rest and wider: the mesh frame (resampled box)
         assert float((got[i] - plain[i]).abs().mean()) < 0.01
     assert neural.checkpoint.regions == ("mouth", "right eye", "left eye")

@@ -38,14 +38,14 @@ def reference() -> tuple[object, np.ndarray, torch.Tensor]:
     """(portrait, rows, eager torch frames): rest, mouth open, a blink and a smile with a turn."""
     portrait = load_source_image(shared_data("portraits", "s0.jpg"))
     renderer = load_renderer(backend="neural")
-    renderer.prepare(portrait)
-    rest = renderer.rest_row()
+    prepared = renderer.prepare(portrait)
+    rest = renderer.rest_row(prepared)
     rows = np.repeat(rest[None], 3, axis=0).astype(np.float32)
     rows[1, OPEN_SPACE.index("jaw_open")] = 0.9
     rows[2, OPEN_SPACE.index("blink_left")] = 0.9
     rows[2, OPEN_SPACE.index("smile_right")] = 0.8
     rows[2, OPEN_SPACE.index("yaw")] += 0.2
-    frames = renderer.render(rows[:, :, None]).frame
+    frames = renderer.render(rows[:, :, None], source=prepared).frame
     return portrait, rows, frames
 
 
@@ -69,8 +69,13 @@ def test_runtimes_render_what_eager_torch_renders(
         pytest.importorskip("openvino")
     portrait, rows, expected = reference
     renderer = load_renderer(backend="neural", runtime=runtime, precision=precision)
-    renderer.prepare(portrait)  # type: ignore[arg-type]
-    got = torch.cat([renderer.render(rows[:1, :, None]).frame, renderer.render(rows[1:, :, None]).frame])
+    prepared = renderer.prepare(portrait)  # type: ignore[arg-type]
+    got = torch.cat(
+        [
+            renderer.render(rows[:1, :, None], source=prepared).frame,
+            renderer.render(rows[1:, :, None], source=prepared).frame,
+        ]
+    )
     assert got.shape == expected.shape and got.dtype == torch.float32
     if tolerance is not None:
         torch.testing.assert_close(got, expected, rtol=0, atol=tolerance)
@@ -103,7 +108,7 @@ def test_bad_runtime_choices_give_one_line() -> None:
 def test_tensorrt_runtime_matches_torch(reference: tuple[object, np.ndarray, torch.Tensor]) -> None:
     portrait, rows, expected = reference
     renderer = load_renderer(backend="neural", runtime="tensorrt", device="cuda")
-    renderer.prepare(portrait)  # type: ignore[arg-type]
-    got = renderer.render(rows[:, :, None]).frame.cpu()
+    prepared = renderer.prepare(portrait)  # type: ignore[arg-type]
+    got = renderer.render(rows[:, :, None], source=prepared).frame.cpu()
     mse = float(((got - expected) ** 2).mean())
     assert 10 * np.log10(4.0 / mse) > 35.0  # fp16 engine

@@ -43,11 +43,14 @@ def test_onnx_runtime_matches_torch_at_any_batch(cache: Path, mode: str) -> None
         random_generator(TINY_CONFIG, seed=1), space=AUTHORS_SPACE, image_size_px=64, mode=mode
     )
     source = random_source(64)
-    onnx.prepare(source)
-    reference.prepare(source)
+    onnx_source = onnx.prepare(source)
+    reference_source = reference.prepare(source)
     for batch in (1, 3):  # one graph, dynamic batch
         windows = np.random.default_rng(batch).standard_normal((batch, 73, 27)).astype(np.float32)
-        got, expected = onnx.render(windows, extras=True), reference.render(windows, extras=True)
+        got, expected = (
+            onnx.render(windows, extras=True, source=onnx_source),
+            reference.render(windows, extras=True, source=reference_source),
+        )
         for name in ("frame", "warped", "flow"):
             torch.testing.assert_close(
                 getattr(got, name), getattr(expected, name), rtol=0, atol=ONNX_TOLERANCE
@@ -56,7 +59,7 @@ def test_onnx_runtime_matches_torch_at_any_batch(cache: Path, mode: str) -> None
         mode == "warp"
     )
     with pytest.raises(PirenderError, match="27-frame windows"):
-        onnx.render(np.zeros((1, 73, 29), np.float32))
+        onnx.render(np.zeros((1, 73, 29), np.float32), source=onnx_source)
 
 
 def test_the_export_is_cached_by_weights_and_every_operator_is_one_tensorrt_parses(cache: Path) -> None:
@@ -81,10 +84,13 @@ def test_tensorrt_engine_matches_torch_in_fp16(cache: Path) -> None:
     engine = TensorRTRenderer(random_generator(TINY_CONFIG, seed=1), space=AUTHORS_SPACE, image_size_px=64)
     reference = TorchRenderer(random_generator(TINY_CONFIG, seed=1), space=AUTHORS_SPACE, image_size_px=64)
     source = random_source(64)
-    engine.prepare(source)
-    reference.prepare(source)
+    engine_source = engine.prepare(source)
+    reference_source = reference.prepare(source)
     windows = np.random.default_rng(0).standard_normal((2, 73, 27)).astype(np.float32)
-    got, expected = engine.render(windows).frame.cpu(), reference.render(windows).frame
+    got, expected = (
+        engine.render(windows, source=engine_source).frame.cpu(),
+        reference.render(windows, source=reference_source).frame,
+    )
     mse = float(((got - expected) ** 2).mean())
     assert 10 * np.log10(4.0 / max(mse, 1e-12)) > 30.0  # PSNR on the [-1, 1] range
 
@@ -99,11 +105,14 @@ def test_openvino_matches_torch(cache: Path, precision: str) -> None:
     )
     reference = TorchRenderer(random_generator(TINY_CONFIG, seed=1), space=AUTHORS_SPACE, image_size_px=64)
     source = random_source(64)
-    engine.prepare(source)
-    reference.prepare(source)
+    engine_source = engine.prepare(source)
+    reference_source = reference.prepare(source)
     for batch in (1, 3):  # 3 runs padded to the bucket of 4
         windows = np.random.default_rng(batch).standard_normal((batch, 73, 27)).astype(np.float32)
-        got, expected = engine.render(windows, extras=True), reference.render(windows, extras=True)
+        got, expected = (
+            engine.render(windows, extras=True, source=engine_source),
+            reference.render(windows, extras=True, source=reference_source),
+        )
         assert got.frame.shape == expected.frame.shape and got.flow.shape == expected.flow.shape
         if precision == "fp32":  # faithful
             torch.testing.assert_close(got.frame, expected.frame, rtol=0, atol=1e-3)

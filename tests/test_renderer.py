@@ -7,6 +7,7 @@ import torch
 from pirender.engine.errors import MotionError, PirenderError
 from pirender.engine.motion import AUTHORS_SPACE, MotionSequence, MotionSpace
 from pirender.engine.motion.limits import soft_limit
+from pirender.engine.renderer.base import PreparedSource
 from pirender.engine.renderer.checkpoint import random_generator
 from pirender.engine.renderer.pirender.config import TINY_CONFIG
 from pirender.engine.renderer.pirender.generator import FaceGenerator, set_reference_ops
@@ -66,9 +67,9 @@ def test_shapes_at_every_stage(full_generator: FaceGenerator) -> None:
 def test_renderer_matches_the_authors_structured_forward(full_generator: FaceGenerator) -> None:
     source = random_source()
     renderer = TorchRenderer(full_generator, space=AUTHORS_SPACE, image_size_px=256)
-    renderer.prepare(source)
+    prepared = renderer.prepare(source)
     windows = _windows(2, seed=3)
-    out = renderer.render(windows, extras=True)
+    out = renderer.render(windows, extras=True, source=prepared)
     set_reference_ops(full_generator, True)  # the authors' operations, dead branch and all
     with torch.inference_mode():
         source_tensor = torch.as_tensor(source.rgb).permute(2, 0, 1)[None].float() / 255
@@ -84,7 +85,7 @@ def test_renderer_matches_the_authors_structured_forward(full_generator: FaceGen
     # batch independence: frame 1 of the batch equals frame 1 rendered alone (oneDNN picks other
     # convolution kernels for another batch size: measured up to 1.24e-4 on a 2-core Xeon, i.e. 0.016
     # of one 8-bit level)
-    single = renderer.render(windows[1:2]).frame
+    single = renderer.render(windows[1:2], source=prepared).frame
     torch.testing.assert_close(single[0], out.frame[1], atol=2e-4, rtol=0)
 
 
@@ -99,13 +100,13 @@ def test_reduced_precision_stays_close_to_fp32(
 
     source, windows = random_source(), _windows(1, seed=5)
     reference = TorchRenderer(full_generator, space=AUTHORS_SPACE, image_size_px=256)
-    reference.prepare(source)
-    expected = reference.render(windows, extras=True)
+    reference_source = reference.prepare(source)
+    expected = reference.render(windows, extras=True, source=reference_source)
     low = TorchRenderer(
         copy.deepcopy(full_generator), space=AUTHORS_SPACE, image_size_px=256, precision=precision
     )
-    low.prepare(source)
-    got = low.render(windows, extras=True)
+    low_source = low.prepare(source)
+    got = low.render(windows, extras=True, source=low_source)
     assert got.frame.dtype == torch.float32  # frames come back in float32 whatever the precision
     assert _psnr(got.frame, expected.frame) >= min_psnr_db
     assert (got.flow.float() - expected.flow).abs().max() <= (0.2 if precision == "bf16" else 0.03)
@@ -113,28 +114,28 @@ def test_reduced_precision_stays_close_to_fp32(
 
 def test_warp_mode_and_extras(tiny_generator: FaceGenerator) -> None:
     renderer = TorchRenderer(tiny_generator, space=AUTHORS_SPACE, image_size_px=64, mode="warp")
-    renderer.prepare(random_source(64))
-    out = renderer.render(_windows(3)[0])  # a single (73, 27) window is a batch of one
+    prepared = renderer.prepare(random_source(64))
+    out = renderer.render(_windows(3)[0], source=prepared)  # a single (73, 27) window is a batch of one
     assert out.frame.shape == (1, 3, 64, 64) and out.warped is None and out.flow is None
-    full = renderer.render(_windows(3), mode="full", extras=True)
+    full = renderer.render(_windows(3), mode="full", extras=True, source=prepared)
     assert full.frame.shape == (3, 3, 64, 64) and full.flow.shape == (3, 2, 16, 16)
-    warp_only = renderer.render(_windows(3), extras=True)
+    warp_only = renderer.render(_windows(3), extras=True, source=prepared)
     torch.testing.assert_close(warp_only.frame, full.warped)
 
 
 def test_render_errors_are_clear(tiny_generator: FaceGenerator) -> None:
     renderer = TorchRenderer(tiny_generator, space=AUTHORS_SPACE, image_size_px=64)
-    with pytest.raises(PirenderError, match="before prepare"):
-        renderer.render(_windows(1))
+    with pytest.raises(PirenderError, match="prepared by another renderer"):  # no portrait of its own
+        renderer.render(_windows(1), source=PreparedSource(image=random_source(64)))
     with pytest.raises(PirenderError, match="works at 64x64"):
         renderer.prepare(random_source(128))
-    renderer.prepare(random_source(64))
+    prepared = renderer.prepare(random_source(64))
     with pytest.raises(MotionError, match="carry 70 numbers per frame"):
-        renderer.render(np.zeros((1, 70, 27), dtype=np.float32))
+        renderer.render(np.zeros((1, 70, 27), dtype=np.float32), source=prepared)
     with pytest.raises(MotionError, match="needs >= 25"):
-        renderer.render(np.zeros((1, 73, 20), dtype=np.float32))
+        renderer.render(np.zeros((1, 73, 20), dtype=np.float32), source=prepared)
     with pytest.raises(MotionError, match="non-finite"):
-        renderer.render(np.full((1, 73, 27), np.nan, dtype=np.float32))
+        renderer.render(np.full((1, 73, 27), np.nan, dtype=np.float32), source=prepared)
     other = MotionSequence(MotionSpace("open-pose", tuple(f"c{i}" for i in range(73))), np.zeros((4, 73)))
     with pytest.raises(MotionError, match="cannot drive a renderer of space 'pirender-3dmm-73'"):
         renderer.check_motion(other)
@@ -155,8 +156,8 @@ def test_cuda_matches_cpu(full_generator: FaceGenerator, precision: str) -> None
 
     source, windows = random_source(), _windows(2, seed=7)
     cpu = TorchRenderer(copy.deepcopy(full_generator), space=AUTHORS_SPACE, image_size_px=256)
-    cpu.prepare(source)
-    expected = cpu.render(windows, extras=True)
+    cpu_source = cpu.prepare(source)
+    expected = cpu.render(windows, extras=True, source=cpu_source)
     gpu = TorchRenderer(
         copy.deepcopy(full_generator),
         space=AUTHORS_SPACE,
@@ -164,8 +165,8 @@ def test_cuda_matches_cpu(full_generator: FaceGenerator, precision: str) -> None
         device="cuda",
         precision=precision,
     )
-    gpu.prepare(source)
-    got = gpu.render(windows, extras=True)
+    gpu_source = gpu.prepare(source)
+    got = gpu.render(windows, extras=True, source=gpu_source)
     flow_err = float((got.flow.float().cpu() - expected.flow).abs().max())
     frame_err = float((got.frame.float().cpu() - expected.frame).abs().max())
     psnr = _psnr(got.frame.cpu(), expected.frame)
@@ -183,12 +184,15 @@ def test_the_compiled_per_frame_path_matches_eager() -> None:
     compiled = TorchRenderer(
         random_generator(TINY_CONFIG, seed=5), space=AUTHORS_SPACE, image_size_px=64, compile=True
     )
-    eager.prepare(source)
-    compiled.prepare(source)
+    eager_source = eager.prepare(source)
+    compiled_source = compiled.prepare(source)
     for batch in (1, 3, 1):  # static graphs per power-of-two bucket (3 runs padded to 4); new inputs
         windows = _windows(batch, seed=batch)
         torch.testing.assert_close(
-            compiled.render(windows, extras=True).frame, eager.render(windows).frame, atol=1e-4, rtol=0
+            compiled.render(windows, extras=True, source=compiled_source).frame,
+            eager.render(windows, source=eager_source).frame,
+            atol=1e-4,
+            rtol=0,
         )
 
 
@@ -208,12 +212,16 @@ def test_cuda_graph_replays_new_inputs() -> None:
         device="cuda",
         compile=True,
     )
-    eager.prepare(source)
-    graph.prepare(source)
+    eager_source = eager.prepare(source)
+    graph_source = graph.prepare(source)
     frames = []
     for seed in range(4):
         windows = _windows(2, seed=seed)
-        frames.append(graph.render(windows).frame)
-        torch.testing.assert_close(frames[-1], eager.render(windows).frame, atol=1e-3, rtol=0)
+        frames.append(graph.render(windows, source=graph_source).frame)
+        torch.testing.assert_close(
+            frames[-1], eager.render(windows, source=eager_source).frame, atol=1e-3, rtol=0
+        )
     assert not torch.equal(frames[0], frames[1])
-    torch.testing.assert_close(frames[0], eager.render(_windows(2, seed=0)).frame, atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        frames[0], eager.render(_windows(2, seed=0), source=eager_source).frame, atol=1e-3, rtol=0
+    )

@@ -262,8 +262,10 @@ def test_checkpoint_loads_through_load_renderer_and_renders(frames: torch.Tensor
     assert all(torch.equal(info.state_dict[k], v) for k, v in trainer.ema.state_dict().items())
     renderer = load_renderer(tmp_path)
     rgb = ((frames[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
-    renderer.prepare(SourceImage(rgb=rgb, path=None, original_size_px=(SIZE, SIZE)))
-    frame = renderer.render(np.random.default_rng(0).normal(size=(73, 27)).astype(np.float32)).frame
+    prepared = renderer.prepare(SourceImage(rgb=rgb, path=None, original_size_px=(SIZE, SIZE)))
+    frame = renderer.render(
+        np.random.default_rng(0).normal(size=(73, 27)).astype(np.float32), source=prepared
+    ).frame
     assert frame.shape == (1, 3, SIZE, SIZE) and bool(torch.isfinite(frame).all()) and float(frame.std()) > 0
     # the checkpoint's sample grid: source | target | warped | generated for each pair of the last batch
     with Image.open(tmp_path / "samples" / "step_0000002.png") as grid:

@@ -193,6 +193,45 @@ def test_bad_messages_get_errors_and_the_server_keeps_serving() -> None:
     asyncio.run(run())
 
 
+def test_one_peers_upload_never_changes_another_peers_portrait() -> None:
+    """The renderer all streams share keeps no portrait of its own (issue 16): after peer A uploads a
+    new face, A shows it and peer B keeps showing the server's portrait, frame for frame as before."""
+    import base64
+
+    from conftest import shared_data
+
+    async def run() -> None:
+        server = await _start_server()
+        a, b = Client(server.port), Client(server.port)
+        try:
+            await a.start("sliders")  # sliders at rest: a still picture (idle mode moves the head)
+            await b.start("sliders")
+            a_before, b_before = (await a.receive(2))[-1], (await b.receive(2))[-1]
+            default_source = server.source
+            face = shared_data("vox_demo", "id10593_cY3-UkuZhJM_007714_007874_00186.jpg").read_bytes()
+            url = "data:image/jpeg;base64," + base64.b64encode(face).decode()
+            await a.ws.send(json.dumps({"type": "upload", "image": url}))
+            await a.next_message("uploaded", timeout_s=30)
+
+            def differs(x: np.ndarray, y: np.ndarray) -> float:
+                return float(np.abs(x.astype(int) - y.astype(int)).mean())
+
+            for _ in range(250):  # frames queued during the upload come first: wait for A's change
+                a_after = (await a.receive(1))[0]
+                if differs(a_after, a_before) > 10:  # A: another person
+                    break
+            assert differs(a_after, a_before) > 10
+            b_frames = await b.receive(60)  # B's frames through and after A's upload
+            assert max(differs(frame, b_before) for frame in b_frames) < 4  # B: the same portrait
+            assert server.source is default_source  # the server's portrait for new streams too
+        finally:
+            await a.close()
+            await b.close()
+            await server.close()
+
+    asyncio.run(run())
+
+
 def test_uploads_are_checked_and_a_good_one_changes_the_portrait() -> None:
     import base64
     import io

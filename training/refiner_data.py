@@ -32,7 +32,7 @@ from pirender.engine.image import SourceImage
 from pirender.engine.motion.limits import soft_limit
 from pirender.engine.motion.space import OPEN_SPACE
 from pirender.engine.renderer.base import RenderMode
-from pirender.engine.renderer.mesh.renderer import MeshRenderer
+from pirender.engine.renderer.mesh.renderer import MeshRenderer, MeshSource
 from pirender.engine.renderer.refine.crop import (
     REGIONS,
     boxes_of,
@@ -141,9 +141,9 @@ def make_pairs(
                 continue
             rows_all = dataset.clip_motion(chunk.clip)[0]
             rest = renderer.rest_row(prepared)
-            source32: torch.Tensor = prepared.cache["source32"]  # type: ignore[assignment]
-            points: np.ndarray = prepared.cache["points"]  # type: ignore[assignment]
-            source_crop = _to_u8(crop(source32, torch.from_numpy(face_box(points))[None], side))[0]
+            mesh = renderer.prepared_as(prepared, MeshSource)
+            box = torch.from_numpy(face_box(mesh.points))[None]
+            source_crop = _to_u8(crop(mesh.source32, box, side))[0]
             sources.append({"clip": name, "frame": int(chunk.source), "pairs": int(chunk.targets.size)})
             for start in range(0, chunk.targets.size, config.batch):
                 part = chunk.targets[start : start + config.batch]

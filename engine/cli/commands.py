@@ -153,11 +153,13 @@ def renderer_device(renderer: Renderer) -> str:
     return str(getattr(renderer, "device", "cpu"))
 
 
-def _fit_motion(motion: MotionSequence, renderer: Renderer, source: MotionFrame | None) -> MotionSequence:
-    """Move the driver's motion onto this source (relative to each one's neutral); ``source`` is the
-    first frame of --source-motion."""
-    if motion.space == OPEN_SPACE and isinstance(renderer, MeshRenderer):
-        return retarget_open(motion, renderer.rest_row())
+def _fit_motion(
+    motion: MotionSequence, renderer: Renderer, prepared: PreparedSource, source: MotionFrame | None
+) -> MotionSequence:
+    """Move the driver's motion onto the portrait ``prepared`` (relative to each one's neutral);
+    ``source`` is the first frame of --source-motion."""
+    if motion.space == OPEN_SPACE and renderer.space == OPEN_SPACE:
+        return retarget_open(motion, renderer.rest_row(prepared))
     if motion.space == AUTHORS_SPACE and source is not None:
         scaled = cross_identity_scale(motion, source)
         print(f"cross-identity scale: x{scaled.meta['cross_identity_scale']:.3f} (authors' rule)")
@@ -184,11 +186,11 @@ def run_render(args: argparse.Namespace) -> int:
         motion = MotionSequence(
             motion.space, motion.values[: args.max_frames], fps=args.fps or motion.fps, meta=motion.meta
         )
-    motion = _fit_motion(motion, renderer, source)
+    motion = _fit_motion(motion, renderer, prepared, source)
     # the video and its sound are made beside `out` and moved into place together, once complete
     with staged_output(out, what="the frames written so far are") as staged:
         summary = render_to_video(
-            renderer, motion, staged, batch_size=args.batch, radius=args.radius, in_place=True
+            renderer, prepared, motion, staged, batch_size=args.batch, radius=args.radius, in_place=True
         )
         print(dataclasses.replace(summary, path=out).describe())
         if args.driving and not args.no_audio:
@@ -299,7 +301,7 @@ def run_edit(args: argparse.Namespace) -> int:
     if renderer.space == AUTHORS_SPACE and edit.controls:
         raise PirenderError("--set names controls of the weight-free renderer; PIRenderer takes --exp")
     prepared = renderer.prepare(_load_source(args, size_px))
-    if isinstance(renderer, MeshRenderer):
+    if renderer.space == OPEN_SPACE:
         base = MotionFrame(OPEN_SPACE, renderer.rest_row(prepared))
     elif args.source_motion:
         base = load_motion(args.source_motion).frame(0)
@@ -311,11 +313,11 @@ def run_edit(args: argparse.Namespace) -> int:
         base = _with_preset(base, args.preset, args.presets)
     if args.sweep:
         sequence = sweep(base, edit, frames=args.frames, fps=args.fps)
-        summary = render_to_video(renderer, sequence, out)
+        summary = render_to_video(renderer, prepared, sequence, out)
         print(summary.describe())
         return 0
     window = build_windows(edit.apply(base)[None], 0, DEFAULT_RADIUS)  # one frame, held still
-    save_png(out, tensor_to_images(renderer.render(window).frame)[0])
+    save_png(out, tensor_to_images(renderer.render(window, source=prepared).frame)[0])
     print(f"wrote {out}")
     return 0
 
@@ -361,7 +363,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if info is not None:
         source = load_source_image(_demo_portrait(args.source))
         renderer = load_renderer(info, device=args.device, mode=args.mode)
-        renderer.prepare(source)
+        prepared = renderer.prepare(source)
         motion = demo_motion(neutral_frame(), frames=args.frames, fps=25.0)
     else:
         if args.checkpoint:  # a neural renderer network of pirender train-refiner
@@ -375,7 +377,7 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"{words}, network {args.checkpoint}")
         else:
             print(f"{words} (no checkpoint needed); --checkpoint switches to PIRenderer")
-    summary = render_to_video(renderer, motion, out)
+    summary = render_to_video(renderer, prepared, motion, out)
     print(summary.describe())
     print(f"open it: {out.resolve()}")
     return 0
@@ -553,7 +555,7 @@ def run_talk(args: argparse.Namespace) -> int:
     with staged_output(out, what="the frames written so far (without the sound) are") as staged:
         silent = temporary_path(staged)
         try:
-            summary = render_to_video(renderer, motion, silent, in_place=True)
+            summary = render_to_video(renderer, prepared, motion, silent, in_place=True)
             sound = mux_soundtrack(  # the part from --start on plays with the first frame (load_audio warned)
                 silent, args.audio, out_path=staged, start_at_s=args.start or None, warn=False
             )

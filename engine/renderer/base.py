@@ -1,25 +1,28 @@
 """The renderer interface every backend implements and everything downstream uses.
 
 ``prepare(source)`` does once whatever depends on the source portrait only and returns a
-:class:`PreparedSource` (also remembered as the default source); ``render(windows)`` turns motion
-windows (B, width, 2k+1) into frames (B, 3, H, W) in [-1, 1], optionally with the warped image and the
-flow. Backends are chosen by name (:func:`pirender.engine.api.load_renderer`).
+:class:`PreparedSource` (each backend its own typed subclass); ``render(windows, source=prepared)``
+turns motion windows (B, width, 2k+1) into frames (B, 3, H, W) in [-1, 1], optionally with the warped
+image and the flow. A renderer keeps no portrait of its own: one renderer serves many portraits (the
+server's streams), each call names its own. ``rest_row(prepared)`` is the motion row that shows the
+portrait as it is. Backends are chosen by name (:func:`pirender.engine.api.load_renderer`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Self
+from typing import Self, TypeVar
 
 import numpy as np
 import torch
 
 from ..errors import MotionError, PirenderError
 from ..image import SourceImage
+from ..motion.edit import neutral_frame
 from ..motion.limits import limits_for, soft_limit
-from ..motion.space import MotionSequence, MotionSpace
+from ..motion.space import AUTHORS_SPACE, MotionSequence, MotionSpace
 
 
 def _finite(windows: np.ndarray | torch.Tensor) -> bool:
@@ -68,10 +71,13 @@ def batch_bucket(batch: int) -> int:
 
 @dataclass
 class PreparedSource:
-    """A source portrait plus the backend's cached, source-only tensors."""
+    """A source portrait as a renderer prepared it; each backend returns a subclass holding its
+    source-only state as typed fields (``MeshSource``, ``TorchSource``, ...)."""
 
     image: SourceImage
-    cache: dict[str, Any] = field(default_factory=dict)
+
+
+Prepared = TypeVar("Prepared", bound=PreparedSource)
 
 
 class Renderer(ABC):
@@ -89,9 +95,6 @@ class Renderer(ABC):
     min_window_frames: int
     mode: RenderMode
 
-    def __init__(self) -> None:
-        self._default_source: PreparedSource | None = None
-
     @abstractmethod
     def _prepare(self, image: SourceImage) -> PreparedSource: ...
 
@@ -101,21 +104,20 @@ class Renderer(ABC):
     ) -> RenderOutput: ...
 
     def prepare(self, source: SourceImage) -> PreparedSource:
-        """Cache everything that depends on the source only; the result becomes the default source."""
+        """Everything that depends on the source portrait only, for :meth:`render` (the renderer keeps
+        nothing of it: preparing another portrait changes no earlier one)."""
         if source.rgb.shape[:2] != (self.image_size_px, self.image_size_px):
             raise PirenderError(
                 f"source image is {source.rgb.shape[1]}x{source.rgb.shape[0]} but this renderer works at "
                 f"{self.image_size_px}x{self.image_size_px}; load it with size_px={self.image_size_px}"
             )
-        prepared = self._prepare(source)
-        self._default_source = prepared
-        return prepared
+        return self._prepare(source)
 
     def render(
         self,
         windows: np.ndarray | torch.Tensor,
         *,
-        source: PreparedSource | None = None,
+        source: PreparedSource,
         mode: RenderMode | str | None = None,
         extras: bool = False,
     ) -> RenderOutput:
@@ -126,9 +128,6 @@ class Renderer(ABC):
         identity range, smoothly saturated beyond; a copy, the caller's array is not changed).
         Spaces without documented ranges (a checkpoint's own space) pass unchanged.
         """
-        chosen = source or self._default_source
-        if chosen is None:
-            raise PirenderError("render() before prepare(): give the renderer a source portrait first")
         if windows.ndim == 2:
             windows = windows[None]
         self.check_windows(tuple(windows.shape))
@@ -143,7 +142,30 @@ class Renderer(ABC):
                 if not windows.is_floating_point():
                     windows = windows.float()
                 windows = soft_limit(windows, self.space, axis=1)
-        return self._render(windows, chosen, RenderMode(mode or self.mode), extras)
+        return self._render(windows, source, RenderMode(mode or self.mode), extras)
+
+    def rest_row(self, source: PreparedSource) -> np.ndarray:
+        """(width,) float32: the motion row that shows ``source`` as it is (its own pose, no
+        expression). Here the space's neutral (the authors' space: zero expression and angles, the
+        authors' crop, ``motion.edit.neutral_frame``; another space: zeros); renderers that measure
+        the portrait (the mesh and neural renderers) return its own."""
+        self.prepared_as(source, PreparedSource)
+        if self.space == AUTHORS_SPACE:
+            return neutral_frame()
+        return np.zeros(self.space.width, dtype=np.float32)
+
+    def prepared_as(self, source: PreparedSource, kind: type[Prepared]) -> Prepared:
+        """``source`` as this renderer's prepared state.
+
+        Raises:
+            PirenderError: ``source`` was prepared by another kind of renderer.
+        """
+        if not isinstance(source, kind):
+            raise PirenderError(
+                f"this portrait was prepared by another renderer ({type(source).__name__}); "
+                f"prepare it with this {self.name} renderer"
+            )
+        return source
 
     def close(self) -> None:  # noqa: B027 - a hook: most backends hold nothing to release
         """Release what the renderer holds besides memory (nothing, unless a backend says so); safe

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,13 @@ def onnx_operators(path: Path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
 
 
+@dataclass
+class ArraySource(PreparedSource):
+    """A portrait prepared for an exported graph: ``source`` (1, 3, H, W) float32 in [-1, 1]."""
+
+    source: np.ndarray
+
+
 class ExportedRenderer(Renderer):
     """What the backends that run the ONNX export share: the export, the source kept as a (1, 3, H, W)
     float32 array, the checks of a call (mode, window length) and the outputs' order."""
@@ -179,7 +187,7 @@ class ExportedRenderer(Renderer):
 
     def _prepare(self, image: SourceImage) -> PreparedSource:
         source = image_to_tensor(image.rgb).numpy().astype(np.float32)  # (1, 3, H, W)
-        return PreparedSource(image=image, cache={"source": source})
+        return ArraySource(image=image, source=source)
 
     def _checked_windows(self, windows: np.ndarray | torch.Tensor, mode: RenderMode) -> np.ndarray:
         """(B, width, T) float32 contiguous, after checking the graph fits the call."""
@@ -225,7 +233,7 @@ class OnnxRenderer(ExportedRenderer):
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
         window = self._checked_windows(windows, mode)
-        one = source.cache["source"]  # (1, 3, H, W)
+        one = self.prepared_as(source, ArraySource).source  # (1, 3, H, W)
         images = np.ascontiguousarray(np.broadcast_to(one, (window.shape[0], *one.shape[1:])))
         outputs = self.session.run(None, {"source": images, "window": window})
         return self._output([torch.from_numpy(o) for o in outputs], extras)

@@ -17,7 +17,7 @@ import torch
 from ..errors import PirenderError
 from ..motion.space import MotionSpace
 from .base import Precision, PreparedSource, RenderMode, RenderOutput, batch_bucket
-from .onnx_backend import ExportedRenderer
+from .onnx_backend import ArraySource, ExportedRenderer
 from .pirender.generator import FaceGenerator
 
 #: precision -> OpenVINO inference precision hint
@@ -122,6 +122,6 @@ class OpenVinoRenderer(ExportedRenderer):
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
         window = self._checked_windows(windows, mode)
-        one = source.cache["source"]
+        one = self.prepared_as(source, ArraySource).source
         images = np.broadcast_to(one, (window.shape[0], *one.shape[1:]))
         return self._output(self.graph.run({"source": images, "window": window}), extras)

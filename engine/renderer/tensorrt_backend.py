@@ -11,6 +11,7 @@ engine runs on torch's current stream.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -136,6 +137,13 @@ class TensorRTGraph:
         return results
 
 
+@dataclass
+class CudaSource(PreparedSource):
+    """A portrait prepared for a TensorRT engine: ``source`` (1, 3, H, W) float32 CUDA tensor."""
+
+    source: torch.Tensor
+
+
 class TensorRTRenderer(ExportedRenderer):
     """PIRenderer as an fp16 TensorRT engine; same interface as the torch backend (CUDA tensors)."""
 
@@ -162,9 +170,9 @@ class TensorRTRenderer(ExportedRenderer):
         shapes = {"source": (3, image_size_px, image_size_px), "window": (space.width, window_frames)}
         self.graph = TensorRTGraph(self.path, shapes, outputs, max_batch)
 
-    def _prepare(self, image: SourceImage) -> PreparedSource:
+    def _prepare(self, image: SourceImage) -> CudaSource:
         source = image_to_tensor(image.rgb, device="cuda")  # (1, 3, H, W) float32
-        return PreparedSource(image=image, cache={"source": source})
+        return CudaSource(image=image, source=source)
 
     def _render(
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
@@ -176,5 +184,5 @@ class TensorRTRenderer(ExportedRenderer):
                 f"this engine takes batches <= {self.max_batch} of {self.window_frames}-frame windows in "
                 f"mode {self.mode.value!r}"
             )
-        images = source.cache["source"].expand(batch, -1, -1, -1).contiguous()
+        images = self.prepared_as(source, CudaSource).source.expand(batch, -1, -1, -1).contiguous()
         return self._output(self.graph.run({"source": images, "window": window}), extras)

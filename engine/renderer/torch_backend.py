@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,17 @@ def _cudnn_tf32(allowed: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32 = previous
+
+
+@dataclass
+class TorchSource(PreparedSource):
+    """A portrait prepared for PIRenderer in torch: ``source32`` (1, 3, H, W) float32 in [-1, 1] (the
+    warp's input), ``source`` the same in the model's dtype (the editing net's), ``stem`` (1, C, H, W)
+    the warping net's stem features of it."""
+
+    source32: torch.Tensor
+    source: torch.Tensor
+    stem: torch.Tensor
 
 
 class TorchRenderer(Renderer):
@@ -105,15 +117,16 @@ class TorchRenderer(Renderer):
     def _render(
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
+        prepared = self.prepared_as(source, TorchSource)
         window = torch.as_tensor(windows).to(device=self.device, dtype=torch.float32)  # (B, width, T)
-        batch, cache = window.shape[0], source.cache
+        batch = window.shape[0]
         if self.compiled:  # static shapes: batches padded to a power of two (one graph per bucket)
             bucket = batch_bucket(batch)
             window = (
                 torch.cat([window, window[-1:].expand(bucket - batch, -1, -1)]) if bucket > batch else window
             )
         stem, source32, source_pixels = (
-            cache[name].expand(window.shape[0], -1, -1, -1) for name in ("stem", "source32", "source")
+            t.expand(window.shape[0], -1, -1, -1) for t in (prepared.stem, prepared.source32, prepared.source)
         )
         with _cudnn_tf32(self.precision is Precision.TF32):
             if self.compiled:
@@ -145,11 +158,11 @@ class TorchRenderer(Renderer):
         frame = self.model.editing_net(source, warped.to(self.dtype), z).float()  # (B, 3, H, W)
         return frame, warped, flow
 
-    def _prepare_source(self, image: SourceImage) -> PreparedSource:
+    def _prepare_source(self, image: SourceImage) -> TorchSource:
         source32 = image_to_tensor(image.rgb, device=self.device)  # (1, 3, H, W) in [-1, 1]
         source = source32.to(self.dtype)
         stem = self.model.warpping_net.stem(source)  # (1, base, H, W)
-        return PreparedSource(image=image, cache={"source32": source32, "source": source, "stem": stem})
+        return TorchSource(image=image, source32=source32, source=source, stem=stem)
 
 
 class _FramePath(torch.nn.Module):

@@ -17,6 +17,8 @@ bounds (a few triangles at the far mouth corner; measured in the ``field`` modul
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -38,6 +40,23 @@ _CAVITY_RGB = np.array([52, 22, 24], dtype=np.float32)
 _TEETH_RGB = np.array([214, 200, 178], dtype=np.float32)
 _MIN_OPENING = 0.05  # lips this much (x 0.08 IOD) more apart than in the source before painting
 _MOUTH_RING = (*lm.UPPER_LIP_INNER_RING, *lm.LOWER_LIP_INNER_RING[::-1][1:-1])
+
+
+@dataclass
+class MeshSource(PreparedSource):
+    """A portrait prepared for the mesh warp: ``source32`` (1, 3, H, W) float32 in [-1, 1]; its face's
+    ``points`` (478, 3) px on the depth proxy (``field.HeadField.on_surface``); its ``neutral``
+    (``track.open_space.NeutralFace``: the rest pose and the expression reference); ``warp_frame``
+    (the head frame the warp turns about, its centre on the proxy); the expression ``rig``; the
+    ``head`` depth field; ``mouth_gap_px`` (its lips' gap, px: what the mouth cavity opens from)."""
+
+    source32: torch.Tensor
+    points: np.ndarray
+    neutral: NeutralFace
+    warp_frame: Similarity
+    rig: np.ndarray
+    head: HeadField
+    mouth_gap_px: float
 
 
 class MeshRenderer(Renderer):
@@ -81,9 +100,9 @@ class MeshRenderer(Renderer):
                 f"no human face found in the source portrait {image.path or ''}".rstrip()
                 + " (the mesh renderer moves a face it can see; animals and some drawings have none)"
             )
-        return PreparedSource(image=image, cache=self._build_cache(image, faces[0].landmarks))
+        return self._build_source(image, faces[0].landmarks)
 
-    def _build_cache(self, image: SourceImage, points: np.ndarray) -> dict[str, object]:
+    def _build_source(self, image: SourceImage, points: np.ndarray) -> MeshSource:
         neutral = NeutralFace.from_landmarks([points])
         stable = list(lm.STABLE)
         head = build_head_field(self._cells, points, neutral.frame, self.image_size_px)
@@ -96,21 +115,22 @@ class MeshRenderer(Renderer):
             np.array([*neutral.frame.translation[:2], limited[stable, 2].mean()]),
         )
         mouth_gap_px = float(np.mean(points[[14, 87, 317], 1] - points[[13, 82, 312], 1]))
-        return {
-            "source32": image_to_tensor(image.rgb),
-            "points": limited,
-            "neutral": neutral,
-            "warp_frame": frame,
-            "rig": build_rig(neutral.canonical),
-            "head": head,
-            "mouth_gap_px": mouth_gap_px,
-        }
+        return MeshSource(
+            image=image,
+            source32=image_to_tensor(image.rgb),
+            points=limited,
+            neutral=neutral,
+            warp_frame=frame,
+            rig=build_rig(neutral.canonical),
+            head=head,
+            mouth_gap_px=mouth_gap_px,
+        )
 
     # ------------------------------------------------------------------------------------------
-    def _motion(self, row: np.ndarray, cache: dict[str, object]) -> RigidMotion:
+    def _motion(self, row: np.ndarray, source: MeshSource) -> RigidMotion:
         """The head's rigid motion from the source to one open-space row (its turn away from the
         source's own pose eased beyond ``field.TILT_KNEE_DEG``)."""
-        frame: Similarity = cache["warp_frame"]  # type: ignore[assignment]
+        frame = source.warp_frame
         rotation = rotation_from_euler(*row[:3].astype(np.float64))
         relative = ease_tilt(rotation @ frame.rotation.T)
         return RigidMotion.of(
@@ -120,39 +140,33 @@ class MeshRenderer(Renderer):
             shift=np.array([row[3], row[4], 0.0]) * frame.scale,
         )
 
-    def target_landmarks(self, row: np.ndarray, cache: dict[str, object]) -> np.ndarray:
+    def target_landmarks(self, row: np.ndarray, source: MeshSource) -> np.ndarray:
         """(478, 3) pixel landmarks of the source moved to one open-space row (depth: the warp's
         slope-limited depth proxy, ``field.limited_depth``)."""
-        return self._target(self._motion(row, cache), self._expression_px(row, cache), cache)
+        return self._target(self._motion(row, source), self._expression_px(row, source), source)
 
-    def _expression_px(self, row: np.ndarray, cache: dict[str, object]) -> np.ndarray:
+    def _expression_px(self, row: np.ndarray, source: MeshSource) -> np.ndarray:
         """(478, 2) the landmarks' expression moves in the source's picture (px), before the head moves."""
-        frame: Similarity = cache["warp_frame"]  # type: ignore[assignment]
-        rig: np.ndarray = cache["rig"]  # type: ignore[assignment]
+        frame, rig = source.warp_frame, source.rig
         expression = row[OPEN_SPACE.group("expression")].astype(np.float64)
         canonical = apply_rig(np.zeros_like(rig[0]), rig, expression)
         return frame.scale * canonical @ frame.rotation[:2].T
 
-    def _target(self, motion: RigidMotion, expression_px: np.ndarray, cache: dict[str, object]) -> np.ndarray:
+    def _target(self, motion: RigidMotion, expression_px: np.ndarray, source: MeshSource) -> np.ndarray:
         # the expression in the source's picture, lifted onto the depth proxy, then the head's motion
-        points: np.ndarray = cache["points"]  # type: ignore[assignment]
-        head: HeadField = cache["head"]  # type: ignore[assignment]
-        moved = head.on_surface(points[:, :2] + expression_px)
+        moved = source.head.on_surface(source.points[:, :2] + expression_px)
         return moved + motion.displacement(moved)
 
-    def forward_displacement(
-        self, row: np.ndarray, cache: dict[str, object]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def forward_displacement(self, row: np.ndarray, source: MeshSource) -> tuple[np.ndarray, np.ndarray]:
         """Forward displacement (flow_px, flow_px, 2) of every flow-grid cell (image px, x then y) for
         one open-space row (``field`` module docstring), and the target landmarks."""
-        head: HeadField = cache["head"]  # type: ignore[assignment]
-        motion, expression_px = self._motion(row, cache), self._expression_px(row, cache)
-        displacement = head.displacement(motion, expression_px)
-        return displacement.reshape(self.flow_px, self.flow_px, 2), self._target(motion, expression_px, cache)
+        motion, expression_px = self._motion(row, source), self._expression_px(row, source)
+        displacement = source.head.displacement(motion, expression_px).reshape(self.flow_px, self.flow_px, 2)
+        return displacement, self._target(motion, expression_px, source)
 
-    def _backward_map(self, row: np.ndarray, cache: dict[str, object]) -> tuple[np.ndarray, np.ndarray]:
+    def _backward_map(self, row: np.ndarray, source: MeshSource) -> tuple[np.ndarray, np.ndarray]:
         """Source pixel position (G, 2) read by each flow-grid cell, and the target landmarks."""
-        displacement, target = self.forward_displacement(row, cache)
+        displacement, target = self.forward_displacement(row, source)
         return invert_displacement(displacement, self._cells, FLOW_DOWNSAMPLE), target
 
     def _flow(self, source_px: np.ndarray) -> torch.Tensor:
@@ -164,7 +178,7 @@ class MeshRenderer(Renderer):
         flow = (deformation - self._flow_grid) * (self.flow_px - 1) / 2
         return flow.permute(2, 0, 1)[None]
 
-    def _mouth(self, frame: torch.Tensor, target: np.ndarray, cache: dict[str, object]) -> None:
+    def _mouth(self, frame: torch.Tensor, target: np.ndarray, source: MeshSource) -> None:
         """Paint the mouth cavity (and a teeth hint) where the lips opened beyond the source's.
 
         Works on the mouth's bounding box only; ``frame`` (3, H, W) is changed in place.
@@ -172,8 +186,8 @@ class MeshRenderer(Renderer):
         import cv2  # ships with mediapipe
 
         gap_px = float(np.mean(target[[14, 87, 317], 1] - target[[13, 82, 312], 1]))
-        neutral: NeutralFace = cache["neutral"]  # type: ignore[assignment]
-        opened = (gap_px - cache["mouth_gap_px"]) / (0.08 * neutral.frame.scale)  # type: ignore[operator]
+        neutral = source.neutral
+        opened = (gap_px - source.mouth_gap_px) / (0.08 * neutral.frame.scale)
         if opened <= _MIN_OPENING:
             return
         ring_xy = target[list(_MOUTH_RING), :2]
@@ -225,25 +239,20 @@ class MeshRenderer(Renderer):
     ) -> tuple[RenderOutput, list[np.ndarray]]:
         """Rows (B, 17) already within their limits -> the output and each frame's (478, 3) target
         landmarks (pixels; what the ``neural`` renderer's editing network works around)."""
-        cache = source.cache
+        prepared = self.prepared_as(source, MeshSource)
         flows, targets = [], []
         for row in rows:
-            backward, target = self._backward_map(row, cache)
+            backward, target = self._backward_map(row, prepared)
             flows.append(self._flow(backward))
             targets.append(target)
         flow = torch.cat(flows)
-        source32: torch.Tensor = cache["source32"]
-        frame = self.warp(source32.expand(len(rows), -1, -1, -1), flow, grid=self._flow_grid)
+        frame = self.warp(prepared.source32.expand(len(rows), -1, -1, -1), flow, grid=self._flow_grid)
         warped = frame.clone() if extras else None
         if mode is RenderMode.FULL:
             for index, target in enumerate(targets):
-                self._mouth(frame[index], target, cache)
+                self._mouth(frame[index], target, prepared)
         return RenderOutput(frame=frame, warped=warped, flow=flow if extras else None), targets
 
-    def rest_row(self, source: PreparedSource | None = None) -> np.ndarray:
+    def rest_row(self, source: PreparedSource) -> np.ndarray:
         """The row that reproduces the source as it is (its own pose, no expression)."""
-        chosen = source or self._default_source
-        if chosen is None:
-            raise PirenderError("rest_row() before prepare()")
-        neutral: NeutralFace = chosen.cache["neutral"]
-        return neutral.rest_row()
+        return self.prepared_as(source, MeshSource).neutral.rest_row()

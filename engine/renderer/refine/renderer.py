@@ -22,7 +22,7 @@ Checkpoint file (``torch.save`` dict, written by ``training/refiner_trainer.py``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from ...motion.space import OPEN_SPACE
 from ...track.geometry import relative_euler
 from ..base import Precision, PreparedSource, RenderMode, RenderOutput
 from ..checkpoint import load_weights_file
-from ..mesh.renderer import MeshRenderer
+from ..mesh.renderer import MeshRenderer, MeshSource
 from ..torch_backend import resolve_device
 from .crop import (
     REGIONS,
@@ -180,6 +180,16 @@ def eye_gate(rows: np.ndarray, source_rest: np.ndarray, region: int) -> np.ndarr
     return np.clip((rows[:, blink] - source_rest[blink]) / EYE_GATE, 0.0, 1.0).astype(np.float32)
 
 
+@dataclass
+class NeuralSource(MeshSource):
+    """A portrait prepared for the neural renderer: the mesh warp's state, its face box crop
+    ``refine_source`` (1, 3, crop, crop) on the network's device, and ``refine_rest`` its rest row (the
+    motion features and gates are relative to it)."""
+
+    refine_source: torch.Tensor
+    refine_rest: np.ndarray
+
+
 class NeuralRenderer(MeshRenderer):
     """Mesh warp + trained editing network (module docstring). A :class:`MeshRenderer` (same source
     preparation, rest row and close) whose frames are corrected in the face box."""
@@ -206,18 +216,19 @@ class NeuralRenderer(MeshRenderer):
             checkpoint.build(), runtime, crop_px=self.crop_px, device=self.device, precision=precision
         )
 
-    def _prepare(self, image: SourceImage) -> PreparedSource:
-        prepared = super()._prepare(image)
-        points: np.ndarray = prepared.cache["points"]
-        box = torch.from_numpy(face_box(points))[None]
-        source32: torch.Tensor = prepared.cache["source32"]
-        prepared.cache["refine_source"] = crop(source32, box, self.crop_px).to(self.device)
-        prepared.cache["refine_rest"] = prepared.cache["neutral"].rest_row()
-        return prepared
+    def _prepare(self, image: SourceImage) -> NeuralSource:
+        mesh = self.prepared_as(super()._prepare(image), MeshSource)
+        box = torch.from_numpy(face_box(mesh.points))[None]
+        return NeuralSource(
+            **{f.name: getattr(mesh, f.name) for f in fields(mesh)},
+            refine_source=crop(mesh.source32, box, self.crop_px).to(self.device),
+            refine_rest=mesh.neutral.rest_row(),
+        )
 
     def _render(
         self, windows: np.ndarray | torch.Tensor, source: PreparedSource, mode: RenderMode, extras: bool
     ) -> RenderOutput:
+        prepared = self.prepared_as(source, NeuralSource)
         rows = np.asarray(windows, dtype=np.float32)[:, :, windows.shape[2] // 2]  # (B, 17), causal
         if mode is RenderMode.WARP:  # the warped source only, as the mesh renderer's warp mode
             return self.render_rows(rows, source, RenderMode.WARP, extras)[0]
@@ -228,7 +239,7 @@ class NeuralRenderer(MeshRenderer):
             self.crop_px,
         )
         weights = np.ones((len(rows), len(self.regions)), np.float32)
-        rest = source.cache["refine_rest"]
+        rest = prepared.refine_rest
         for column, region in enumerate(self.regions):
             weights[:, column] = mouth_gate(rows, rest) if region == _MOUTH else eye_gate(rows, rest, region)
         mask = region_mask(
@@ -236,8 +247,8 @@ class NeuralRenderer(MeshRenderer):
         ).to(self.device)
         boxes = boxes.to(self.device)
         frames = out.frame.to(self.device)
-        features = torch.from_numpy(motion_features(rows, source.cache["refine_rest"])).to(self.device)
-        sources = source.cache["refine_source"].expand(len(rows), -1, -1, -1)
+        features = torch.from_numpy(motion_features(rows, rest)).to(self.device)
+        sources = prepared.refine_source.expand(len(rows), -1, -1, -1)
         refined = self.refiner(crop(frames, boxes, self.crop_px), sources, features, mask)
         with torch.inference_mode():
             frame = paste(frames, refined.to(frames.device), boxes)
