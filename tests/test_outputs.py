@@ -181,7 +181,7 @@ def test_an_existing_output_is_refused_before_any_work(
     for heavy in ("_open_renderer", "load_renderer", "track_clip", "open_frames", "crop_to_face"):
         monkeypatch.setattr(commands, heavy, _no_work)
     monkeypatch.setattr("pirender.engine.audio.sources.load_audio", _no_work)
-    monkeypatch.setattr("pirender.engine.bench.model_source", _no_work)
+    monkeypatch.setattr("pirender.engine.bench.cli.model_source", _no_work)
     out = workdir / name
     out.write_bytes(OLD)
     args = [part.format(w=workdir) for part in command]

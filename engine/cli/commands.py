@@ -32,6 +32,7 @@ from ..track.crop import crop_to_face
 from ..track.deep3d import Deep3DRegressor
 from ..track.landmarks import FaceMesh, five_points
 from ..track.tracker import TrackerConfig
+from .options import DrivingOptions, PortraitOptions, RendererOptions
 
 
 def check_out(path: str, suffixes: tuple[str, ...], *, overwrite: bool) -> Path:
@@ -54,11 +55,11 @@ def positive(name: str, value: float | None) -> None:
         raise PirenderError(f"{name} must be > 0, got {value}")
 
 
-def _load_source(args: argparse.Namespace, size_px: int) -> SourceImage:
+def _load_source(portrait: PortraitOptions, size_px: int) -> SourceImage:
     """The source portrait, framed around its face with --face-crop (VoxCeleb-style)."""
-    if args.face_crop:
-        return crop_to_face(args.source, size_px=size_px)
-    return load_source_image(args.source, size_px=size_px)
+    if portrait.face_crop:
+        return crop_to_face(portrait.path, size_px=size_px)
+    return load_source_image(portrait.path, size_px=size_px)
 
 
 #: how the demo names the open-space renderer it uses
@@ -85,50 +86,50 @@ def _read_renderer_checkpoint(path: str) -> CheckpointInfo | None:
 
 
 def _refiner_renderer(
-    args: argparse.Namespace, *, precision: str = "fp32", compile: bool = False
+    options: RendererOptions, *, precision: str = "fp32", compile: bool = False
 ) -> MeshRenderer:
     """The neural renderer running the --checkpoint network (``pirender train-refiner --out``)."""
     renderer = load_renderer(
-        args.checkpoint, backend="neural", device=args.device, precision=precision, mode=args.mode,
-        image_size_px=args.size, compile=compile,
+        options.checkpoint, backend="neural", device=options.device, precision=precision,
+        mode=options.mode, image_size_px=options.size_px, compile=compile,
     )  # fmt: skip
     assert isinstance(renderer, MeshRenderer)
     return renderer
 
 
-def _open_renderer(args: argparse.Namespace) -> tuple[Renderer, int]:
+def _open_renderer(options: RendererOptions) -> tuple[Renderer, int]:
     """The renderer the options ask for (without its source yet) and its image size; a --checkpoint
     of the neural renderer's editing network (``pirender train-refiner --out``) runs that network."""
-    if args.checkpoint:
-        info = _read_renderer_checkpoint(args.checkpoint)
+    if options.checkpoint:
+        info = _read_renderer_checkpoint(options.checkpoint)
         if info is None:
-            refiner = _refiner_renderer(args, precision=args.precision, compile=args.compile)
+            refiner = _refiner_renderer(options, precision=options.precision, compile=options.compile)
             return refiner, refiner.image_size_px
         renderer = load_renderer(
-            info, backend=args.backend, device=args.device, precision=args.precision, mode=args.mode,
-            compile=args.compile,
+            info, backend=options.backend, device=options.device, precision=options.precision,
+            mode=options.mode, compile=options.compile,
         )  # fmt: skip
         return renderer, info.image_size_px
-    renderer = open_space_renderer(args.renderer, mode=args.mode, image_size_px=args.size)
+    renderer = open_space_renderer(options.renderer, mode=options.mode, image_size_px=options.size_px)
     return renderer, renderer.image_size_px
 
 
-def _driving_motion(args: argparse.Namespace, renderer: Renderer, prepared: PreparedSource) -> MotionSequence:
+def _driving_motion(driving: DrivingOptions, renderer: Renderer, prepared: PreparedSource) -> MotionSequence:
     """Track --driving; the authors' space (PIRenderer) needs the Deep3DFaceRecon regressor."""
     regressor = None
     if renderer.space == AUTHORS_SPACE:
-        if not args.deep3d:
+        if not driving.deep3d:
             raise PirenderError(
                 "driving PIRenderer from a video needs the Deep3DFaceRecon checkpoint (--deep3d "
                 "epoch_20.pth); without --checkpoint the weight-free renderer needs none"
             )
-        regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=renderer_device(renderer))
-    with open_frames(args.driving, max_frames=args.max_frames) as frames:
-        clip = track_clip(frames, regressor=regressor, config=_tracker_config(args))
+        regressor = Deep3DRegressor.from_checkpoint(driving.deep3d, device=renderer_device(renderer))
+    with open_frames(driving.path, max_frames=driving.max_frames) as frames:
+        clip = track_clip(frames, regressor=regressor, config=_tracker_config(driving.neutral_frame))
     print(clip.describe())
     if clip.authors_motion is None or regressor is None:
         return clip.open_motion
-    if args.source_motion:
+    if driving.source_motion:
         return clip.authors_motion  # _fit_motion applies the cross-identity rule with it
     # the source portrait's own coefficients, for the authors' cross-identity scale rule
     with FaceMesh(static_images=True) as mesh:
@@ -141,9 +142,8 @@ def _driving_motion(args: argparse.Namespace, renderer: Renderer, prepared: Prep
     return scaled
 
 
-def _tracker_config(args: argparse.Namespace) -> TrackerConfig:
+def _tracker_config(neutral: int | None) -> TrackerConfig:
     """The tracker's rules from the command line (``--neutral-frame``)."""
-    neutral = getattr(args, "neutral_frame", None)
     if neutral is not None and neutral < 0:
         raise PirenderError(f"--neutral-frame must be a frame index >= 0, got {neutral}")
     return TrackerConfig(neutral_frame=neutral)
@@ -176,12 +176,12 @@ def run_render(args: argparse.Namespace) -> int:
     source = load_motion(args.source_motion).frame(0) if args.source_motion else None
     motion = _load_motion_file(args.motion, source) if args.motion else None
     make_folder(out)
-    renderer, size_px = _open_renderer(args)
+    renderer, size_px = _open_renderer(RendererOptions.from_args(args))
     if motion is not None:
         _check_space(renderer, motion)
-    prepared = renderer.prepare(_load_source(args, size_px))
+    prepared = renderer.prepare(_load_source(PortraitOptions.from_args(args), size_px))
     if motion is None:
-        motion = _driving_motion(args, renderer, prepared)
+        motion = _driving_motion(DrivingOptions.from_args(args), renderer, prepared)
     if args.fps is not None or args.max_frames is not None:  # --fps overrides the file's own rate
         motion = MotionSequence(
             motion.space, motion.values[: args.max_frames], fps=args.fps or motion.fps, meta=motion.meta
@@ -295,12 +295,12 @@ def run_edit(args: argparse.Namespace) -> int:
         controls=_parse_controls(args.set),
     )
     make_folder(out)
-    renderer, size_px = _open_renderer(args)
+    renderer, size_px = _open_renderer(RendererOptions.from_args(args))
     if renderer.space == OPEN_SPACE and (args.exp or args.preset or args.source_motion):
         raise PirenderError("--exp, --preset and --source-motion are for PIRenderer (--checkpoint)")
     if renderer.space == AUTHORS_SPACE and edit.controls:
         raise PirenderError("--set names controls of the weight-free renderer; PIRenderer takes --exp")
-    prepared = renderer.prepare(_load_source(args, size_px))
+    prepared = renderer.prepare(_load_source(PortraitOptions.from_args(args), size_px))
     if renderer.space == OPEN_SPACE:
         base = MotionFrame(OPEN_SPACE, renderer.rest_row(prepared))
     elif args.source_motion:
@@ -367,7 +367,7 @@ def run_demo(args: argparse.Namespace) -> int:
         motion = demo_motion(neutral_frame(), frames=args.frames, fps=25.0)
     else:
         if args.checkpoint:  # a neural renderer network of pirender train-refiner
-            renderer = _refiner_renderer(args)
+            renderer = _refiner_renderer(RendererOptions.from_args(args))
         else:
             renderer = open_space_renderer(args.renderer, mode=args.mode, image_size_px=args.size)
         prepared = renderer.prepare(crop_to_face(_demo_portrait(args.source), size_px=args.size))
@@ -389,7 +389,7 @@ def run_track(args: argparse.Namespace) -> int:
     if args.space == "authors" and not args.deep3d:
         raise PirenderError("--space authors needs the Deep3DFaceRecon checkpoint: --deep3d epoch_20.pth")
     regressor = Deep3DRegressor.from_checkpoint(args.deep3d, device=args.device) if args.deep3d else None
-    config = _tracker_config(args)
+    config = _tracker_config(getattr(args, "neutral_frame", None))
     with open_frames(args.input, max_frames=args.max_frames) as frames:
         make_folder(out)
         clip = track_clip(frames, regressor=regressor, config=config)
@@ -406,12 +406,12 @@ def run_live(args: argparse.Namespace) -> int:
     out = check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.out else None
     if out is None and not args.window:
         raise PirenderError("give --out FILE, --window, or both")
-    config = _tracker_config(args)
+    config = _tracker_config(getattr(args, "neutral_frame", None))
     with open_frames(args.input, max_frames=args.max_frames) as frames:  # a missing input fails first
         if out is not None:
             make_folder(out)
         renderer = open_space_renderer(args.renderer, image_size_px=args.size)
-        prepared = renderer.prepare(_load_source(args, args.size))
+        prepared = renderer.prepare(_load_source(PortraitOptions.from_args(args), args.size))
         stats = run_live_loop(renderer, prepared, frames, out=out, window=args.window, tracker_config=config)
     print(stats.describe())
     return 0
@@ -543,9 +543,9 @@ def run_talk(args: argparse.Namespace) -> int:
     if len(samples) < SAMPLE_RATE_HZ / config.fps:  # any length works; say why the video is so short
         print(f"note: {args.audio} holds only {1000 * len(samples) / SAMPLE_RATE_HZ:.0f} ms of sound: "
               "a one-frame video")  # fmt: skip
-    renderer, size_px = _open_renderer(args)
+    renderer, size_px = _open_renderer(RendererOptions.from_args(args))
     model = load_talk_model(args.model, space=renderer.space)
-    prepared = renderer.prepare(_load_source(args, size_px))
+    prepared = renderer.prepare(_load_source(PortraitOptions.from_args(args), size_px))
     motion = motion_for_speech(
         samples, model, talk_rest_row(renderer, prepared, model, args.source_motion), config
     )
