@@ -15,7 +15,7 @@ from ..talk import TalkSource
 from .audio_return import RETURN_FRAME_MS, ReturnAudio
 from .batcher import RenderService
 from .clock import FrameStamps, now_ms
-from .sources import CameraSource, FileSource, IdleSource, MicrophoneSource, SliderSource
+from .sources import CameraSource, FileSource, IdleSource, MicrophoneSource, MotionSource, SliderSource
 
 _HISTORY = 600  # frames of stamps kept for stats
 _JAW = OPEN_SPACE.index("jaw_open")
@@ -148,15 +148,15 @@ class AvatarStream:
             old_camera.close()
 
     def _motion(self, time_s: float) -> np.ndarray:
-        if self.mode == "sliders":
-            return self.sliders.row(time_s)
-        if self.mode == "camera" and self.camera is not None:
-            return self.camera.row(time_s)
-        if self.mode == "file" and self.file is not None:
-            return self.file.row(time_s)
-        if self.mode == "talk" and self.talk is not None:
-            return self.talk.row(time_s)
-        return self.idle.row(time_s)
+        """The row of the current mode's source (idle while that source is not built)."""
+        sources: dict[str, MotionSource | None] = {
+            "idle": self.idle,
+            "sliders": self.sliders,
+            "camera": self.camera,
+            "file": self.file,
+            "talk": self.talk,
+        }
+        return (sources.get(self.mode) or self.idle).row(time_s)
 
     async def next_frame(self) -> tuple[np.ndarray, FrameStamps, int]:
         """Wait for the next frame slot, then render it: (rgb (H, W, 3) uint8, stamps, pts at 90 kHz)."""

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 import numpy as np
 
@@ -21,6 +22,13 @@ SLIDER_RANGES: dict[str, tuple[float, float, float, str]] = {
     for name, slot in zip(OPEN_SPACE.slot_names, OPEN_LIMITS.ranges, strict=True)
 }
 _IDLE_LOOP_S = 12.0
+
+
+class MotionSource(Protocol):
+    """What every motion source of a stream gives: the open-space row (moved onto the portrait) to
+    show at stream time ``time_s`` (s; sources driven by live input return their newest row)."""
+
+    def row(self, time_s: float) -> np.ndarray: ...
 
 
 class IdleSource:
