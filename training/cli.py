@@ -14,12 +14,9 @@ from pirender.engine.cli.commands import check_out, make_folder, positive
 from pirender.engine.cli.main import CommandSet, add_overwrite_option
 from pirender.engine.cli.main import main as engine_main
 from pirender.engine.errors import PirenderError
-from pirender.engine.track.deep3d import Deep3DRegressor
-from pirender.training.audio_data import write_pairs
-from pirender.training.audio_pairs import prepare_pairs
-from pirender.training.audio_trainer import TrainConfig, train
-from pirender.training.prepare import PrepareConfig, prepare_dataset
-from pirender.training.talk_data import make_talk_pairs
+
+# the training modules (torch, lmdb, trainers) are imported by the command that runs, not by every
+# `pirender` call: `pirender demo` or `--help` start no faster or slower than without them
 
 EXAMPLES = {
     "train": "pirender train --config small --data data/talking --out runs/small",
@@ -121,6 +118,10 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
 
 
 def _run_prepare_audio(args: argparse.Namespace) -> int:
+    from pirender.engine.track.deep3d import Deep3DRegressor
+    from pirender.training.audio_pairs import prepare_pairs
+    from pirender.training.talk_data import make_talk_pairs
+
     out = Path(args.out).expanduser()
     if out.is_file():
         raise PirenderError(f"{out}: is a file; --out is the folder of the pairs")
@@ -144,6 +145,8 @@ def _run_prepare_audio(args: argparse.Namespace) -> int:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    from pirender.training.prepare import PrepareConfig, prepare_dataset
+
     holdout = tuple(i.strip() for i in (args.holdout or "").split(",") if i.strip())
     config = PrepareConfig(
         size_px=args.size,
@@ -161,6 +164,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
 
 def _run_train_audio(args: argparse.Namespace) -> int:
+    from pirender.training.audio_data import write_pairs
+    from pirender.training.audio_trainer import TrainConfig, train
+
     out = check_out(args.out, (".pt",), overwrite=args.overwrite)
     positive("--steps", args.steps)
     positive("--eval-every", args.eval_every)
