@@ -24,10 +24,11 @@ import numpy as np
 
 from .errors import PirenderError
 from .fileio import staged_output
-from .image import SourceImage, load_source_image, tensor_to_images
+from .image import SourceImage, load_source_image
 from .motion.retarget import FollowingRetargeter
 from .motion.space import OPEN_SPACE
 from .motion.window import StreamWindow, WindowSpec
+from .pipeline import FrameSink, LivePipeline, PipelineStats, TimedMotion
 from .renderer.base import PreparedSource, Renderer
 from .sinks.preview import PreviewWindow
 from .sinks.video_file import VideoFileWriter
@@ -40,12 +41,12 @@ _STAGES = ("track", "render", "sink")
 
 
 @dataclass
-class LiveStats:
-    frames: int = 0
-    frames_with_face: int = 0
+class LiveStats(PipelineStats):
+    """The live loop's :class:`~pirender.engine.pipeline.PipelineStats` (stages ``track``, ``render``,
+    ``sink``) and what the tracker saw."""
+
     stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in _STAGES})
-    total_ms: list[float] = field(default_factory=list)
-    wall_s: float = 0.0
+    frames_with_face: int = 0
     cuts: int = 0  # shot changes the tracker found
     segments: int = 0  # people acquired (one per cut or change of person)
 
@@ -60,6 +61,43 @@ class LiveStats:
             f"{self.frames} frames ({self.frames_with_face} with a face{followed}), {fps:.1f} frames/s; "
             f"median ms per frame: {stages}; capture to output {median(self.total_ms):.1f}"
         )
+
+
+class TrackedFrames:
+    """The face in ``frames`` as a motion source (``pipeline.MotionSource``): each frame read (held
+    back to its time by ``pacer``, when given; the wait is not latency), tracked, retargeted onto the
+    portrait's rest pose ``rest`` (after a shot change or a change of person, relative to the new
+    neutral); a frame without the face shows ``rest``. ``frames_with_face`` counts the frames where
+    the face was found."""
+
+    def __init__(
+        self,
+        frames: FrameSource,
+        tracker: FaceTracker,
+        rest: np.ndarray,
+        *,
+        pacer: RealTimePacer | None = None,
+    ) -> None:
+        self._frames = iter(frames)
+        self.tracker, self._rest, self._pacer = tracker, rest, pacer
+        self._retarget = FollowingRetargeter(rest)
+        self.frames_with_face = 0
+
+    def next(self) -> TimedMotion | None:
+        frame = next(self._frames, None)
+        if frame is None:
+            return None
+        if self._pacer is not None:
+            self._pacer.wait(frame.time_s)
+        captured = time.perf_counter()
+        result = self.tracker.process(frame.rgb, frame.time_s)
+        self.frames_with_face += result.landmarks is not None
+        moved = self._retarget(
+            None if result.motion is None else result.motion.values, self.tracker.rest_row()
+        )
+        row = self._rest if moved is None else moved
+        track_ms = 1000 * (time.perf_counter() - captured)
+        return TimedMotion(row, frame.time_s, captured, {"track": track_ms})
 
 
 class RealTimePacer:
@@ -130,13 +168,12 @@ def run_live_loop(
         )
     stats = LiveStats()
     tracker = FaceTracker(tracker_config)
+    source_motion = TrackedFrames(frames, tracker, renderer.rest_row(source), pacer=pacer)
     stream = StreamWindow(OPEN_SPACE, WindowSpec(radius=0, lookahead_frames=0))
-    retarget = FollowingRetargeter(renderer.rest_row(source))
-    writer = None
-    preview = None
+    sinks: list[FrameSink] = []
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        stack.callback(_finish_loop, stats, tracker)
+        stack.callback(_finish_loop, stats, source_motion)
         if out:
             # the recording is made beside `out` and moved into place when the loop ends, also by
             # Ctrl-C (the usual end of a camera recording); after an error it is kept as
@@ -145,47 +182,24 @@ def run_live_loop(
                 staged_output(out, on_interrupt="finish", on_error="partial", what="the recording is")
             )
             nominal_fps = frames.fps or FALLBACK_FPS  # the stream's declared rate; times come per frame
-            writer = stack.enter_context(
-                VideoFileWriter(staged, fps=nominal_fps, size_px=(size, size), timestamps=True)
+            sinks.append(
+                stack.enter_context(
+                    VideoFileWriter(staged, fps=nominal_fps, size_px=(size, size), timestamps=True)
+                )
             )
+        if virtual_camera is not None:
+            sinks.append(virtual_camera)
         if window:
-            preview = stack.enter_context(contextlib.closing(PreviewWindow("pirender live")))
-        for frame in frames:
-            if pacer is not None:
-                pacer.wait(frame.time_s)
-            captured = time.perf_counter()
-            result = tracker.process(frame.rgb, frame.time_s)
-            tracked = time.perf_counter()
-            stats.frames += 1
-            stats.frames_with_face += result.landmarks is not None
-            moved = retarget(None if result.motion is None else result.motion.values, tracker.rest_row())
-            row = renderer.rest_row(source) if moved is None else moved
-            window_now = stream.push(row)
-            assert window_now is not None  # causal windows: one per pushed frame
-            rendered = renderer.render(window_now, source=source).frame
-            image = tensor_to_images(rendered)[0]
-            done_render = time.perf_counter()
-            if writer is not None:
-                writer.write(image, time_s=frame.time_s)
-            if virtual_camera is not None:
-                virtual_camera.send(image)
-            if preview is not None and not preview.show(image):
-                break
-            finished = time.perf_counter()
-            for name, (a, b) in zip(
-                _STAGES,
-                ((captured, tracked), (tracked, done_render), (done_render, finished)),
-                strict=True,
-            ):
-                stats.stage_ms[name].append(1000 * (b - a))
-            stats.total_ms.append(1000 * (finished - captured))
+            sinks.append(stack.enter_context(contextlib.closing(PreviewWindow("pirender live"))))
+        LivePipeline(source_motion, stream, renderer, source, sinks, stats=stats).run()
     stats.wall_s = time.perf_counter() - started
     return stats
 
 
-def _finish_loop(stats: LiveStats, tracker: FaceTracker) -> None:
-    stats.cuts, stats.segments = tracker.cuts, tracker.segment + 1
-    tracker.close()
+def _finish_loop(stats: LiveStats, source: TrackedFrames) -> None:
+    stats.frames_with_face = source.frames_with_face
+    stats.cuts, stats.segments = source.tracker.cuts, source.tracker.segment + 1
+    source.tracker.close()
 
 
 def run_webcam(

@@ -11,6 +11,7 @@ frame), and the VAD decides on 30 ms frames; see ``added_latency_ms``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from .errors import PirenderError
 from .motion.retarget import OpenRetargeter, frontal_rest_row
 from .motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence, MotionSpace
 from .motion.window import DEFAULT_RADIUS
+from .pipeline import TimedMotion
 from .renderer.base import PreparedSource, Renderer
 
 if TYPE_CHECKING:
@@ -418,13 +420,13 @@ def run_talk_live(
     a context manager, e.g. a file played in real time in tests).
     """
     import contextlib
-    import time
 
     from .api import load_renderer, open_space_renderer
     from .audio.sources import MicrophoneStream
     from .fileio import staged_output
-    from .image import load_source_image, tensor_to_images
+    from .image import load_source_image
     from .motion.window import StreamWindow, WindowSpec
+    from .pipeline import FrameSink, LivePipeline
     from .renderer.checkpoint import read_checkpoint
     from .sinks.preview import PreviewWindow
     from .sinks.video_file import VideoFileWriter
@@ -450,35 +452,27 @@ def run_talk_live(
         talk = TalkSource(audio_in, rest, model=model, fps=fps, config=talk_config)
         radius = 0 if renderer.min_window_frames == 1 else window_radius  # one-frame renderers: no window
         windows = StreamWindow(renderer.space, WindowSpec(radius=radius, lookahead_frames=0))
-        frames, started = 0, time.monotonic()
+        spoken = SpokenMotion(microphone, audio_in, talk, fps=fps, max_seconds=max_seconds)
+        sinks: list[FrameSink] = []
         with contextlib.ExitStack() as stack:
             stack.enter_context(renderer)  # released at the end (the mesh renderer's face finder)
-            writer = None
             if out:
                 # made beside `out`, moved into place when recording stops (Ctrl-C included); after
                 # an error kept as <stem>.partial<suffix>, `out` left as it was
                 staged = stack.enter_context(
                     staged_output(out, on_interrupt="finish", on_error="partial", what="the recording is")
                 )
-                writer = stack.enter_context(VideoFileWriter(staged, fps=fps, size_px=(size_px, size_px)))
-            preview = (
-                stack.enter_context(contextlib.closing(PreviewWindow("pirender talk"))) if window else None
-            )
-            while max_seconds is None or time.monotonic() - started < max_seconds:
-                block = microphone.read(timeout_s=1.0 / fps)
-                if block is not None and len(block):
-                    audio_in.feed_samples(block)
-                motion_window = windows.push(talk.row(0.0))
-                assert motion_window is not None  # causal windows: one per pushed frame
-                rgb = tensor_to_images(renderer.render(motion_window, source=prepared).frame)[0]
-                if writer is not None:
-                    writer.write(rgb)
-                if preview is not None and not preview.show(rgb):
-                    break
-                frames += 1
-                due_s = started + frames / fps
-                time.sleep(max(0.0, due_s - time.monotonic()))
-    return {"frames": float(frames), "seconds": time.monotonic() - started, "latency_ms": talk.latency_ms}
+                sinks.append(
+                    stack.enter_context(VideoFileWriter(staged, fps=fps, size_px=(size_px, size_px)))
+                )
+            if window:
+                sinks.append(stack.enter_context(contextlib.closing(PreviewWindow("pirender talk"))))
+            stats = LivePipeline(spoken, windows, renderer, prepared, sinks).run()
+    return {
+        "frames": float(stats.frames),
+        "seconds": time.monotonic() - spoken.started,
+        "latency_ms": talk.latency_ms,
+    }
 
 
 _TALK_MAX_BACKLOG_S = 2.0  # a talk source this far behind its microphone skips the stale voice
@@ -543,3 +537,38 @@ class TalkSource:
             if rows:
                 self._latest = rows[-1]
         return self._latest.copy()
+
+
+class SpokenMotion:
+    """A microphone driving the talking avatar, as a motion source (``pipeline.MotionSource``): each
+    frame slot (``fps``, from the first call; ``next`` sleeps until it) reads what the microphone has
+    (waiting at most one frame for a block), feeds it to ``talk`` and returns its newest row, until
+    ``max_seconds`` have passed (None: until stopped)."""
+
+    def __init__(
+        self,
+        microphone: Any,
+        audio_in: MicrophoneSource,
+        talk: TalkSource,
+        *,
+        fps: float,
+        max_seconds: float | None,
+    ) -> None:
+        self._microphone, self._audio_in, self._talk = microphone, audio_in, talk
+        self._fps, self._max_seconds = fps, max_seconds
+        self.started = time.monotonic()
+        self._frames = 0
+
+    def next(self) -> TimedMotion | None:
+        if self._frames:  # the frame clock: the next slot
+            time.sleep(max(0.0, self.started + self._frames / self._fps - time.monotonic()))
+        if self._max_seconds is not None and time.monotonic() - self.started >= self._max_seconds:
+            return None
+        block = self._microphone.read(timeout_s=1.0 / self._fps)
+        captured = time.perf_counter()
+        if block is not None and len(block):
+            self._audio_in.feed_samples(block)
+        row = self._talk.row(0.0)
+        talk_ms = 1000 * (time.perf_counter() - captured)
+        self._frames += 1
+        return TimedMotion(row, (self._frames - 1) / self._fps, captured, {"talk": talk_ms})

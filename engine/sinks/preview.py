@@ -21,5 +21,10 @@ class PreviewWindow:
         self._cv2.imshow(self.title, rgb[:, :, ::-1])
         return self._cv2.waitKey(1) & 0xFF not in _QUIT_KEYS
 
+    def send(self, rgb: np.ndarray, time_s: float) -> bool:
+        """The live pipeline's sink verb (``pipeline.FrameSink``): :meth:`show`."""
+        del time_s
+        return self.show(rgb)
+
     def close(self) -> None:
         self._cv2.destroyAllWindows()

@@ -292,6 +292,12 @@ class VideoFileWriter:
         """True where each frame is written at its own time (``write(..., time_s=...)``)."""
         return self._timestamps
 
+    def send(self, rgb: np.ndarray, time_s: float) -> bool:
+        """The live pipeline's sink verb (``pipeline.FrameSink``): one frame, written at ``time_s``
+        where the writer keeps each frame's time (:attr:`timestamps`), else at the next slot."""
+        self.write(rgb, time_s=time_s if self._timestamps else None)
+        return True
+
     def write(self, frame_rgb: np.ndarray, time_s: FrameTimes | None = None) -> None:
         """Encode one (H, W, 3) uint8 RGB frame, or each frame of a (B, H, W, 3) batch.
 

@@ -218,8 +218,10 @@ class VirtualCamera:
             f"at {self._fps:g} frames/s"
         )
 
-    def send(self, frame_rgb: np.ndarray) -> None:
-        """Send one (H, W, 3) uint8 RGB frame; H and W must equal the camera's (height, width).
+    def send(self, frame_rgb: np.ndarray, time_s: float | None = None) -> bool:
+        """Send one (H, W, 3) uint8 RGB frame; H and W must equal the camera's (height, width). A
+        virtual camera shows frames as they come (``time_s`` is not used); True (the live pipeline's
+        sink verb, ``pipeline.FrameSink``).
 
         Raises:
             PirenderError: camera closed, wrong dtype/shape, or the backend fails (device gone).
@@ -243,6 +245,7 @@ class VirtualCamera:
                 f"virtual camera: sending frame {self._frames_sent} failed ({exception_text(exc)})"
             ) from None
         self._frames_sent += 1
+        return True
 
     def close(self) -> None:
         """Release the device; calling it again does nothing."""
