@@ -189,6 +189,16 @@ class Peer:
         self.negotiating = False
         self.streaming = False
         self.upload: asyncio.Task[None] | None = None
+        #: the handler of each client message class (``_dispatch``)
+        self._handlers: dict[type, Callable[[Any, Reply], Awaitable[dict[str, Any] | None]]] = {
+            Ping: self._on_ping,
+            Offer: self._on_offer,
+            Stop: self._on_stop,
+            SetMode: self._on_mode,
+            Control: self._on_control,
+            Upload: self._on_upload,
+            Presented: self._on_presented,
+        }
 
     # -- messages -------------------------------------------------------------------------------
     async def send(self, message: dict[str, Any]) -> None:
@@ -224,16 +234,7 @@ class Peer:
         if kind in STREAM_MESSAGES or kind not in CLIENT_MESSAGES:
             self.require_stream()  # an unknown type without a stream: "no stream yet" first
         decoded = decode_client_message(message)
-        handlers: dict[type, Callable[[Any, Reply], Awaitable[dict[str, Any] | None]]] = {
-            Ping: self._on_ping,
-            Offer: self._on_offer,
-            Stop: self._on_stop,
-            SetMode: self._on_mode,
-            Control: self._on_control,
-            Upload: self._on_upload,
-            Presented: self._on_presented,
-        }
-        return await handlers[type(decoded)](decoded, reply)
+        return await self._handlers[type(decoded)](decoded, reply)
 
     async def _on_ping(self, message: Ping, reply: Reply) -> dict[str, Any]:
         return {"type": "pong", "client_ms": message.client_ms, "server_ms": now_ms()}
