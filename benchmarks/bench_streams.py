@@ -48,14 +48,13 @@ async def run_streams(count: int, seconds: float, size_px: int) -> dict[str, obj
         encoder = Vp8Encoder()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            rgb, stamps, pts = await stream.next_frame()
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            rendered, pts = await stream.next_frame()
+            frame = av.VideoFrame.from_ndarray(rendered.rgb, format="rgb24")
             frame.pts, frame.time_base = pts, Fraction(1, 90_000)
             start = time.perf_counter()
             await loop.run_in_executor(None, encoder.encode, frame)
             encode_ms.append(1000 * (time.perf_counter() - start))
-            stamps.mark("encode")
-            stream.stats.add(stamps)
+            stream.stats.add("encode", encode_ms[-1])
         return stream
 
     streams = await asyncio.gather(*(one() for _ in range(count)))

@@ -16,19 +16,21 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .clock import now_s
 from .errors import PirenderError
 from .fileio import staged_output
 from .image import SourceImage, load_source_image
 from .motion.retarget import FollowingRetargeter
 from .motion.space import OPEN_SPACE
 from .motion.window import StreamWindow, WindowSpec
-from .pipeline import FrameSink, LivePipeline, PipelineStats, TimedMotion
+from .pipeline import FrameSink, FrameSlot, LivePipeline, PipelineStats, TimedMotion, history
 from .renderer.base import PreparedSource, Renderer
 from .sinks.preview import PreviewWindow
 from .sinks.video_file import VideoFileWriter
@@ -45,13 +47,13 @@ class LiveStats(PipelineStats):
     """The live loop's :class:`~pirender.engine.pipeline.PipelineStats` (stages ``track``, ``render``,
     ``sink``) and what the tracker saw."""
 
-    stage_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in _STAGES})
+    stage_ms: dict[str, deque[float]] = field(default_factory=lambda: {s: history() for s in _STAGES})
     frames_with_face: int = 0
     cuts: int = 0  # shot changes the tracker found
     segments: int = 0  # people acquired (one per cut or change of person)
 
     def describe(self) -> str:
-        def median(values: list[float]) -> float:
+        def median(values: Sequence[float]) -> float:
             return float(np.median(values)) if values else float("nan")
 
         stages = ", ".join(f"{name} {median(v):.1f}" for name, v in self.stage_ms.items())
@@ -83,20 +85,21 @@ class TrackedFrames:
         self._retarget = FollowingRetargeter(rest)
         self.frames_with_face = 0
 
-    def next(self) -> TimedMotion | None:
+    def motion(self, slot: FrameSlot) -> TimedMotion | None:
+        del slot  # paced by its frames (pipeline.SourcePaced): each call reads the next one
         frame = next(self._frames, None)
         if frame is None:
             return None
         if self._pacer is not None:
             self._pacer.wait(frame.time_s)
-        captured = time.perf_counter()
+        captured = now_s()
         result = self.tracker.process(frame.rgb, frame.time_s)
         self.frames_with_face += result.landmarks is not None
         moved = self._retarget(
             None if result.motion is None else result.motion.values, self.tracker.rest_row()
         )
         row = self._rest if moved is None else moved
-        track_ms = 1000 * (time.perf_counter() - captured)
+        track_ms = 1000 * (now_s() - captured)
         return TimedMotion(row, frame.time_s, captured, {"track": track_ms})
 
 
@@ -108,14 +111,14 @@ class RealTimePacer:
     input falls behind).
 
     Args:
-        clock: seconds of a monotonic clock (``time.perf_counter``).
+        clock: seconds of a monotonic clock (``engine.clock.now_s``).
         sleep: sleeps for the given seconds (``time.sleep``).
     """
 
     def __init__(
         self,
         *,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = now_s,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._clock = clock

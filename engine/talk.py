@@ -24,11 +24,12 @@ from .audio.sources import SAMPLE_RATE_HZ
 from .audio.vad import VadConfig, VoiceActivity
 from .audioflow.checkpoint import load_flow
 from .audioflow.flow import AudioMotionFlow
+from .clock import now_s
 from .errors import PirenderError
 from .motion.retarget import OpenRetargeter, frontal_rest_row
 from .motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence, MotionSpace
 from .motion.window import DEFAULT_RADIUS
-from .pipeline import TimedMotion
+from .pipeline import FrameSlot, TimedMotion
 from .renderer.base import PreparedSource, Renderer
 
 if TYPE_CHECKING:
@@ -426,7 +427,7 @@ def run_talk_live(
     from .fileio import staged_output
     from .image import load_source_image
     from .motion.window import StreamWindow, WindowSpec
-    from .pipeline import FrameSink, LivePipeline
+    from .pipeline import FrameClock, FrameSink, LivePipeline
     from .renderer.checkpoint import read_checkpoint
     from .sinks.preview import PreviewWindow
     from .sinks.video_file import VideoFileWriter
@@ -467,7 +468,8 @@ def run_talk_live(
                 )
             if window:
                 sinks.append(stack.enter_context(contextlib.closing(PreviewWindow("pirender talk"))))
-            stats = LivePipeline(spoken, windows, renderer, prepared, sinks).run()
+            clock = FrameClock(fps, drop_late=False)  # a recording keeps every frame
+            stats = LivePipeline(spoken, windows, renderer, prepared, sinks, clock=clock).run()
     return {
         "frames": float(stats.frames),
         "seconds": time.monotonic() - spoken.started,
@@ -521,6 +523,22 @@ class TalkSource:
             return None
         return self._voice_start + (produced - 1) * self._samples_per_frame
 
+    def shown_captured_s(self, default_s: float) -> float:
+        """When the audio the latest row shows was captured (``engine.clock``): the microphone's
+        stamp of :attr:`audio_position`; ``default_s`` before the first row or when the microphone
+        no longer remembers it."""
+        position = self.audio_position
+        captured = None if position is None else self._mic.captured_s(position)
+        return default_s if captured is None else captured
+
+    def motion(self, slot: FrameSlot) -> TimedMotion:
+        """The newest row (as :meth:`row`) for frame ``slot``, with the capture time of the audio
+        it shows (``pipeline.MotionSource``)."""
+        started = now_s()
+        row = self.row(slot.time_s)
+        talk_ms = 1000 * (now_s() - started)
+        return TimedMotion(row, slot.time_s, self.shown_captured_s(slot.due_s), {"talk": talk_ms})
+
     def row(self, time_s: float) -> np.ndarray:
         del time_s
         received = self._mic.samples_received
@@ -540,10 +558,11 @@ class TalkSource:
 
 
 class SpokenMotion:
-    """A microphone driving the talking avatar, as a motion source (``pipeline.MotionSource``): each
-    frame slot (``fps``, from the first call; ``next`` sleeps until it) reads what the microphone has
-    (waiting at most one frame for a block), feeds it to ``talk`` and returns its newest row, until
-    ``max_seconds`` have passed (None: until stopped)."""
+    """A microphone driving the talking avatar, as a motion source (``pipeline.MotionSource``) on a
+    frame clock (``pipeline.FrameClock``): each slot reads what the microphone has (waiting at most
+    one frame for a block), feeds it to ``talk`` and returns its newest row, until ``max_seconds``
+    of slots (None: until stopped). A row's capture time is when the audio its mouth shows was
+    captured (``microphone``'s blocks are stamped as they are read)."""
 
     def __init__(
         self,
@@ -557,18 +576,14 @@ class SpokenMotion:
         self._microphone, self._audio_in, self._talk = microphone, audio_in, talk
         self._fps, self._max_seconds = fps, max_seconds
         self.started = time.monotonic()
-        self._frames = 0
 
-    def next(self) -> TimedMotion | None:
-        if self._frames:  # the frame clock: the next slot
-            time.sleep(max(0.0, self.started + self._frames / self._fps - time.monotonic()))
-        if self._max_seconds is not None and time.monotonic() - self.started >= self._max_seconds:
+    def motion(self, slot: FrameSlot) -> TimedMotion | None:
+        if self._max_seconds is not None and slot.time_s >= self._max_seconds:
             return None
         block = self._microphone.read(timeout_s=1.0 / self._fps)
-        captured = time.perf_counter()
+        read_s = now_s()
         if block is not None and len(block):
-            self._audio_in.feed_samples(block)
+            self._audio_in.feed_samples(block, captured_s=read_s - len(block) / self._audio_in.sample_rate_hz)
         row = self._talk.row(0.0)
-        talk_ms = 1000 * (time.perf_counter() - captured)
-        self._frames += 1
-        return TimedMotion(row, (self._frames - 1) / self._fps, captured, {"talk": talk_ms})
+        talk_ms = 1000 * (now_s() - read_s)
+        return TimedMotion(row, slot.time_s, self._talk.shown_captured_s(read_s), {"talk": talk_ms})

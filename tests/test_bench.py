@@ -35,12 +35,17 @@ def test_bench_writes_json_plot_and_a_results_section(
     if "tensorrt fp16" in report["skipped"]:  # where TensorRT is absent the row says why
         assert "tensorrt" in report["skipped"]["tensorrt fp16"]
     assert report["streams"]["worst_fps_by_count"]
+    for latency in report["streams"]["latency_by_count"].values():  # beside the frames/s
+        m2p, slot = latency["motion_to_photon_ms"], latency["render_slot_ms"]
+        assert 0 < m2p["p50"] <= m2p["p90"] <= m2p["p99"] and 0 < slot["p50"] <= slot["p99"]
+        assert m2p["p50"] > slot["p50"]  # the camera frame was captured before the slot
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     section = results.read_text()
     assert (
         section.startswith("# Results\n")
         and "`pirender bench`" in section
         and "| torch fp32 | warp | 1 |" in section
+        and "motion-to-photon up to the rendered frame" in section
     )
     printed = capsys.readouterr().out
     assert "backend precision" in printed and "faithful" in printed

@@ -888,3 +888,46 @@ def test_access_token_when_exposed_and_loopback_from_the_resolved_address() -> N
             await server.close()
 
     asyncio.run(run())
+
+
+def test_camera_mode_reports_motion_to_photon_from_the_cameras_capture_time() -> None:
+    """A real face video as the client's camera: each frame's motion carries the camera frame's
+    capture time (the client's RTCP sender reports), so the server reports motion-to-photon (capture
+    -> presentation) beside the render-slot figure, and it is the longer of the two."""
+    from aiortc.contrib.media import MediaPlayer
+
+    from pirender.engine.clock import now_ms
+
+    from conftest import shared_data
+
+    clip = shared_data("talking", "DPE__d.mp4")
+
+    async def run() -> None:
+        server = await _start_server()
+        client = Client(server.port)
+        player = MediaPlayer(str(clip))
+        client.pc.addTrack(player.video)  # the "camera"
+        try:
+            await client.start("camera")
+            peer = next(iter(server.peers))
+            await _until(lambda: peer.stream is not None and peer.stream.camera is not None)
+            for _ in range(100):  # 4 s: sender reports arrive every second or so
+                await client.receive(1)
+                pts = peer.stream._pts_order[-1]
+                presented = {"type": "presented", "frames": [{"pts": pts, "presented_ms": now_ms()}]}
+                await client.ws.send(json.dumps(presented))
+            camera = peer.stream.camera
+            assert camera.frames_with_face > 10  # the tracker saw the face
+            (video_clock,) = [c for c in peer.sender_clocks if c._reports]  # the camera's reports
+            stats = peer.stream.stats
+            m2p, g2g = np.median(stats.motion_to_photon_ms), np.median(stats.glass_to_glass_ms)
+            assert len(stats.motion_to_photon_ms) > 20 and m2p > g2g > 0, (m2p, g2g)
+            assert m2p < 2000 and "track" in stats.stage_ms  # the tracker's own stage
+            summary = await client.next_message("stats")
+            assert summary["motion_to_photon_ms"]["p50"] > 0 and video_clock.wall_offset_s is None
+        finally:
+            await client.close()
+            player.video.stop()
+            await server.close()
+
+    asyncio.run(run())

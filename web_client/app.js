@@ -37,7 +37,7 @@
     frameMsgs: new Map(), frameOrder: [],   // pts mod 2^32 -> {captureMs, arrival}
     presented: [],                          // frames shown, awaiting pairing: {rtp, recv, shown}
     pairDiffs: [], rtpOffset: null,
-    latencies: [], lastLatencyMs: null, framesPresented: 0, fpsTimes: [],
+    latencies: [], lastLatencyMs: null, m2p: [], lastMotionMs: null, framesPresented: 0, fpsTimes: [],
     presentedBatch: [],                     // {rtp, shown} on the client clock
     rvfcHandle: null, serverStats: null, rtcStats: null, sawRtp: false,
   };
@@ -54,8 +54,13 @@
     return sorted[i];
   }
 
-  function g2g() {
-    const sorted = [...S.latencies].sort((a, b) => a - b);
+  function g2g() { return quantiles(S.latencies); }
+
+  /** Motion-to-photon: from the capture of what drove a frame (camera frame, voice) to its display. */
+  function m2p() { return quantiles(S.m2p); }
+
+  function quantiles(values) {
+    const sorted = [...values].sort((a, b) => a - b);
     return { p50: percentile(sorted, 50), p90: percentile(sorted, 90), p99: percentile(sorted, 99) };
   }
 
@@ -342,6 +347,8 @@
     S.rtpOffset = null;
     S.latencies = [];
     S.lastLatencyMs = null;
+    S.m2p = [];
+    S.lastMotionMs = null;
     S.presentedBatch = [];
     S.fpsTimes = [];
     S.rtcStats = null;
@@ -493,7 +500,9 @@
   function onFrameMessage(msg) {
     const key = mod32(msg.pts);
     if (!S.frameMsgs.has(key)) S.frameOrder.push(key);
-    S.frameMsgs.set(key, { captureMs: msg.capture_ms, arrival: performance.now(), mouth: msg.mouth });
+    S.frameMsgs.set(key, {
+      captureMs: msg.capture_ms, motionMs: msg.motion_ms, arrival: performance.now(), mouth: msg.mouth,
+    });
     while (S.frameOrder.length > FRAME_HISTORY) S.frameMsgs.delete(S.frameOrder.shift());
   }
 
@@ -541,6 +550,12 @@
       S.lastLatencyMs = f.shown + S.clockOffset - m.captureMs;
       S.latencies.push(S.lastLatencyMs);
       if (S.latencies.length > FRAME_HISTORY) S.latencies.shift();
+      // motion-to-photon: the first frame showing each new motion (a held slider is not latency)
+      if (typeof m.motionMs === 'number' && m.motionMs !== S.lastMotionMs) {
+        S.lastMotionMs = m.motionMs;
+        S.m2p.push(f.shown + S.clockOffset - m.motionMs);
+        if (S.m2p.length > FRAME_HISTORY) S.m2p.shift();
+      }
     }
   }
 
@@ -573,7 +588,10 @@
     const frames = S.presentedBatch.map((f) => ({
       rtp_timestamp: f.rtp, pts: mod32(f.rtp - S.rtpOffset), presented_ms: f.shown + S.clockOffset,
     }));
-    if (send({ type: 'presented', frames })) S.presentedBatch = [];
+    // server clock - wall clock: puts the camera's and microphone's capture times (RTCP sender
+    // reports, on the wall clock) on the server clock
+    const wallOffset = S.clockOffset - performance.timeOrigin;
+    if (send({ type: 'presented', frames, wall_offset_ms: wallOffset })) S.presentedBatch = [];
   }
 
   // ---------------------------------------------------------------- stats overlay
@@ -611,6 +629,8 @@
       }
       const sg = ss.glass_to_glass_ms;
       if (sg) lines.push(`  server g2g p50 ${fmt(sg.p50)}  p90 ${fmt(sg.p90)}  p99 ${fmt(sg.p99)} ms`);
+      const sm = ss.motion_to_photon_ms;
+      if (sm) lines.push(`  server m2p p50 ${fmt(sm.p50)}  p90 ${fmt(sm.p90)}  p99 ${fmt(sm.p99)} ms`);
     }
     if (!hasRvfc) {
       lines.push('glass-to-glass: not supported by this browser');
@@ -619,6 +639,8 @@
     } else {
       const q = g2g();
       lines.push(`glass-to-glass p50 ${fmt(q.p50)}  p90 ${fmt(q.p90)}  p99 ${fmt(q.p99)} ms (n=${S.latencies.length})`);
+      const mq = m2p();
+      lines.push(`motion-to-photon p50 ${fmt(mq.p50)}  p90 ${fmt(mq.p90)}  p99 ${fmt(mq.p99)} ms (n=${S.m2p.length})`);
     }
     lines.push(`clock offset ${fmt(S.clockOffset)} ms (rtt ${fmt(S.clockRtt)} ms)`);
     const r = S.rtcStats;
@@ -663,6 +685,7 @@
       framesPresented: S.framesPresented,
       lastLatencyMs: S.lastLatencyMs,
       g2g: g2g(),
+      m2p: m2p(),
       lastError: S.lastError,
       // extras for debugging
       serverConnected: S.wsOpen,
@@ -675,6 +698,7 @@
     setSlider,
     start: (mode) => start(mode),
     mouthLog: () => S.mouthLog.slice(),
+    localStream: () => S.camera,  // the camera / microphone sent (latency measurements watch it)
     stop: () => stop(),
   };
 

@@ -113,6 +113,13 @@ def extra_lines(
             f"streams ({streams['row']}, batching render service, {STREAM_FPS:.0f} fps each): "
             f"{streams['sustained']} sustained (>= {STREAM_FPS - 1:.0f} fps every stream); {counts}"
         )
+        for count, latency in streams.get("latency_by_count", {}).items():
+            m2p, slot = latency["motion_to_photon_ms"], latency["render_slot_ms"]
+            lines.append(
+                f"  {count} stream(s): motion-to-photon up to the rendered frame (30-fps camera capture -> "
+                f"rendered) p50/p90/p99 {m2p['p50']:.1f} / {m2p['p90']:.1f} / {m2p['p99']:.1f} ms; "
+                f"render slot -> rendered {slot['p50']:.1f} / {slot['p90']:.1f} / {slot['p99']:.1f} ms"
+            )
     return lines
 
 

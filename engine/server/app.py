@@ -41,17 +41,18 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..api import DEFAULT_SERVER_RENDERER, default_portrait, open_space_renderer
+from ..clock import now_ms, now_s
 from ..errors import PirenderError
 from ..image import MAX_DECODE_SIDE_PX, SourceImage, read_image
 from ..motion.io import load_motion
 from ..motion.space import OPEN_SPACE, MotionSequence
 from ..renderer.base import PreparedSource
 from ..stream.batcher import RenderService
-from ..stream.clock import now_ms
 from ..stream.queues import LatestQueue
 from ..stream.session import AvatarStream
 from ..stream.sources import SLIDER_RANGES
 from ..track.crop import crop_to_face
+from .capture_clock import SenderClock
 from .ice import bind_is_loopback, restrict_host_candidates
 from .protocol import (
     CLIENT_MESSAGES,
@@ -139,14 +140,17 @@ class AvatarTrack(MediaStreamTrack):
         self.peer = peer
 
     async def recv(self) -> av.VideoFrame:
-        rgb, stamps, pts = await self.stream.next_frame()
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        rendered, pts = await self.stream.next_frame()
+        frame = av.VideoFrame.from_ndarray(rendered.rgb, format="rgb24")
         frame.pts = pts
         frame.time_base = Fraction(1, VIDEO_CLOCK_HZ)
-        stamps.mark("send")
-        self.stream.frame_sent(stamps.index, stamps.stages["send"])
-        self.stream.stats.add(stamps)
-        message: dict[str, Any] = {"type": "frame", "pts": pts, "capture_ms": stamps.capture_ms}
+        self.stream.frame_sent(rendered, now_ms())
+        message: dict[str, Any] = {
+            "type": "frame",
+            "pts": pts,
+            "capture_ms": 1000 * rendered.slot.due_s,  # the render slot
+            "motion_ms": 1000 * rendered.motion.captured_s,  # the capture of what drove it
+        }
         if self.stream.mode == "talk":  # how open the frame's mouth is (the page measures A/V sync)
             message["mouth"] = self.stream.last_mouth_open
         self.peer.send_channel(message)
@@ -189,6 +193,8 @@ class Peer:
         self.negotiating = False
         self.streaming = False
         self.upload: asyncio.Task[None] | None = None
+        #: capture times of the client's camera and microphone (RTCP sender reports), per track
+        self.sender_clocks: list[SenderClock] = []
         #: the handler of each client message class (``_dispatch``)
         self._handlers: dict[type, Callable[[Any, Reply], Awaitable[dict[str, Any] | None]]] = {
             Ping: self._on_ping,
@@ -261,6 +267,9 @@ class Peer:
 
     async def _on_presented(self, message: Presented, reply: Reply) -> None:
         stream = self.require_stream()
+        if message.wall_offset_ms is not None:  # the page's wall clock, measured against ours
+            for clock in self.sender_clocks:
+                clock.wall_offset_s = message.wall_offset_ms / 1000
         for frame in message.frames:
             stream.presented(frame.pts, frame.presented_ms)
 
@@ -360,10 +369,15 @@ class Peer:
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
+            sender_clock = SenderClock()
+            for receiver in pc.getReceivers():
+                if receiver.track is track:
+                    sender_clock.attach(receiver)
+            self.sender_clocks.append(sender_clock)
             if track.kind == "video":
-                self.spawn(self._camera(track))
+                self.spawn(self._camera(track, sender_clock))
             elif track.kind == "audio":
-                self.spawn(self._microphone(track, stream))
+                self.spawn(self._microphone(track, stream, sender_clock))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -412,16 +426,19 @@ class Peer:
         if reply is not None:
             self.send_channel(reply)
 
-    async def _camera(self, track: MediaStreamTrack) -> None:
-        """Browser camera frames -> the tracker, on its own thread; stale frames are dropped."""
-        frames: LatestQueue[tuple[np.ndarray, float]] = LatestQueue(maxsize=1)
+    async def _camera(self, track: MediaStreamTrack, sender_clock: SenderClock) -> None:
+        """Browser camera frames -> the tracker, on its own thread; stale frames are dropped. Each
+        frame's capture time is the browser's (its sender reports), or its arrival here before
+        the first report."""
+        frames: LatestQueue[tuple[np.ndarray, float, float]] = LatestQueue(maxsize=1)
         loop = asyncio.get_running_loop()
 
         async def track_frames() -> None:
             while True:
-                rgb, time_s = await frames.get()
+                rgb, time_s, captured_s = await frames.get()
                 if self.stream is not None and self.stream.camera is not None:
-                    await loop.run_in_executor(self.server.tracking, self.stream.camera.feed, rgb, time_s)
+                    camera = self.stream.camera
+                    await loop.run_in_executor(self.server.tracking, camera.feed, rgb, time_s, captured_s)
 
         worker = self.spawn(track_frames())
         try:
@@ -429,17 +446,22 @@ class Peer:
                 frame = await track.recv()
                 if not isinstance(frame, av.VideoFrame):  # a video track gives video frames
                     continue
-                frames.put((frame.to_ndarray(format="rgb24"), float(frame.time or 0.0)))
+                captured_s = _capture_time(sender_clock, frame)
+                frames.put((frame.to_ndarray(format="rgb24"), float(frame.time or 0.0), captured_s))
         except MediaStreamError:
             pass
         finally:
             worker.cancel()
 
-    async def _microphone(self, track: MediaStreamTrack, stream: AvatarStream) -> None:
-        """Browser microphone -> the stream's audio source (bounded ring, newest seconds kept)."""
+    async def _microphone(
+        self, track: MediaStreamTrack, stream: AvatarStream, sender_clock: SenderClock
+    ) -> None:
+        """Browser microphone -> the stream's audio source (bounded ring, newest seconds kept), each
+        frame stamped with its capture time (as the camera's)."""
         with contextlib.suppress(MediaStreamError):
             while True:
-                stream.microphone.feed(await track.recv())
+                frame = await track.recv()
+                stream.microphone.feed(frame, _capture_time(sender_clock, frame, audio=True))
 
     async def _stats(self) -> None:
         while self.stream is not None:
@@ -769,6 +791,22 @@ def _lower_priority() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), UPLOAD_NICE)
+
+
+_MAX_UPLINK_S = 10.0  # a capture time further back than this is a clock mismatch, not latency
+
+
+def _capture_time(sender_clock: SenderClock, frame: Any, *, audio: bool = False) -> float:
+    """When a frame that arrived now was captured (``engine.clock``, s): from its sender's reports,
+    or its arrival (for audio: the arrival of its first sample) when they cannot place it (no report
+    yet, or a time after the arrival or more than :data:`_MAX_UPLINK_S` before it)."""
+    arrived_s = now_s()
+    if audio:
+        arrived_s -= frame.samples / frame.sample_rate
+    captured_s = sender_clock.captured_s(frame.pts, frame.time_base)
+    if captured_s is None or not arrived_s - _MAX_UPLINK_S <= captured_s <= arrived_s:
+        return arrived_s
+    return captured_s
 
 
 def _error_text(exc: BaseException) -> str:

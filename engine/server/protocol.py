@@ -290,9 +290,12 @@ class PresentedFrame:
 
 @dataclass(frozen=True)
 class Presented:
-    """The browser's presentation times (entries without a ``pts`` are skipped)."""
+    """The browser's presentation times (entries without a ``pts`` are skipped) and, when it has
+    measured it, ``wall_offset_ms``: server clock - its wall clock (``Date.now()``), which puts the
+    capture times of its camera and microphone (RTCP sender reports, wall clock) on the server clock."""
 
     frames: tuple[PresentedFrame, ...]
+    wall_offset_ms: float | None = None
 
     @classmethod
     def from_json(cls, message: dict[str, Any]) -> Presented:
@@ -306,7 +309,8 @@ class Presented:
             if "pts" in entry:
                 pts = finite(entry["pts"], "pts", low=0, high=2**63)
                 out.append(PresentedFrame(int(pts), number(entry, "presented_ms")))
-        return cls(tuple(out))
+        offset = message.get("wall_offset_ms")
+        return cls(tuple(out), None if offset is None else number(message, "wall_offset_ms"))
 
 
 ClientMessage = Offer | Stop | Ping | SetMode | Control | Upload | Presented

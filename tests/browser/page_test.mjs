@@ -9,9 +9,8 @@
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { chromium } from 'playwright-core';
+import { CHROMIUM, chromiumArgs, launchChromium } from './chromium.mjs';
 
-const CHROMIUM = process.env.PIRENDER_CHROMIUM || '/usr/bin/chromium';
 const OVERALL_TIMEOUT_MS = Number(process.env.PIRENDER_PAGE_TIMEOUT_MS) || 120_000;
 const SIGNATURE_PX = 64;
 
@@ -184,26 +183,11 @@ const lastServerStats = (mode) => {
 };
 
 async function main() {
-  const args = [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--allow-loopback-in-peer-connection',
-    // Host candidates as plain IPs, not mDNS names (aioice would have to resolve them). Chromium
-    // honours only the last --disable-features, so this replaces Playwright's own default list.
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-  ];
-  if (fakeY4m) args.push(`--use-file-for-fake-video-capture=${resolve(fakeY4m)}`);
-  if (fakeWav) args.push(`--use-file-for-fake-audio-capture=${resolve(fakeWav)}`, '--autoplay-policy=no-user-gesture-required');
-  // Playwright refuses --user-data-dir in args: a persistent context on a fresh mkdtemp folder is
-  // the same thing (and the folder is removed at the end).
+  const args = chromiumArgs({ fakeY4m, fakeWav });
   profileDir = mkdtempSync(join(tmpdir(), 'pirender-chromium-'));
   result.launch_args = args;
   log(`launching ${CHROMIUM}`);
-  const context = await chromium.launchPersistentContext(profileDir, {
-    executablePath: CHROMIUM, headless: true, args, timeout: 30_000,
-    viewport: { width: 1100, height: 800 },
-  });
+  const context = await launchChromium(profileDir, args);
   browser = context;
   result.browser_version = context.browser() ? context.browser().version() : null;
   await context.addInitScript(() => {

@@ -1,0 +1,32 @@
+// The system Chromium (never a downloaded one) as the page tests and the latency measurement run it:
+// headless, fake media devices (a y4m camera and a WAV microphone, each looped), loopback WebRTC,
+// no background networking, plain-IP host candidates.
+import { resolve } from 'node:path';
+import { chromium } from 'playwright-core';
+
+export const CHROMIUM = process.env.PIRENDER_CHROMIUM || '/usr/bin/chromium';
+
+/** Chromium's command-line switches for a run with the given fake camera / microphone files. */
+export function chromiumArgs({ fakeY4m = null, fakeWav = null } = {}) {
+  const args = [
+    '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--allow-loopback-in-peer-connection',
+    // Host candidates as plain IPs, not mDNS names (aioice would have to resolve them). Chromium
+    // honours only the last --disable-features, so this replaces Playwright's own default list.
+    '--disable-features=WebRtcHideLocalIpsWithMdns',
+    '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+  ];
+  if (fakeY4m) args.push(`--use-file-for-fake-video-capture=${resolve(fakeY4m)}`);
+  if (fakeWav) args.push(`--use-file-for-fake-audio-capture=${resolve(fakeWav)}`, '--autoplay-policy=no-user-gesture-required');
+  return args;
+}
+
+/** A persistent context on `profileDir` (Playwright refuses --user-data-dir in args: a fresh
+ *  mkdtemp folder is the same thing; the caller removes it). */
+export async function launchChromium(profileDir, args) {
+  return chromium.launchPersistentContext(profileDir, {
+    executablePath: CHROMIUM, headless: true, args, timeout: 30_000,
+    viewport: { width: 1100, height: 800 },
+  });
+}
