@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench eval train-renderer clean
+.PHONY: install demo test lint bench motion-to-photon eval train-renderer clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ bench: $(STAMP)
 	mkdir -p out
 	$(BIN)/pirender bench --backend all --json out/bench.json --plot out/bench.png --overwrite
 	$(BIN)/python benchmarks/bench_tracking.py
+
+# Motion-to-photon of `pirender serve` in headless Chromium: a head tilt in a fake camera and a speech
+# onset in a fake microphone, each timed from its capture to the avatar frame that shows it (~2 min;
+# needs /usr/bin/chromium and node). Table printed; per-event figures and a plot in out/.
+motion-to-photon: $(STAMP) browser-deps
+	mkdir -p out
+	$(BIN)/python benchmarks/motion_to_photon.py --seconds 30 --json out/motion_to_photon.json \
+		--plot out/motion_to_photon.png
 
 # The evaluation harness on the held-out people of the talking corpus (identity split: 20% of the
 # 60 people, seed 0, the prepare defaults): prepares data/talking first (resumable; ~11 min on 2 CPU

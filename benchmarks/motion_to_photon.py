@@ -124,15 +124,18 @@ def write_voice_wav(path: Path, voice_clip: Path = VOICE_CLIP) -> None:
             out.mux(packet)
 
 
-def camera_latencies(camera: list[dict], avatar: list[dict]) -> tuple[list[float], int]:
+Trace = list[tuple[float, float]]  # (ms after the event's capture, how far the avatar has gone: 0..1)
+
+
+def camera_latencies(camera: list[dict], avatar: list[dict]) -> tuple[list[float], int, list[Trace]]:
     """Per tilt / untilt event: ms from its capture to the first presented avatar frame half way to
-    the new pose; and how many events had no clear answer (skipped)."""
+    the new pose; how many events had no clear answer (skipped); each timed event's trace."""
     times = np.array([c["t"] if c["t"] is not None else c["shown"] for c in camera])
     marked = np.array([c["level"] > 128 for c in camera])
     events = [(times[i], bool(marked[i])) for i in range(1, len(marked)) if marked[i] != marked[i - 1]]
     shown = np.array([a["t"] for a in avatar])
     pictures = np.array([a["px"] for a in avatar], dtype=np.float32)
-    latencies, skipped = [], 0
+    latencies, skipped, traces = [], 0, []
     for captured, _ in events:
         before = pictures[(shown > captured - 600) & (shown <= captured)]
         after = pictures[(shown > captured + 1000) & (shown <= captured + 1500)]
@@ -151,12 +154,14 @@ def camera_latencies(camera: list[dict], avatar: list[dict]) -> tuple[list[float
             skipped += 1
             continue
         latencies.append(float(shown[crossed[0]] - captured))
-    return latencies, skipped
+        traces.append([(float(shown[i] - captured), float(p)) for i, p in zip(later, progress, strict=True)])
+    return latencies, skipped, traces
 
 
-def talk_latencies(mic: list[dict], mouth: list[dict]) -> tuple[list[float], int]:
+def talk_latencies(mic: list[dict], mouth: list[dict]) -> tuple[list[float], int, list[Trace]]:
     """Per speech onset: ms from its capture to the first presented frame whose mouth is half of
-    that burst's widest opening; and how many onsets had no clear answer (skipped)."""
+    that burst's widest opening; how many onsets had no clear answer (skipped); each timed onset's
+    trace (the mouth opening over the burst's widest, from 200 ms before the onset)."""
     times = np.array([m["t"] for m in mic])
     level = np.array([m["rms"] for m in mic])
     loud = level > 0.25 * np.percentile(level, 99)
@@ -171,7 +176,7 @@ def talk_latencies(mic: list[dict], mouth: list[dict]) -> tuple[list[float], int
         last_loud = times[i]
     shown = np.array([m["shown"] for m in mouth])
     opening = np.array([m["mouth"] for m in mouth])
-    latencies, skipped = [], 0
+    latencies, skipped, traces = [], 0, []
     for onset in onsets:
         burst = (shown > onset) & (shown <= onset + 1000 * HALF_S)
         if burst.sum() < 10 or opening[burst].max() < 0.05:
@@ -180,7 +185,9 @@ def talk_latencies(mic: list[dict], mouth: list[dict]) -> tuple[list[float], int
         half = 0.5 * opening[burst].max()
         crossed = np.flatnonzero(burst & (opening >= half))
         latencies.append(float(shown[crossed[0]] - onset))
-    return latencies, skipped
+        near = np.flatnonzero((shown > onset - 200) & (shown <= onset + 1000 * HALF_S))
+        traces.append([(float(shown[i] - onset), float(opening[i] / (2 * half))) for i in near])
+    return latencies, skipped, traces
 
 
 def percentiles(values: list[float]) -> dict[str, float] | None:
@@ -238,13 +245,14 @@ def measure(seconds: float, workdir: Path) -> dict:
     if not browser.get("ok"):
         raise SystemExit(f"the browser run failed: {browser.get('error')}")
     camera, talk = browser["camera"], browser["talk"]
-    camera_ms, camera_skipped = camera_latencies(camera["camera"], camera["avatar"])
-    talk_ms, talk_skipped = talk_latencies(talk["mic"], talk["mouth"])
+    camera_ms, camera_skipped, camera_traces = camera_latencies(camera["camera"], camera["avatar"])
+    talk_ms, talk_skipped, talk_traces = talk_latencies(talk["mic"], talk["mouth"])
     has_capture_time = all(c["t"] is not None for c in camera["camera"])
 
-    def figures(logs: dict, latencies: list[float], skipped: int) -> dict:
+    def figures(logs: dict, latencies: list[float], skipped: int, traces: list[Trace]) -> dict:
         return {
             "events": len(latencies),
+            "traces": traces,
             "skipped": skipped,
             "motion_to_photon_ms": percentiles(latencies),
             "all_ms": latencies,
@@ -259,9 +267,39 @@ def measure(seconds: float, workdir: Path) -> dict:
         "browser": browser.get("browser_version"),
         "seconds_per_mode": seconds,
         "camera_capture_time": "captureTime" if has_capture_time else "frame callback time",
-        "camera": figures(camera, camera_ms, camera_skipped),
-        "talk": figures(talk, talk_ms, talk_skipped),
+        "camera": figures(camera, camera_ms, camera_skipped, camera_traces),
+        "talk": figures(talk, talk_ms, talk_skipped, talk_traces),
     }
+
+
+def plot(result: dict, path: Path) -> None:
+    """Each timed event's response over time after its capture, both modes, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    titles = {"camera": "camera: 15 deg head tilt", "talk": "talk: speech onset"}
+    labels = {
+        "camera": "avatar pose: fraction of the way to the new one",
+        "talk": "mouth opening / burst's widest",
+    }
+    for axis, mode in zip(axes, ("camera", "talk"), strict=True):
+        for trace in result[mode]["traces"]:
+            times, values = zip(*trace, strict=True)
+            axis.plot(times, values, color="tab:blue", alpha=0.35, lw=1)
+        q = result[mode]["motion_to_photon_ms"]
+        if q:
+            axis.axvline(q["p50"], color="tab:red", lw=1.5, label=f"p50 {q['p50']:.0f} ms (half way)")
+        axis.axhline(0.5, color="grey", lw=0.8, ls=":")
+        axis.set(title=titles[mode], xlabel="ms after the capture of the event", xlim=(-200, 1200))
+        axis.set_ylabel(labels[mode])
+        axis.legend(loc="lower right")
+    figure.suptitle(f"Motion-to-photon, pirender serve in headless Chromium ({result['machine']})")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
 
 
 def _fmt(q: dict[str, float] | None) -> str:
@@ -301,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds recorded per mode (default 30)")
     parser.add_argument("--json", type=Path, help="write every figure (each event's latency too) here")
     parser.add_argument("--results", type=Path, help="append the table to this RESULTS.md")
+    parser.add_argument("--plot", type=Path, help="each event's response over time, as a PNG")
     parser.add_argument(
         "--keep", type=Path, help="keep the fake camera/microphone files and the browser log here"
     )
@@ -315,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
+    if args.plot:
+        plot(result, args.plot)
     if args.results:
         with args.results.open("a") as out:
             out.write("\n" + "\n".join(lines) + "\n")

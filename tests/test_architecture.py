@@ -122,3 +122,15 @@ def test_the_engine_never_imports_training_nor_its_cli_outside_the_cli() -> None
         if target.startswith(f"{PACKAGE}.cli")
     }
     assert cli == set()
+
+
+def test_only_the_command_line_layers_see_argparse_namespaces() -> None:
+    """Argument parsing ends in the CLI (``engine/cli/``, ``engine/bench/cli.py``): everything below
+    takes typed options (dataclasses, keywords), never an ``argparse.Namespace``."""
+    cli_layers = {ENGINE / "bench" / "cli.py"}
+    offenders = [
+        str(path.relative_to(ENGINE))
+        for path in sorted(ENGINE.rglob("*.py"))
+        if "Namespace" in path.read_text() and path.parent != ENGINE / "cli" and path not in cli_layers
+    ]
+    assert not offenders, offenders

@@ -38,7 +38,6 @@ def test_bench_writes_json_plot_and_a_results_section(
     for latency in report["streams"]["latency_by_count"].values():  # beside the frames/s
         m2p, slot = latency["motion_to_photon_ms"], latency["render_slot_ms"]
         assert 0 < m2p["p50"] <= m2p["p90"] <= m2p["p99"] and 0 < slot["p50"] <= slot["p99"]
-        assert m2p["p50"] > slot["p50"]  # the camera frame was captured before the slot
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     section = results.read_text()
     assert (

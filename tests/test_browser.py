@@ -299,6 +299,11 @@ def test_the_page_streams_in_chromium(tmp_path: Path) -> None:
         assert cam["server_stats_mode"] == "camera", cam
         assert tracked["with_face"] > 10, tracked  # the server's tracker found the fake camera's face
         assert cam["max_diff_1s"] > MIN_CAMERA_MOTION_DIFF, cam["diffs_1s"]
+        # motion-to-photon from the camera frames' capture (the browser's sender reports), measured
+        # by the page and by the server, beside the render-slot figure it is longer than
+        page_m2p, server_m2p = cam["state"]["m2p"], cam["server_stats"]["motion_to_photon_ms"]
+        assert isinstance(page_m2p["p50"], int | float) and page_m2p["p50"] > 0, cam["state"]
+        assert server_m2p["p50"] > cam["server_stats"]["glass_to_glass_ms"]["p50"], cam["server_stats"]
     # talk: the fake microphone's voice drove the mouth and came back as audio with the video
     if voice is None:
         print("talk part skipped: espeak-ng not installed")

@@ -20,7 +20,7 @@ from ..image import image_to_tensor
 from ..renderer.base import Precision, RenderMode
 from ..renderer.checkpoint import AUTHORS_IMAGE_SIZE_PX
 from .environment import command_line, device_name, load_average, utc_now
-from .measure import benchmark
+from .measure import BenchPlan, benchmark
 from .models import SEED, make_renderer, make_windows, model_facts, model_source, source_image
 from .report import aligned_table, append_results, extra_lines, markdown_table, plot, table_rows, write_json
 from .streams import measure_streams, measure_warp_kernel
@@ -289,7 +289,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"#   warp: ours {facts.gflops_warp_ours:.2f}, reference {facts.gflops_warp_reference:.2f}")
         print("# runs:", flush=True)
         skipped: dict[str, str] = {}
-        results = benchmark(skipped, args, models, image, windows, source32, device)
+        plan = BenchPlan(
+            backends=tuple(args.backend),
+            precisions=tuple(args.precisions),
+            modes=tuple(args.modes),
+            batches=tuple(args.batch),
+            warmup=args.warmup,
+            repeats=args.repeats,
+        )
+        results = benchmark(skipped, plan, models, image, windows, source32, device)
     warp_kernel = measure_warp_kernel(device, max(args.batch), size_px) if args.warp_kernel else None
     streams = None
     if args.streams:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import math
@@ -67,12 +66,26 @@ def psnr_text(psnr: float) -> str:
 # the rows under test
 
 
-def planned_rows(args: argparse.Namespace) -> list[tuple[str, str]]:
+@dataclass(frozen=True)
+class BenchPlan:
+    """What ``pirender bench`` times (checked by its argument parser): the ``backends`` and
+    ``precisions`` of the rows, the ``modes`` (full, warp) and ``batches`` of each, and per
+    (mode, batch) ``warmup`` untimed and ``repeats`` timed calls of every row."""
+
+    backends: tuple[str, ...]
+    precisions: tuple[str, ...]
+    modes: tuple[str, ...]
+    batches: tuple[int, ...]
+    warmup: int
+    repeats: int
+
+
+def planned_rows(plan: BenchPlan) -> list[tuple[str, str]]:
     """(backend, precision) of every row asked for."""
     rows: list[tuple[str, str]] = []
-    for backend in args.backend:
+    for backend in plan.backends:
         if backend in ("torch", "compiled"):
-            rows += [(backend, precision) for precision in args.precisions]
+            rows += [(backend, precision) for precision in plan.precisions]
         elif backend == "onnx":
             rows.append((backend, "fp32"))
         elif backend == "openvino":
@@ -177,7 +190,7 @@ def summarise(times_ms: list[float], batch: int) -> dict[str, float]:
 
 
 def run_group(
-    contenders: list[Contender], mode: str, batch: int, args: argparse.Namespace, device: torch.device
+    contenders: list[Contender], mode: str, batch: int, plan: BenchPlan, device: torch.device
 ) -> list[Result]:
     """Time every contender at one (mode, batch), round-robin so that load drifts hit all alike.
 
@@ -186,7 +199,7 @@ def run_group(
     """
     fns = [c.call(mode, batch) for c in contenders]
     frames = [fn().detach().float().cpu() for fn in fns]
-    for _ in range(args.warmup):
+    for _ in range(plan.warmup):
         for fn in fns:
             fn()
     synchronize(device)
@@ -195,7 +208,7 @@ def run_group(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for r in range(args.repeats):
+        for r in range(plan.repeats):
             for k in range(len(fns)):
                 i = (k + r) % len(fns)
                 ms, peak = time_one_call(fns[i], device)
@@ -245,7 +258,7 @@ def run_group(
 
 def benchmark(
     skipped: dict[str, str],
-    args: argparse.Namespace,
+    plan: BenchPlan,
     models: ModelSource,
     image: SourceImage,
     windows: torch.Tensor,
@@ -253,7 +266,7 @@ def benchmark(
     device: torch.device,
 ) -> list[Result]:
     contenders = [reference_contender(make_reference(models, device), source32, windows)]
-    for backend, precision in planned_rows(args):
+    for backend, precision in planned_rows(plan):
         label = f"{backend} {precision}"
 
         def make(mode: str, backend: str = backend, precision: str = precision) -> Renderer:
@@ -261,15 +274,15 @@ def benchmark(
 
         contender = renderer_contender(label, make, image, windows)
         try:
-            contender.call(args.modes[0], 1)  # build it now: a backend that cannot run is skipped
+            contender.call(plan.modes[0], 1)  # build it now: a backend that cannot run is skipped
         except PirenderError as exc:
             skipped[label] = str(exc)
             print(f"# skipped {label}: {exc}", flush=True)
             continue
         contenders.append(contender)
     results: list[Result] = []
-    for batch in args.batch:
-        for mode in args.modes:
-            results += run_group(contenders, mode, batch, args, device)
+    for batch in plan.batches:
+        for mode in plan.modes:
+            results += run_group(contenders, mode, batch, plan, device)
             gc.collect()
     return results

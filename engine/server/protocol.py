@@ -27,10 +27,12 @@ page learns them, the slots and the limits from ``hello`` (it has no list of its
   prepared in the background: ``uploaded`` or an error follows. One at a time per client; at most
   ``MAX_QUEUED_UPLOADS`` waiting for all clients (beyond: an error, try again).
 - ``{"type": "ping", "client_ms": float}``: clock-offset probe (see ``pong``).
-- ``{"type": "presented", "frames": [{"rtp_timestamp": int, "pts": int, "presented_ms": float}, ...]}``:
-  the browser's presentation times (``requestVideoFrameCallback``) on the server clock, for the
-  server's glass-to-glass figures; ``pts`` is the frame's pts (the page learns the stream's RTP
-  offset from the ``frame`` messages; aiortc adds a random one).
+- ``{"type": "presented", "frames": [{"rtp_timestamp": int, "pts": int, "presented_ms": float}, ...],
+  "wall_offset_ms": float}``: the browser's presentation times (``requestVideoFrameCallback``) on
+  the server clock, for the server's latency figures; ``pts`` is the frame's pts (the page learns the
+  stream's RTP offset from the ``frame`` messages; aiortc adds a random one). ``wall_offset_ms``
+  (optional): server clock - the browser's wall clock, which puts the capture times of its camera
+  and microphone (RTCP sender reports, on its wall clock) on the server clock.
 - ``{"type": "stop"}``: end the stream (closing the socket does the same).
 
 Server -> client
@@ -43,11 +45,15 @@ Server -> client
 - ``{"type": "uploaded"}``: the uploaded portrait is in use.
 - ``{"type": "pong", "client_ms": float, "server_ms": float}``: ``server_ms`` on the server's frame
   clock (milliseconds, monotonic).
-- ``{"type": "frame", "pts": int, "capture_ms": float}`` (data channel, every frame): the frame's
-  RTP presentation time stamp (90 kHz) and its capture time on the server's frame clock.
+- ``{"type": "frame", "pts": int, "capture_ms": float, "motion_ms": float, "mouth": float}`` (data
+  channel, every frame): the frame's RTP presentation time stamp (90 kHz), its render slot
+  (``capture_ms``) and the capture time of what drove it (``motion_ms``: the camera frame, the voice,
+  the slider move; both on the server's clock, ms); ``mouth`` (talk mode) its mouth opening.
 - ``{"type": "stats", "mode": str, "fps": float, "stage_ms": {stage: p50}, "glass_to_glass_ms":
-  {"p50", "p90", "p99"} | null, "dropped": int}`` once a second (``dropped``: frame slots skipped
-  because rendering fell behind).
+  {"p50", "p90", "p99"} | null, "motion_to_photon_ms": {...} | null, "av_offset_ms": {"p10", "p50",
+  "p90"} | null, "dropped": int}`` once a second: render slot -> display, capture -> display (the
+  first frame of each new motion) and the audio - video send offset; ``dropped``: frame slots skipped
+  because rendering fell behind.
 - ``{"type": "error", "message": str}``.
 """
 

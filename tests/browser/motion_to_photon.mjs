@@ -120,6 +120,7 @@ async function measureCamera() {
   });
   log(`camera: recording ${seconds} s`);
   await sleep(seconds * 1000);
+  await page.screenshot({ path: resolve(outPath).replace(/\.json$/, '') + '-camera.png' });
   const logs = await page.evaluate(() => {
     window.__watching = false;
     return { camera: window.__cameraLog, avatar: window.__avatarLog };
@@ -156,6 +157,7 @@ async function measureTalk() {
     };
   });
   log(`talk: recording ${seconds} s`);
+  setTimeout(() => page.screenshot({ path: resolve(outPath).replace(/\.json$/, '') + '-talk.png' }).catch(() => {}), seconds * 500);
   // the page keeps the newest 300 frames of its mouth log: gather it every 5 s
   const mouth = [];
   const gather = async () => {
