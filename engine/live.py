@@ -30,7 +30,7 @@ from .image import SourceImage, load_source_image
 from .motion.retarget import FollowingRetargeter
 from .motion.space import OPEN_SPACE
 from .motion.window import StreamWindow, WindowSpec
-from .pipeline import FrameSink, FrameSlot, LivePipeline, PipelineStats, TimedMotion, history
+from .pipeline import FrameSink, FrameSlot, LivePipeline, PipelineStats, RealTimePacer, TimedMotion, history
 from .renderer.base import PreparedSource, Renderer
 from .sinks.preview import PreviewWindow
 from .sinks.video_file import VideoFileWriter
@@ -101,41 +101,6 @@ class TrackedFrames:
         row = self._rest if moved is None else moved
         track_ms = 1000 * (now_s() - captured)
         return TimedMotion(row, frame.time_s, captured, {"track": track_ms})
-
-
-class RealTimePacer:
-    """Holds frames back until their time comes, so a file plays at its own rate (real time).
-
-    The first frame sets the origin; frame ``t`` is then due ``t - t_first`` seconds later on
-    ``clock``. A frame that is already late goes at once (nothing is dropped: a loop slower than the
-    input falls behind).
-
-    Args:
-        clock: seconds of a monotonic clock (``engine.clock.now_s``).
-        sleep: sleeps for the given seconds (``time.sleep``).
-    """
-
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], float] = now_s,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._origin_s: float | None = None
-
-    def wait(self, time_s: float) -> float:
-        """Sleep until the frame at ``time_s`` (seconds, the source's clock) is due; returns the sleep."""
-        now_s = self._clock()
-        if self._origin_s is None:
-            self._origin_s = now_s - time_s
-            return 0.0
-        delay_s = self._origin_s + time_s - now_s
-        if delay_s <= 0:
-            return 0.0
-        self._sleep(delay_s)
-        return delay_s
 
 
 def run_live_loop(

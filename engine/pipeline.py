@@ -5,8 +5,9 @@ windows, the renderer draws them and every :class:`FrameSink` takes the frame wi
 
 Local uses call :meth:`LivePipeline.run` (blocking: sleeps until each slot); a server stream calls
 :meth:`LivePipeline.pull` from its WebRTC track (``aiortc``'s ``MediaStreamTrack.recv``: awaits the
-slot, renders off the event loop through the shared batching service). Pacing and frame dropping
-live in the clock, per-stage times and latencies in :class:`PipelineStats`: both exist once.
+slot, renders off the event loop through the shared batching service). Pacing lives here (the clocks,
+and :class:`RealTimePacer` for a file whose frames carry their own times), frame dropping in
+:class:`FrameClock`, per-stage times and latencies in :class:`PipelineStats`: each exists once.
 
 Every motion carries the time (on ``engine.clock``) at which what drove it was captured: the camera
 frame it was tracked from, the audio its mouth shows, the frame slot of a scripted source. A frame's
@@ -101,6 +102,41 @@ class SourcePaced:
         slot = FrameSlot(self._index, math.nan, self._clock())
         self._index += 1
         return slot
+
+
+class RealTimePacer:
+    """Holds frames back until their time comes, so a file plays at its own rate (real time).
+
+    The first frame sets the origin; frame ``t`` is then due ``t - t_first`` seconds later on
+    ``clock``. A frame that is already late goes at once (nothing is dropped: a loop slower than the
+    input falls behind).
+
+    Args:
+        clock: seconds of a monotonic clock (``engine.clock.now_s``).
+        sleep: sleeps for the given seconds (``time.sleep``).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = now_s,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._origin_s: float | None = None
+
+    def wait(self, time_s: float) -> float:
+        """Sleep until the frame at ``time_s`` (seconds, the source's clock) is due; returns the sleep."""
+        now_s = self._clock()
+        if self._origin_s is None:
+            self._origin_s = now_s - time_s
+            return 0.0
+        delay_s = self._origin_s + time_s - now_s
+        if delay_s <= 0:
+            return 0.0
+        self._sleep(delay_s)
+        return delay_s
 
 
 class Clock(Protocol):

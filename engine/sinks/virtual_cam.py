@@ -102,7 +102,7 @@ class VirtualCamera:
                 camera.send(frame)
 
     Frames are shown as they are sent: the sender keeps the pace (a live camera paces itself; a
-    file is held to its frames' times by :class:`pirender.engine.live.RealTimePacer`).
+    file is held to its frames' times by :class:`pirender.engine.pipeline.RealTimePacer`).
 
     Args:
         size_px: (width, height) of every frame in pixels.
