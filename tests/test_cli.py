@@ -264,6 +264,8 @@ def test_live_loop_from_a_video_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "20 frames (20 with a face)" in capsys.readouterr().out
     assert read_video_info(out).frames == 20
     assert main(["live", "--source", str(portrait), "--input", str(driving)]) == 2  # nowhere to show it
+    assert main([*args[:-1], "0", "--out", str(tmp_path / "none.mp4")]) == 2  # --max-frames 0: refused
+    assert "--max-frames must be > 0" in capsys.readouterr().err and not (tmp_path / "none.mp4").exists()
 
 
 @pytest.mark.slow

@@ -406,6 +406,7 @@ def run_live(args: argparse.Namespace) -> int:
     out = check_out(args.out, SUPPORTED_EXTENSIONS, overwrite=args.overwrite) if args.out else None
     if out is None and not args.window:
         raise PirenderError("give --out FILE, --window, or both")
+    positive("--max-frames", args.max_frames)
     config = _tracker_config(getattr(args, "neutral_frame", None))
     with open_frames(args.input, max_frames=args.max_frames) as frames:  # a missing input fails first
         if out is not None:

@@ -653,7 +653,14 @@ class CameraFrames(FrameSource):
         self.max_frames: int | None = _check_max_frames(max_frames, self.label)
         self._cv2: ModuleType = _import_cv2()
         cv2 = self._cv2
-        capture = cv2.VideoCapture(self.device)
+        # OpenCV logs its own line for a missing camera; the error below says it for the user
+        logging = cv2.utils.logging
+        level = logging.getLogLevel()
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+        try:
+            capture = cv2.VideoCapture(self.device)
+        finally:
+            logging.setLogLevel(level)
         if not capture.isOpened():
             capture.release()
             raise PirenderError(f"camera {self.device} could not be opened (no camera, or in use)")
