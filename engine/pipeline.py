@@ -193,8 +193,8 @@ def history() -> deque[float]:
 
 @dataclass
 class PipelineStats:
-    """Per-stage times (ms per frame: the source's own stages such as ``track``; ``motion``, from
-    the slot, or the capture when later, to the motion ready; ``render``; ``sink``), capture-to-output
+    """Per-stage times (ms per frame: the source's own stages such as ``track``, or else ``motion``,
+    from the slot, or the capture when later, to the motion ready; ``render``; ``sink``), capture-to-output
     times (ms), frames, dropped slots and the wall time of a run; the newest
     :data:`STATS_HISTORY` frames of each series are kept."""
 
@@ -306,7 +306,9 @@ class LivePipeline:
 
     def _frame(self, rgb: np.ndarray, slot: FrameSlot, motion: TimedMotion, started: float) -> RenderedFrame:
         rendered = now_s()
-        stage_ms = {**motion.stage_ms, "motion": self._motion_ms, "render": 1000 * (rendered - started)}
+        # a source that times its own work (``track``, ``talk``) has its stage; else ``motion`` is it
+        stage_ms = dict(motion.stage_ms) if motion.stage_ms else {"motion": self._motion_ms}
+        stage_ms["render"] = 1000 * (rendered - started)
         return RenderedFrame(rgb, slot, motion, rendered, stage_ms)
 
     def _send(self, frame: RenderedFrame) -> bool:
