@@ -654,13 +654,15 @@ class CameraFrames(FrameSource):
         self._cv2: ModuleType = _import_cv2()
         cv2 = self._cv2
         # OpenCV logs its own line for a missing camera; the error below says it for the user
-        logging = cv2.utils.logging
-        level = logging.getLogLevel()
-        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+        logging = getattr(getattr(cv2, "utils", None), "logging", None)
+        level = None if logging is None else logging.getLogLevel()
+        if logging is not None:
+            logging.setLogLevel(logging.LOG_LEVEL_SILENT)
         try:
             capture = cv2.VideoCapture(self.device)
         finally:
-            logging.setLogLevel(level)
+            if logging is not None:
+                logging.setLogLevel(level)
         if not capture.isOpened():
             capture.release()
             raise PirenderError(f"camera {self.device} could not be opened (no camera, or in use)")
