@@ -135,3 +135,15 @@ def test_the_attention_ops_map_a_patch_onto_its_region_and_back() -> None:
     centre = square.mean(axis=0)  # the patch's middle reads the region's middle
     expected = 48 * (centre[1] - 0.5) + (centre[0] - 0.5)
     assert float(patch[0, 7:9, 7:9, 0].mean()) == pytest.approx(expected, abs=1.0)
+
+
+def test_onnx_runtime_and_the_torch_runner_compute_the_same_mesh() -> None:
+    from pirender.engine.track.tflite_graph import fast_runner
+
+    crop = np.asarray(Image.open(shared_data("vox_demo", PORTRAITS[0])).convert("RGB").resize((192, 192)))
+    x = (crop.astype(np.float32) / 255.0)[None]
+    torch_out = tflite_graph.TFLiteGraph.load(MESH_MODEL)(x)
+    fast_out = fast_runner(MESH_MODEL)(x)
+    assert set(torch_out) == set(fast_out)
+    for name, value in torch_out.items():
+        assert np.abs(fast_out[name] - value).max() < 1e-3 * max(1.0, float(np.abs(value).max()))

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import PirenderError
-from .tflite_graph import TFLiteGraph
+from .tflite_graph import fast_runner
 
 MODELS = Path(__file__).resolve().parent / "models"
 SHORT_RANGE_MODEL = MODELS / "face_detection_short_range.tflite"
@@ -105,7 +105,7 @@ class FaceDetector:
 
     def __init__(self, reach: Literal["short", "full"] = "short", *, min_score: float = 0.5) -> None:
         model, self.input_px, strides, per_layer = _DETECTORS[reach]
-        self.graph = TFLiteGraph.load(model)
+        self.graph = fast_runner(model)
         self.anchors = _ssd_anchors(self.input_px, strides, per_layer)
         self.min_score = min_score
 
@@ -297,7 +297,7 @@ class FaceLandmarker:
         static_images: bool = False,
     ) -> None:
         self.detector = FaceDetector("short", min_score=min_detection)
-        self.mesh = TFLiteGraph.load(MESH_MODEL)
+        self.mesh = fast_runner(MESH_MODEL)
         self.max_faces, self.min_presence, self.static_images = max_faces, min_presence, static_images
         self._previous: list[Roi] = []
 
