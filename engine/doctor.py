@@ -121,7 +121,7 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     _openvino,
     _tensorrt,
     _nvcc,
-    lambda: _module("mediapipe", "face tracker (mediapipe)", "pip install 'pirender-live[track]'"),
+    lambda: _module("tflite", "face tracker (MediaPipe's face models)", "pip install 'pirender-live[track]'"),
     lambda: _module("aiortc", "WebRTC server (aiortc)", "pip install aiortc"),
     _portaudio,
     lambda: _module("pyvirtualcam", "virtual webcam", "pip install 'pirender-live[webcam]'"),

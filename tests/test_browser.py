@@ -25,7 +25,7 @@ import pytest
 
 from conftest import SHARED_DATA
 
-pytest.importorskip("mediapipe")
+pytest.importorskip("tflite")
 pytest.importorskip("aiortc")
 
 from pirender.engine.server.app import AvatarServer, ServerConfig

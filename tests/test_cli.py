@@ -219,7 +219,7 @@ def test_demo_renders_the_embedded_portrait_without_weights(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("matplotlib")
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     out = tmp_path / "demo.mp4"
     assert main(["demo", "--out", str(out), "--frames", "30"]) == 0
     assert "neural renderer (mesh warp + editing network trained on real people)" in capsys.readouterr().out
@@ -240,7 +240,7 @@ def _decode(path: Path) -> list[np.ndarray]:
 
 @pytest.mark.slow
 def test_a_portrait_imitates_a_driving_video_without_weights(tmp_path: Path) -> None:
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     driving = shared_data("driving", "d20.mp4")
     portrait = shared_data("vox_demo", "id10010_Fi21gDronE4_001686_002204_00079.jpg")
     out = tmp_path / "imitation.mp4"
@@ -255,7 +255,7 @@ def test_a_portrait_imitates_a_driving_video_without_weights(tmp_path: Path) -> 
 
 
 def test_live_loop_from_a_video_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     driving = shared_data("driving", "d11.mp4")
     portrait = shared_data("vox_demo", "id10068_vqs1ZvoJ4XY_010464_010913_00138.jpg")
     out = tmp_path / "live.mp4"
@@ -270,7 +270,7 @@ def test_live_loop_from_a_video_file(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 @pytest.mark.slow
 def test_track_into_the_authors_space_with_a_deep3d_checkpoint(tmp_path: Path) -> None:
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     import torch
 
     from pirender.engine.motion.io import load_motion

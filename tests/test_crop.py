@@ -20,7 +20,7 @@ from PIL import Image
 
 from conftest import shared_data
 
-pytest.importorskip("mediapipe")
+pytest.importorskip("tflite")
 
 from pirender.engine.errors import ImageError
 from pirender.engine.track import landmarks as lm

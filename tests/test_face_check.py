@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from conftest import SHARED_DATA, shared_data
 
-pytest.importorskip("mediapipe")
+pytest.importorskip("tflite")
 
 from pirender.engine.errors import PirenderError
 from pirender.engine.track import landmarks as lm

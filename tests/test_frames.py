@@ -350,7 +350,7 @@ def _write_clip(path: Path, pictures: list[np.ndarray], fps: float, *, degrees: 
 def test_phone_video_stored_sideways_tracks_like_the_upright_one(tmp_path: Path) -> None:
     """Case 3_phone_rotation: a clip stored sideways with a -90 degree display matrix gives the same
     motion as the upright clip: tx varies (std ~0.37 of the eye distance), ty ~constant, roll ~0."""
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     from pirender.engine.motion.io import load_motion
     from pirender.engine.motion.space import OPEN_SPACE
     from pirender.training.cli import main

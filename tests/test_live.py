@@ -124,7 +124,7 @@ def test_pacer_holds_frames_until_their_time() -> None:
 def test_recording_keeps_the_input_rate(tmp_path: Path, command: str, fps: int) -> None:
     """Case 1_live_fps: live.mp4 / prev.mp4 of a 30 (15) frames/s clip are 30/1 (15/1) with the
     input's frame count and duration (were 25/1: 20 % slow at 30, 40 % fast at 15)."""
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     count = 18
     pictures = _d18_pictures(count, step=30 // fps)
     clip = _write(tmp_path / "clip.mp4", pictures, [i / fps for i in range(count)], codec="libx264",
@@ -138,7 +138,7 @@ def test_recording_keeps_the_input_rate(tmp_path: Path, command: str, fps: int) 
 def test_browser_recording_keeps_its_duration(tmp_path: Path) -> None:
     """A WebM with a 1 ms clock, irregular frame durations and no declared rate: the recording lasts
     as long as the input (within one frame) and shows each frame at its time."""
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     intervals_ms = [33, 34, 50, 67, 20, 33, 41, 34, 100, 33, 17, 50, 33, 34, 66, 33, 34]
     times_s = [float(t) for t in np.cumsum([0, *intervals_ms]) / 1000]
     pictures = _d18_pictures(len(times_s))
@@ -166,7 +166,7 @@ def test_browser_recording_keeps_its_duration(tmp_path: Path) -> None:
 def test_camera_recording_has_the_measured_rate(tmp_path: Path) -> None:
     """A camera's frames are recorded at their capture times: its real (measured) rate, not the one it
     announces, and not a fixed 25."""
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     jitter_s = np.random.default_rng(0).uniform(-0.003, 0.003, 12)
     times_s = [float(t) for t in 0.4 + np.arange(12) / 15 + jitter_s]  # opened 0.4 s before the first
     renderer = MeshRenderer(image_size_px=256)

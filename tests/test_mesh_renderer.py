@@ -10,7 +10,7 @@ import torch
 
 from conftest import shared_data
 
-pytest.importorskip("mediapipe")
+pytest.importorskip("tflite")
 
 from pirender.engine.api import load_renderer
 from pirender.engine.errors import PirenderError
@@ -97,15 +97,15 @@ def test_no_face_is_a_clear_error() -> None:
 
 
 def test_close_releases_the_face_search_and_prepare_starts_it_again() -> None:
-    """The face search (MediaPipe's graphs) that prepare starts is released by close (or leaving a
-    ``with`` block); closing twice is harmless, and a later prepare starts a new search."""
+    """The face search (MediaPipe's face models) that prepare starts is released by close (or leaving
+    a ``with`` block); closing twice is harmless, and a later prepare starts a new search."""
     image = _demo_portrait()
     with MeshRenderer() as renderer:
         renderer.prepare(image)
         finder = renderer._faces
         assert finder is not None
     assert renderer._faces is None
-    with pytest.raises(ValueError):  # MediaPipe refuses a closed graph
+    with pytest.raises(ValueError):  # a closed search refuses, as a closed file does
         finder.find(image.rgb)
     renderer.close()
     renderer.prepare(image)

@@ -218,7 +218,7 @@ def test_edit_replaces_an_existing_still_only_with_overwrite(workdir: Path) -> N
 
 
 def test_track_replaces_an_existing_motion_file_only_with_overwrite(tmp_path: Path) -> None:
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     clip = shared_data("driving", "d20.mp4")
     out = tmp_path / "motion.npz"
     out.write_bytes(OLD)

@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-pytest.importorskip("mediapipe")
+pytest.importorskip("tflite")
 pytest.importorskip("aiortc")
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription

@@ -323,7 +323,7 @@ def test_a_driving_clip_sound_keeps_its_place_on_the_timeline(
 
 
 def _portrait() -> Path:
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     return shared_data("vox_demo", "id10010_Fi21gDronE4_001686_002204_00079.jpg")
 
 

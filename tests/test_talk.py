@@ -70,7 +70,7 @@ def test_the_default_model_opens_the_mouth_with_an_unseen_voice(tmp_path: Path) 
 @pytest.mark.slow
 def test_the_held_out_real_clip(tmp_path: Path) -> None:
     """d20's own mouth (tracked from its video) against the model's mouth from d20's voice."""
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     from pirender.training.audio_pairs import prepare_pairs
 
     report = prepare_pairs(shared_data("driving", "d20.mp4"), tmp_path / "pairs", progress=False)
@@ -86,7 +86,7 @@ def test_the_held_out_real_clip(tmp_path: Path) -> None:
 
 @needs_espeak
 def test_talk_writes_a_video_with_the_speech(tmp_path: Path) -> None:
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     speech = _speak(tmp_path, "the avatar speaks.", "en-us")
     portrait = shared_data("vox_demo", "id10010_Fi21gDronE4_001686_002204_00079.jpg")
     out = tmp_path / "talk.mp4"
@@ -160,7 +160,7 @@ def test_the_head_pose_is_smoothed_and_the_mouth_is_not() -> None:
 def test_talk_uses_a_part_of_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``--start`` and ``--seconds`` pick a part of ``--audio``'s file: the video and its sound last as
     long as that part (a newcomer's request, issue 15); a start past the end is a clear error."""
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     speech = _speak(tmp_path, "one two three four five six seven eight nine ten", "en-us")
     assert len(speech) / SAMPLE_RATE_HZ > 2.0
     portrait = shared_data("vox_demo", "id10010_Fi21gDronE4_001686_002204_00079.jpg")

@@ -28,7 +28,7 @@ from pirender.engine.track.tracker import RECENT_KEPT, FaceTracker, TrackerConfi
 
 from conftest import shared_data
 
-pytest.importorskip("mediapipe", reason="face tracking needs mediapipe: pip install 'pirender-live[track]'")
+pytest.importorskip("tflite", reason="face tracking needs the track extra: pip install 'pirender-live[track]'")
 pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype.. is deprecated:UserWarning")
 
 FPS = 25

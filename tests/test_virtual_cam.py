@@ -122,7 +122,7 @@ class _RecordingPacer(RealTimePacer):
 def test_webcam_feeds_the_virtual_camera_and_the_preview(
     tmp_path: Path, fake_pyvirtualcam: type[_FakeCamera], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     monkeypatch.setattr(live, "RealTimePacer", _RecordingPacer)
     monkeypatch.setattr(_RecordingPacer, "made", [])
     preview = tmp_path / "preview.mp4"
@@ -152,7 +152,7 @@ def test_webcam_feeds_the_virtual_camera_and_the_preview(
 
 
 def test_webcam_without_a_virtual_camera(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("mediapipe")
+    pytest.importorskip("tflite")
     monkeypatch.setitem(sys.modules, "pyvirtualcam", None)  # never imported on this path
     preview = tmp_path / "preview.mp4"
     stats = run_webcam(

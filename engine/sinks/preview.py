@@ -1,4 +1,4 @@
-"""A desktop window that shows frames as they are made (OpenCV, which ships with mediapipe)."""
+"""A desktop window that shows frames as they are made (OpenCV, from the ``track`` extra)."""
 
 from __future__ import annotations
 

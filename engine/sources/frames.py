@@ -715,7 +715,7 @@ class CameraFrames(FrameSource):
 
 
 def _import_cv2() -> ModuleType:
-    """OpenCV, imported on first use (it ships with the ``track`` extra's mediapipe)."""
+    """OpenCV, imported on first use (the ``track`` extra installs it)."""
     try:
         import cv2
     except ImportError:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -44,6 +43,7 @@ from ..errors import ImageError, PirenderError, describe_value
 from ..image import BLURRY_UPSCALE, MIN_SOURCE_SIDE_PX, DecodedImage, SourceImage, read_image
 from . import landmarks as lm
 from .face_check import FACE_SIDES, HumanFaceCheck, square_patch
+from .face_models import FaceDetector
 from .landmarks import FaceMesh, FaceMeshConfig
 
 #: the picture the detectors search: its longer side is scaled down to at most this many pixels
@@ -100,12 +100,13 @@ class FaceFinder:
         """Start MediaPipe's two face detectors, its face mesh and the human-face check.
 
         Raises:
-            PirenderError: mediapipe is not installed.
+            PirenderError: the face models cannot run (the ``track`` extra is not installed).
         """
-        self._full_range: Any = lm.face_detector(1, _MIN_DETECTION_SCORE)
-        self._short_range: Any = lm.face_detector(0, _MIN_DETECTION_SCORE)
+        self._full_range = lm.face_detector(1, _MIN_DETECTION_SCORE)
+        self._short_range = lm.face_detector(0, _MIN_DETECTION_SCORE)
         self._mesh = FaceMesh(FaceMeshConfig(max_faces=2, min_detection_confidence=0.3), static_images=True)
         self._check = HumanFaceCheck()
+        self._closed = False
 
     def find(self, rgb: np.ndarray) -> list[FoundFace]:
         """The human faces of an (H, W, 3) uint8 RGB picture, largest first (empty when none).
@@ -113,6 +114,8 @@ class FaceFinder:
         Cost on a CPU: about 0.1-0.2 s for a photo (the whole-picture pass, the tiles, about 40 ms
         per face found); measured on 375 video frames of 224-1920 px: median 0.13 s, at most 0.6 s.
         """
+        if self._closed:
+            raise ValueError("this face search is closed")
         if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise PirenderError(f"face search needs an (H, W, 3) uint8 RGB array, not {describe_value(rgb)}")
         height, width = rgb.shape[:2]
@@ -140,17 +143,15 @@ class FaceFinder:
                 faces.append(face)
         return sorted(faces, key=lambda f: -f.area_px)
 
-    def _detect(self, detector: Any, rgb: np.ndarray, offset: tuple[int, int]) -> list[tuple[float, ...]]:
+    def _detect(
+        self, detector: FaceDetector, rgb: np.ndarray, offset: tuple[int, int]
+    ) -> list[tuple[float, ...]]:
         """(score, left, top, right, bottom) boxes in pixels of the picture ``rgb`` was cut from."""
-        height, width = rgb.shape[:2]
-        result = lm.run_graph(detector, rgb)
         boxes: list[tuple[float, ...]] = []
-        for detection in result.detections or ():
-            box = detection.location_data.relative_bounding_box
-            left, top = box.xmin * width + offset[0], box.ymin * height + offset[1]
-            boxes.append(
-                (float(detection.score[0]), left, top, left + box.width * width, top + box.height * height)
-            )
+        for face in detector.detect(rgb):
+            left, top, right, bottom = face.box
+            dx, dy = offset
+            boxes.append((face.score, left + dx, top + dy, right + dx, bottom + dy))
         return boxes
 
     def _landmarks(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -170,7 +171,9 @@ class FaceFinder:
         return points
 
     def close(self) -> None:
-        """Release MediaPipe's graphs (the two detectors, the mesh, the human-face check's detectors)."""
+        """Release the face models (the two detectors, the mesh, the human-face check's detectors);
+        a closed finder refuses to ``find`` (ValueError, as a closed file does). Closing twice is fine."""
+        self._closed = True
         self._full_range.close()
         self._short_range.close()
         self._mesh.close()

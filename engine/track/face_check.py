@@ -30,13 +30,13 @@ picture's size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from ..errors import PirenderError, describe_value
 from . import landmarks as lm
+from .face_models import FaceDetector
 
 #: the mean of the two detectors' scores (0..1) a human face reaches (module docstring)
 HUMAN_FACE_MIN_SCORE = 0.6
@@ -81,8 +81,8 @@ class HumanFaceCheck:
     """
 
     def __init__(self) -> None:
-        self._short_range: Any = lm.face_detector(model_selection=0, min_detection_confidence=0.1)
-        self._full_range: Any = lm.face_detector(model_selection=1, min_detection_confidence=0.1)
+        self._short_range = lm.face_detector(model_selection=0, min_detection_confidence=0.1)
+        self._full_range = lm.face_detector(model_selection=1, min_detection_confidence=0.1)
 
     def check(self, rgb: np.ndarray, landmarks: np.ndarray) -> FaceVerdict:
         """Apply the rule to one face.
@@ -151,15 +151,15 @@ def _proportions_problem(points: np.ndarray) -> str:
     return ""
 
 
-def _centre_score(detector: Any, rgb: np.ndarray) -> float:
+def _centre_score(detector: FaceDetector, rgb: np.ndarray) -> float:
     """The best score of a detection centred in ``rgb`` (0 when there is none)."""
-    result = lm.run_graph(detector, rgb)
+    height, width = rgb.shape[:2]
     best = 0.0
-    for detection in result.detections or ():
-        box = detection.location_data.relative_bounding_box
-        centre = np.array([box.xmin + box.width / 2, box.ymin + box.height / 2])
+    for face in detector.detect(rgb):
+        x0, y0, x1, y1 = face.box
+        centre = np.array([(x0 + x1) / 2 / width, (y0 + y1) / 2 / height])  # relative to the picture
         if np.abs(centre - 0.5).max() <= _CENTRE_TOLERANCE:
-            best = max(best, float(detection.score[0]))
+            best = max(best, face.score)
     return best
 
 

@@ -104,10 +104,14 @@ class FaceDetector:
     """
 
     def __init__(self, reach: Literal["short", "full"] = "short", *, min_score: float = 0.5) -> None:
+        _require_opencv()
         model, self.input_px, strides, per_layer = _DETECTORS[reach]
         self.graph = fast_runner(model)
         self.anchors = _ssd_anchors(self.input_px, strides, per_layer)
         self.min_score = min_score
+
+    def close(self) -> None:
+        """Nothing to release (kept for callers that close what they start)."""
 
     def detect(self, rgb: np.ndarray, *, max_faces: int | None = None) -> list[FaceDetection]:
         """The faces of an (H, W, 3) uint8 RGB picture, best first (at most ``max_faces``)."""
@@ -270,6 +274,13 @@ LEFT_EYE = (
 RIGHT_IRIS, LEFT_IRIS = tuple(range(468, 473)), tuple(range(473, 478))
 
 
+def _require_opencv() -> None:
+    try:
+        import cv2  # noqa: F401  (the crops and warps)
+    except ImportError:
+        raise PirenderError("face tracking needs OpenCV: pip install 'pirender-live[track]'") from None
+
+
 def _check_rgb(rgb: np.ndarray) -> None:
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise PirenderError(f"face models need an (H, W, 3) uint8 RGB picture, got {rgb.dtype} {rgb.shape}")
@@ -296,6 +307,7 @@ class FaceLandmarker:
         min_presence: float = 0.5,
         static_images: bool = False,
     ) -> None:
+        _require_opencv()
         self.detector = FaceDetector("short", min_score=min_detection)
         self.mesh = fast_runner(MESH_MODEL)
         self.max_faces, self.min_presence, self.static_images = max_faces, min_presence, static_images

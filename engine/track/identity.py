@@ -101,7 +101,7 @@ class FaceObservation:
 
 def _skin_histogram(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """(256,) normalised CIELAB (a, b) histogram of the pixels inside the face outline."""
-    import cv2  # ships with mediapipe
+    import cv2  # the track extra's OpenCV
 
     height_px, width_px = rgb.shape[:2]
     outline = landmarks[list(lm.FACE_OVAL), :2]

@@ -1,26 +1,23 @@
 """Face landmarks from MediaPipe's face mesh (478 points with irises, 3D), the named index sets and the
-measures every module takes from them (eye centres, the landmarks' box); the one place that starts
-and runs MediaPipe's graphs (the face mesh here, the BlazeFace detectors of ``face_check`` and
-``crop``).
+measures every module takes from them (eye centres, the landmarks' box); the one place the face mesh
+and the BlazeFace detectors (of ``face_check`` and ``crop``) are started.
 
 Coordinates are pixels of the analysed image: x right, y down, z depth in the same pixel scale
 (smaller z = closer to the camera), as MediaPipe scales z like x. "Left"/"right" are the *subject's*
 (MediaPipe's ``LEFT_*`` sets lie on the image's right side for an unmirrored picture).
 
-``mediapipe==0.10.14`` ships its detection and landmark models inside the wheel and runs offline;
-it is imported lazily so the rest of the engine works without it (``pip install 'pirender-live[track]'``).
+MediaPipe's models (Apache 2.0, ``engine/track/models``) are run by ``face_models`` without MediaPipe
+(``pip install 'pirender-live[track]'``: the TFLite reader, ONNX Runtime, OpenCV).
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..errors import PirenderError
-from ..logs import quiet_native_logs
+from .face_models import FaceDetector, FaceLandmarker
 
 LANDMARK_COUNT = 478
 
@@ -110,44 +107,11 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     ).astype(np.float64)
 
 
-def mediapipe_solution(name: str, what: str) -> Any:
-    """``mediapipe.python.solutions.<name>`` (``"face_mesh"``, ``"face_detection"``), imported quietly.
-
-    Raises:
-        PirenderError: mediapipe is not installed (says that ``what`` needs it and how to install it).
-    """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from mediapipe.python import solutions
-    except ImportError:
-        raise PirenderError(f"{what} needs mediapipe 0.10.14: pip install 'pirender-live[track]'") from None
-    return getattr(solutions, name)
-
-
-def run_graph(graph: Any, rgb: np.ndarray) -> Any:
-    """``graph.process`` of an (H, W, 3) uint8 RGB picture (made C-contiguous), without the protobuf
-    deprecation warning MediaPipe 0.10.14 raises from inside (not ours to act on)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*GetPrototype.*")
-        return graph.process(np.ascontiguousarray(rgb))
-
-
-def face_detector(model_selection: int, min_detection_confidence: float) -> Any:
+def face_detector(model_selection: int, min_detection_confidence: float) -> FaceDetector:
     """MediaPipe's BlazeFace face detector (``model_selection`` 0: short range, faces filling the
-    picture; 1: full range, smaller faces), started now (its graph logs when it starts: quietly,
-    ``logs.quiet_native_logs``). ``close`` it when done.
-
-    Raises:
-        PirenderError: mediapipe is not installed.
-    """
-    solution = mediapipe_solution("face_detection", "finding faces")
-    with quiet_native_logs():
-        detector = solution.FaceDetection(
-            model_selection=model_selection, min_detection_confidence=min_detection_confidence
-        )
-        run_graph(detector, np.zeros((64, 64, 3), dtype=np.uint8))
-    return detector
+    picture; 1: full range, smaller faces), run by ``face_models.FaceDetector``. ``detect(rgb)``
+    gives its faces, best first; ``close`` is a no-op (kept for the callers' context managers)."""
+    return FaceDetector("full" if model_selection else "short", min_score=min_detection_confidence)
 
 
 @dataclass(frozen=True)
@@ -158,47 +122,35 @@ class FaceMeshConfig:
 
 
 class FaceMesh:
-    """MediaPipe's face mesh in video mode: detection runs only when the face is lost.
+    """MediaPipe's face mesh with refined landmarks (``face_models.FaceLandmarker``: MediaPipe's
+    models and graph, run without MediaPipe) in video mode: detection runs only while fewer than
+    ``max_faces`` faces are followed. ``static_images=True`` treats every call as a new picture.
 
-    ``static_images=True`` treats every call as a new picture (detection every time).
+    Raises:
+        PirenderError: the face models (``engine/track/models``) are missing.
     """
 
     def __init__(self, config: FaceMeshConfig | None = None, *, static_images: bool = False) -> None:
         self.config = config or FaceMeshConfig()
-        mp_face_mesh = mediapipe_solution("face_mesh", "face tracking")
-        with quiet_native_logs():  # the graph starts (and logs) on its first run: run it now
-            self._mesh: Any = mp_face_mesh.FaceMesh(
-                static_image_mode=static_images,
-                max_num_faces=self.config.max_faces,
-                refine_landmarks=True,
-                min_detection_confidence=self.config.min_detection_confidence,
-                min_tracking_confidence=self.config.min_tracking_confidence,
-            )
-            run_graph(self._mesh, np.zeros((64, 64, 3), dtype=np.uint8))
+        self._landmarker = FaceLandmarker(
+            max_faces=self.config.max_faces,
+            min_detection=self.config.min_detection_confidence,
+            min_presence=self.config.min_tracking_confidence,
+            static_images=static_images,
+        )
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
         """All faces of an (H, W, 3) uint8 RGB frame: a list of (478, 3) float64 pixel landmarks."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise PirenderError(f"face mesh needs an (H, W, 3) uint8 RGB frame, got {rgb.dtype} {rgb.shape}")
-        height, width = rgb.shape[:2]
-        result = run_graph(self._mesh, rgb)
-        faces = []
-        for face in result.multi_face_landmarks or ():
-            points = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)
-            points *= (width, height, width)
-            faces.append(points)
-        return faces
+        return self._landmarker.detect(np.ascontiguousarray(rgb))
 
     def reset(self) -> None:
-        """Start a new video: forget the faces tracked so far (MediaPipe's video mode looks for them
-        where they were in the previous frame; a new clip must start with a fresh detection)."""
-        with quiet_native_logs():  # the graph restarts: its calculators open (and log) again
-            self._mesh.reset()
-            run_graph(self._mesh, np.zeros((64, 64, 3), dtype=np.uint8))  # until they have
+        """Start a new video: forget the faces followed so far (the next frame is detected afresh)."""
+        self._landmarker.reset()
 
     def close(self) -> None:
-        """Release the MediaPipe graph."""
-        self._mesh.close()
+        """Nothing to release (kept so callers can use the mesh as a context manager)."""
 
     def __enter__(self) -> FaceMesh:
         return self

@@ -68,7 +68,7 @@ class ShotDetector:
         self._scores.clear()
 
     def _thumbnail_hsv(self, rgb: np.ndarray) -> np.ndarray:
-        import cv2  # ships with mediapipe
+        import cv2  # the track extra's OpenCV
 
         height_px, width_px = rgb.shape[:2]
         thumb_w = min(self.config.thumb_px, width_px)

@@ -74,7 +74,12 @@ class TFLiteGraph:
 
     @classmethod
     def load(cls, path: str | Path) -> TFLiteGraph:
-        import tflite
+        try:
+            import tflite
+        except ImportError:
+            raise PirenderError(
+                "face tracking needs the TFLite model reader: pip install 'pirender-live[track]'"
+            ) from None
 
         path = Path(path)
         if not path.is_file():

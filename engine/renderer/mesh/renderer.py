@@ -183,7 +183,7 @@ class MeshRenderer(Renderer):
 
         Works on the mouth's bounding box only; ``frame`` (3, H, W) is changed in place.
         """
-        import cv2  # ships with mediapipe
+        import cv2  # the track extra's OpenCV
 
         gap_px = float(np.mean(target[[14, 87, 317], 1] - target[[13, 82, 312], 1]))
         neutral = source.neutral
