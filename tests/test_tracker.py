@@ -31,7 +31,7 @@ from pirender.engine.track.tracker import FaceTracker, TrackerConfig, TrackState
 
 from conftest import shared_data
 
-pytest.importorskip("tflite", reason="face tracking needs the track extra: pip install 'pirender-live[track]'")
+pytest.importorskip("tflite", reason="face tracking needs the track extra (pirender-live[track])")
 
 MAX_FRAMES = 120  # first 4-5 s of each driving clip
 DRIVING_CLIPS = ("d3", "d11", "d12", "d18", "d19", "d20")

@@ -28,8 +28,7 @@ from pirender.engine.track.tracker import RECENT_KEPT, FaceTracker, TrackerConfi
 
 from conftest import shared_data
 
-pytest.importorskip("tflite", reason="face tracking needs the track extra: pip install 'pirender-live[track]'")
-pytestmark = pytest.mark.filterwarnings("ignore:SymbolDatabase.GetPrototype.. is deprecated:UserWarning")
+pytest.importorskip("tflite", reason="face tracking needs the track extra (pirender-live[track])")
 
 FPS = 25
 CANVAS = (640, 360)
