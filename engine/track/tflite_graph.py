@@ -54,6 +54,7 @@ class _Op:
     inputs: list[int]
     outputs: list[int]
     options: Any = None  # the builtin options table, or the custom options (a dict)
+    in_shapes: tuple[tuple[int, ...], ...] = ()  # the inputs' static shapes (the graph declares them)
 
 
 @dataclass
@@ -125,7 +126,9 @@ class TFLiteGraph:
                 raise PirenderError(f"{path}: op {name} is not supported by this TFLite runner")
             inputs = [int(op.Inputs(i)) for i in range(op.InputsLength())]
             outputs = [int(op.Outputs(i)) for i in range(op.OutputsLength())]
-            self.ops.append(_Op(name, inputs, outputs, _parse_options(name, options)))
+            parsed = _static_padding(_parse_options(name, options), inputs, self.shapes)
+            in_shapes = tuple(self.shapes.get(i, ()) for i in inputs)
+            self.ops.append(_Op(name, inputs, outputs, parsed, in_shapes))
         self.inputs = [int(graph.Inputs(i)) for i in range(graph.InputsLength())]
         self.outputs = [int(graph.Outputs(i)) for i in range(graph.OutputsLength())]
         self._fold_constants()
@@ -276,6 +279,7 @@ class _Conv:
     dilation: tuple[int, int]
     activation: int
     multiplier: int = 1
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # left, right, top, bottom (SAME, from the shapes)
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,26 @@ class _Pool:
     stride: tuple[int, int]
     size: tuple[int, int]
     activation: int
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+
+def _static_padding(options: Any, inputs: list[int], shapes: dict[int, tuple[int, ...]]) -> Any:
+    """SAME padding worked out once from the graph's static shapes (NHWC input; OHWI or 1HWO
+    kernel), so that running, and the ONNX export, carry no shape arithmetic."""
+    from dataclasses import replace
+
+    if isinstance(options, _Conv) and options.same:
+        height, width = shapes[inputs[0]][1:3]
+        kernel_h, kernel_w = shapes[inputs[1]][1:3]
+        top, bottom = _same_padding(height, kernel_h, options.stride[0], options.dilation[0])
+        left, right = _same_padding(width, kernel_w, options.stride[1], options.dilation[1])
+        return replace(options, pads=(left, right, top, bottom))
+    if isinstance(options, _Pool) and options.same:
+        height, width = shapes[inputs[0]][1:3]
+        top, bottom = _same_padding(height, options.size[0], options.stride[0], 1)
+        left, right = _same_padding(width, options.size[1], options.stride[1], 1)
+        return replace(options, pads=(left, right, top, bottom))
+    return options
 
 
 def _parse_options(name: str, table: Any) -> Any:
@@ -359,14 +383,12 @@ def _conv(op: _Op, args: list[torch.Tensor | None], depthwise: bool) -> list[tor
     nchw = x.permute(0, 3, 1, 2)
     if depthwise:  # [1, kh, kw, C * M] -> [C * M, 1, kh, kw]
         kernel = weight.permute(3, 0, 1, 2)
-        groups = nchw.shape[1]
+        groups = int(kernel.shape[0]) // o.multiplier
     else:  # [O, kh, kw, I] -> [O, I, kh, kw]
         kernel = weight.permute(0, 3, 1, 2)
         groups = 1
-    if o.same:
-        top, bottom = _same_padding(nchw.shape[2], kernel.shape[2], o.stride[0], o.dilation[0])
-        left, right = _same_padding(nchw.shape[3], kernel.shape[3], o.stride[1], o.dilation[1])
-        nchw = F.pad(nchw, (left, right, top, bottom))
+    if any(o.pads):
+        nchw = F.pad(nchw, o.pads)
     out = F.conv2d(nchw, kernel, bias, stride=o.stride, dilation=o.dilation, groups=groups)
     return [_ACTIVATIONS[o.activation](out.permute(0, 2, 3, 1).contiguous())]
 
@@ -376,10 +398,8 @@ def _max_pool(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
     assert x is not None
     o: _Pool = op.options
     nchw = x.permute(0, 3, 1, 2)
-    if o.same:
-        top, bottom = _same_padding(nchw.shape[2], o.size[0], o.stride[0], 1)
-        left, right = _same_padding(nchw.shape[3], o.size[1], o.stride[1], 1)
-        nchw = F.pad(nchw, (left, right, top, bottom), value=-math.inf)
+    if any(o.pads):
+        nchw = F.pad(nchw, o.pads, value=-math.inf)
     out = F.max_pool2d(nchw, o.size, o.stride)
     return [_ACTIVATIONS[o.activation](out.permute(0, 2, 3, 1).contiguous())]
 
@@ -447,12 +467,11 @@ def _resize_bilinear(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Ten
     elif half_pixel:
         out = F.interpolate(nchw, size=(height, width), mode="bilinear", align_corners=False)
     else:  # TFLite's legacy rule: source = destination * in / out, no half-pixel shift
-        out = _resize_asymmetric(nchw, height, width)
+        out = _resize_asymmetric(nchw, height, width, op.in_shapes[0][1], op.in_shapes[0][2])
     return [out.permute(0, 2, 3, 1).contiguous()]
 
 
-def _resize_asymmetric(nchw: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    in_h, in_w = nchw.shape[2], nchw.shape[3]
+def _resize_asymmetric(nchw: torch.Tensor, height: int, width: int, in_h: int, in_w: int) -> torch.Tensor:
     ys = torch.arange(height, dtype=torch.float32) * (in_h / height)
     xs = torch.arange(width, dtype=torch.float32) * (in_w / width)
     y0, x0 = ys.floor().long().clamp(max=in_h - 1), xs.floor().long().clamp(max=in_w - 1)
@@ -467,7 +486,7 @@ def _depth_to_space(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tens
     x = args[0]
     assert x is not None
     block = int(op.options)
-    batch, height, width, depth = x.shape
+    batch, height, width, depth = op.in_shapes[0]
     out = x.reshape(batch, height, width, block, block, depth // block**2)
     out = out.permute(0, 1, 3, 2, 4, 5).reshape(batch, height * block, width * block, depth // block**2)
     return [out.contiguous()]
@@ -516,7 +535,8 @@ def _transform_tensor_bilinear(op: _Op, args: list[torch.Tensor | None]) -> list
     features, matrix = args[0], args[1]
     assert features is not None and matrix is not None
     out_h, out_w = int(op.options["output_height"]), int(op.options["output_width"])
-    height, width = features.shape[1], features.shape[2]
+    shape = op.in_shapes[0] if op.in_shapes else tuple(features.shape)  # static: no shape ops in the export
+    height, width = int(shape[1]), int(shape[2])
     m = matrix[0].double()
     ys, xs = torch.meshgrid(
         torch.arange(out_h, dtype=torch.float64), torch.arange(out_w, dtype=torch.float64), indexing="ij"
