@@ -55,6 +55,7 @@ class _Op:
     outputs: list[int]
     options: Any = None  # the builtin options table, or the custom options (a dict)
     in_shapes: tuple[tuple[int, ...], ...] = ()  # the inputs' static shapes (the graph declares them)
+    active: tuple[bool, ...] = ()  # which inputs are computed (not constants), set after folding
 
 
 @dataclass
@@ -143,6 +144,7 @@ class TFLiteGraph:
                 for index, value in zip(op.outputs, values, strict=True):
                     self.constants[index] = value
             else:
+                op.active = tuple(i >= 0 and i not in self.constants for i in op.inputs)
                 remaining.append(op)
         self.ops = remaining
 
@@ -152,19 +154,28 @@ class TFLiteGraph:
         (NHWC float32, the shapes the model declares)."""
         if len(inputs) != len(self.inputs):
             raise PirenderError(f"{self.path.name} takes {len(self.inputs)} input(s), got {len(inputs)}")
-        values: dict[int, torch.Tensor] = dict(self.constants)
         for index, array in zip(self.inputs, inputs, strict=True):
             if tuple(array.shape) != self.shapes[index]:
                 wanted = self.shapes[index]
                 raise PirenderError(
                     f"{self.path.name}: input {self.names[index]} must be {wanted}, got {array.shape}"
                 )
-            values[index] = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        tensors = [torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)) for array in inputs]
+        outputs = self.run(tensors)
+        return {self.names[i]: value.numpy() for i, value in zip(self.outputs, outputs, strict=True)}
+
+    def run(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The graph on torch tensors (NHWC in and out, as TFLite declares them). Inside, 4-D
+        activations are kept NCHW (torch's and ONNX's convolution layout: no transposes around
+        every convolution); constants keep their TFLite layout and each op adapts them."""
+        values: dict[int, torch.Tensor] = dict(self.constants)
+        for index, tensor in zip(self.inputs, inputs, strict=True):
+            values[index] = _nchw(tensor) if tensor.dim() == 4 else tensor
         for op in self.ops:
-            results = _RUNNERS[op.name](op, [values.get(i) for i in op.inputs])
+            results = _step(op, [values.get(i) for i in op.inputs])
             for index, value in zip(op.outputs, results, strict=True):
                 values[index] = value
-        return {self.names[i]: values[i].numpy() for i in self.outputs}
+        return [_nhwc(values[i]) if values[i].dim() == 4 else values[i] for i in self.outputs]
 
 
 def _densify(sparsity: Any, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -202,15 +213,7 @@ class _GraphModule(torch.nn.Module):
         self.graph = graph
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        graph = self.graph
-        values: dict[int, torch.Tensor] = dict(graph.constants)
-        values[graph.inputs[0]] = x
-        for op in graph.ops:
-            for index, value in zip(
-                op.outputs, _RUNNERS[op.name](op, [values.get(i) for i in op.inputs]), strict=True
-            ):
-                values[index] = value
-        return tuple(values[i] for i in graph.outputs)
+        return tuple(self.graph.run([x]))
 
 
 CACHE_DIR = Path(os.environ.get("PIRENDER_CACHE", Path.home() / ".cache" / "pirender")) / "tflite"
@@ -569,6 +572,123 @@ def _transform_landmarks(op: _Op, args: list[torch.Tensor | None]) -> list[torch
     out[..., 0] = m[0, 0] * x + m[0, 1] * y + m[0, 3]
     out[..., 1] = m[1, 0] * x + m[1, 1] * y + m[1, 3]
     return [out]
+
+
+# ------------------------------------------------------------------------------------------------
+# running with NCHW activations: ops that have an NCHW form use it; the rest see NHWC (converted
+# around them)
+
+
+def _nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _broadcast_nchw(constant: torch.Tensor) -> torch.Tensor:
+    """A constant that broadcasts against NHWC (aligned on the last axis) made to broadcast
+    against the same tensor in NCHW."""
+    shape = (1,) * (4 - constant.dim()) + tuple(constant.shape)
+    return constant.reshape(shape).permute(0, 3, 1, 2)
+
+
+def _is_activation(op: _Op, k: int, value: torch.Tensor | None) -> bool:
+    return value is not None and value.dim() == 4 and bool(op.active) and op.active[k]
+
+
+def _step(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """Run one op on NCHW activations (4-D computed tensors)."""
+    native = _NCHW_RUNNERS.get(op.name)
+    if native is not None:
+        return native(op, args)
+    # the NHWC runner, with the 4-D activations turned around it
+    nhwc = [_nhwc(a) if a is not None and _is_activation(op, k, a) else a for k, a in enumerate(args)]
+    return [_nchw(out) if out.dim() == 4 else out for out in _RUNNERS[op.name](op, nhwc)]
+
+
+def _conv_nchw(op: _Op, args: list[torch.Tensor | None], depthwise: bool) -> list[torch.Tensor]:
+    x, weight, bias = args[0], args[1], args[2] if len(args) > 2 else None
+    assert x is not None and weight is not None
+    o: _Conv = op.options
+    kernel = weight.permute(3, 0, 1, 2) if depthwise else weight.permute(0, 3, 1, 2)
+    groups = int(kernel.shape[0]) // o.multiplier if depthwise else 1
+    if any(o.pads):
+        x = F.pad(x, o.pads)
+    out = F.conv2d(x, kernel, bias, stride=o.stride, dilation=o.dilation, groups=groups)
+    return [_ACTIVATIONS[o.activation](out)]
+
+
+def _max_pool_nchw(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    x = args[0]
+    assert x is not None
+    o: _Pool = op.options
+    if any(o.pads):
+        x = F.pad(x, o.pads, value=-math.inf)
+    return [_ACTIVATIONS[o.activation](F.max_pool2d(x, o.size, o.stride))]
+
+
+def _binary_nchw(
+    op: _Op, args: list[torch.Tensor | None], fn: Callable[[Any, Any], torch.Tensor]
+) -> list[torch.Tensor]:
+    a, b = args[0], args[1]
+    assert a is not None and b is not None
+    if _is_activation(op, 0, a) and not _is_activation(op, 1, b):
+        b = _broadcast_nchw(b)
+    elif _is_activation(op, 1, b) and not _is_activation(op, 0, a):
+        a = _broadcast_nchw(a)
+    return [_ACTIVATIONS[op.options or 0](fn(a, b))]
+
+
+def _prelu_nchw(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    x, alpha = args[0], args[1]
+    assert x is not None and alpha is not None
+    if _is_activation(op, 0, x):
+        alpha = _broadcast_nchw(alpha)
+        if alpha.shape[0] == 1 and alpha.shape[2:] == (1, 1):  # one slope per channel: PReLU itself
+            return [F.prelu(x, alpha.reshape(-1))]
+    return [torch.where(x >= 0, x, x * alpha)]
+
+
+def _pad_nchw(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    x, paddings = args[0], args[1]
+    assert x is not None and paddings is not None
+    rows = paddings.tolist()
+    if _is_activation(op, 0, x):
+        rows = [rows[0], rows[3], rows[1], rows[2]]
+    flat: list[int] = []
+    for before, after in reversed(rows):
+        flat += [int(before), int(after)]
+    return [F.pad(x, flat)]
+
+
+def _concatenation_nchw(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    axis, activation = op.options
+    tensors = [a for a in args if a is not None]
+    if all(_is_activation(op, k, a) for k, a in enumerate(args) if a is not None):
+        axis = {0: 0, 1: 2, 2: 3, 3: 1}[axis % 4] if tensors[0].dim() == 4 else axis
+    else:  # a constant among them: the NHWC way
+        return _step_nhwc(op, args)
+    return [_ACTIVATIONS[activation](torch.cat(tensors, dim=axis))]
+
+
+def _step_nhwc(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    nhwc = [_nhwc(a) if a is not None and _is_activation(op, k, a) else a for k, a in enumerate(args)]
+    return [_nchw(out) if out.dim() == 4 else out for out in _RUNNERS[op.name](op, nhwc)]
+
+
+_NCHW_RUNNERS: dict[str, Callable[[_Op, list[torch.Tensor | None]], list[torch.Tensor]]] = {
+    "CONV_2D": lambda op, args: _conv_nchw(op, args, depthwise=False),
+    "DEPTHWISE_CONV_2D": lambda op, args: _conv_nchw(op, args, depthwise=True),
+    "MAX_POOL_2D": _max_pool_nchw,
+    "ADD": lambda op, args: _binary_nchw(op, args, torch.add),
+    "MUL": lambda op, args: _binary_nchw(op, args, torch.mul),
+    "PRELU": _prelu_nchw,
+    "RELU": lambda op, args: [F.relu(args[0])],  # type: ignore[arg-type]
+    "PAD": _pad_nchw,
+    "CONCATENATION": _concatenation_nchw,
+}
 
 
 _RUNNERS: dict[str, Callable[[_Op, list[torch.Tensor | None]], list[torch.Tensor]]] = {
