@@ -219,9 +219,10 @@ class _GraphModule(torch.nn.Module):
 CACHE_DIR = Path(os.environ.get("PIRENDER_CACHE", Path.home() / ".cache" / "pirender")) / "tflite"
 
 
-def fast_runner(path: str | Path, *, threads: int = 2) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+def fast_runner(path: str | Path, *, threads: int = 1) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
     """The model at ``path`` as a function of its one NHWC float32 input to its outputs by name: ONNX
-    Runtime on the graph's ONNX export (made once, cached), or the torch runner without it.
+    Runtime on the graph's ONNX export (made once, cached; ``threads`` intra-op threads, not
+    spinning), or the torch runner without it.
 
     Raises:
         PirenderError: the model cannot be loaded (see :meth:`TFLiteGraph.load`).
@@ -242,7 +243,10 @@ def fast_runner(path: str | Path, *, threads: int = 2) -> Callable[[np.ndarray],
             )
             return graph
     options = onnxruntime.SessionOptions()
+    # small models on a machine shared with the renderer and the encoder: one thread that sleeps
+    # when idle (ONNX Runtime's pool spins between runs by default, taking CPU from the others)
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     session = onnxruntime.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
     names = [graph.names[i] for i in graph.outputs]
