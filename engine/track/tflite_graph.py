@@ -1,7 +1,8 @@
 """MediaPipe's face models (TFLite flatbuffers) run with torch: no MediaPipe, no TFLite runtime.
 
 A :class:`TFLiteGraph` reads a ``.tflite`` file (the ``tflite`` package: the generated flatbuffer
-schema) and runs its one subgraph op by op with torch, in TFLite's own NHWC layout. It knows the op set
+schema) and runs its one subgraph op by op with torch: NHWC in and out as TFLite declares, 4-D
+activations kept NCHW inside (convolutions need no transposes). It knows the op set
 of MediaPipe's face detector (BlazeFace short range) and face landmark models (plain and with
 attention): CONV_2D, DEPTHWISE_CONV_2D, ADD, MUL, PRELU, RELU, MAX_POOL_2D, PAD, RESHAPE,
 CONCATENATION, STRIDED_SLICE and DEQUANTIZE (the fp16 weights, expanded once at load), plus the
@@ -18,8 +19,9 @@ three MediaPipe custom ops of the attention mesh, written here from their docume
 Any other op is a clear error naming it. Source: the TFLite schema (``tflite/schema.fbs``).
 
 :func:`fast_runner` is what callers use: the same graph exported once to ONNX (torch's exporter,
-cached by the model file's sha256 under ``$PIRENDER_CACHE``) and run by ONNX Runtime, several times
-faster than op-by-op torch; without ONNX Runtime, or if the export fails, the torch runner.
+cached by the model file's sha256 under ``$PIRENDER_CACHE``) and run by ONNX Runtime on one
+non-spinning thread, several times faster than op-by-op torch; without ONNX Runtime, or if the export
+fails, the torch runner.
 """
 
 from __future__ import annotations
@@ -605,11 +607,7 @@ def _is_activation(op: _Op, k: int, value: torch.Tensor | None) -> bool:
 def _step(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
     """Run one op on NCHW activations (4-D computed tensors)."""
     native = _NCHW_RUNNERS.get(op.name)
-    if native is not None:
-        return native(op, args)
-    # the NHWC runner, with the 4-D activations turned around it
-    nhwc = [_nhwc(a) if a is not None and _is_activation(op, k, a) else a for k, a in enumerate(args)]
-    return [_nchw(out) if out.dim() == 4 else out for out in _RUNNERS[op.name](op, nhwc)]
+    return native(op, args) if native is not None else _step_nhwc(op, args)
 
 
 def _conv_nchw(op: _Op, args: list[torch.Tensor | None], depthwise: bool) -> list[torch.Tensor]:
