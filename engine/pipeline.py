@@ -238,7 +238,6 @@ class LivePipeline:
         self.sinks = list(sinks)
         self.clock: Clock = clock or SourcePaced()
         self.stats = stats or PipelineStats()
-        self._motion_ms = 0.0  # the current frame's "motion" stage
 
     def step(self) -> bool:
         """Run one frame through (sleeping until its slot); False when the source has ended or a
@@ -247,19 +246,17 @@ class LivePipeline:
         wait_s = slot.due_s - now_s()
         if wait_s > 0:
             time.sleep(wait_s)
-        woke = now_s()
-        motion = self.source.motion(slot)
-        if motion is None:
+        asked = self._ask(slot)
+        if asked is None:
             return False
-        started = now_s()
-        self._motion_ms = 1000 * (started - max(woke, motion.captured_s))
+        motion, started, motion_ms = asked
         window = self.window.push(motion.row)
         if window is None:  # a window with lookahead still filling: nothing to show yet
             return True
         if isinstance(self.renderer, RenderService):
             raise TypeError("LivePipeline.step renders with a Renderer; a RenderService needs pull()")
         rgb = self._render(self.renderer, window)
-        return self._send(self._frame(rgb, slot, motion, started))
+        return self._send(self._frame(rgb, slot, motion, started, motion_ms))
 
     def run(self) -> PipelineStats:
         """Steps until the source ends or a sink asks to stop (Ctrl-C propagates to the caller)."""
@@ -281,12 +278,10 @@ class LivePipeline:
             wait_s = slot.due_s - now_s()
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
-            woke = now_s()
-            motion = self.source.motion(slot)
-            if motion is None:
+            asked = self._ask(slot)
+            if asked is None:
                 return None
-            started = now_s()
-            self._motion_ms = 1000 * (started - max(woke, motion.captured_s))
+            motion, started, motion_ms = asked
             window = self.window.push(motion.row)
             if window is None:
                 continue
@@ -296,18 +291,31 @@ class LivePipeline:
                 renderer = self.renderer
                 loop = asyncio.get_running_loop()
                 rgb = await loop.run_in_executor(None, self._render, renderer, window.copy())
-            frame = self._frame(rgb, slot, motion, started)
+            frame = self._frame(rgb, slot, motion, started, motion_ms)
             self._send(frame)
             return frame
+
+    def _ask(self, slot: FrameSlot) -> tuple[TimedMotion, float, float] | None:
+        """The source's motion for ``slot`` (asked once its wait is over), the time it was ready
+        and the ``motion`` stage (ms: from the slot, or the capture when later, to ready); None when
+        the source has ended."""
+        woke = now_s()
+        motion = self.source.motion(slot)
+        if motion is None:
+            return None
+        ready = now_s()
+        return motion, ready, 1000 * (ready - max(woke, motion.captured_s))
 
     def _render(self, renderer: Renderer, window: np.ndarray) -> np.ndarray:
         rendered = renderer.render(window, source=self.prepared).frame
         return tensor_to_images(rendered)[0]
 
-    def _frame(self, rgb: np.ndarray, slot: FrameSlot, motion: TimedMotion, started: float) -> RenderedFrame:
+    def _frame(
+        self, rgb: np.ndarray, slot: FrameSlot, motion: TimedMotion, started: float, motion_ms: float
+    ) -> RenderedFrame:
         rendered = now_s()
         # a source that times its own work (``track``, ``talk``) has its stage; else ``motion`` is it
-        stage_ms = dict(motion.stage_ms) if motion.stage_ms else {"motion": self._motion_ms}
+        stage_ms = dict(motion.stage_ms) if motion.stage_ms else {"motion": motion_ms}
         stage_ms["render"] = 1000 * (rendered - started)
         return RenderedFrame(rgb, slot, motion, rendered, stage_ms)
 
