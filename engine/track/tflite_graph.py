@@ -125,7 +125,7 @@ class TFLiteGraph:
                 name = f"CUSTOM:{code.CustomCode().decode()}"
                 raw = op.CustomOptionsAsNumpy().tobytes() if op.CustomOptionsLength() else b""
                 options = flexbuffers.Loads(raw) if raw else {}
-            if name not in _RUNNERS:
+            if name not in _RUNNERS and name not in _NCHW_RUNNERS:
                 raise PirenderError(f"{path}: op {name} is not supported by this TFLite runner")
             inputs = [int(op.Inputs(i)) for i in range(op.InputsLength())]
             outputs = [int(op.Outputs(i)) for i in range(op.OutputsLength())]
@@ -138,10 +138,11 @@ class TFLiteGraph:
         return self
 
     def _fold_constants(self) -> None:
-        """Run once every op whose inputs are all constants (the fp16 weights' DEQUANTIZE)."""
+        """Run once every op whose inputs are all constants (the fp16 weights' DEQUANTIZE), in the
+        constants' own (TFLite) layout."""
         remaining = []
         for op in self.ops:
-            if all(i in self.constants for i in op.inputs if i >= 0):
+            if op.name in _RUNNERS and all(i in self.constants for i in op.inputs if i >= 0):
                 values = _RUNNERS[op.name](op, [self.constants.get(i) for i in op.inputs])
                 for index, value in zip(op.outputs, values, strict=True):
                     self.constants[index] = value
@@ -385,57 +386,6 @@ def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[i
     return total // 2, total - total // 2
 
 
-def _conv(op: _Op, args: list[torch.Tensor | None], depthwise: bool) -> list[torch.Tensor]:
-    x, weight, bias = args[0], args[1], args[2] if len(args) > 2 else None
-    assert x is not None and weight is not None
-    o: _Conv = op.options
-    nchw = x.permute(0, 3, 1, 2)
-    if depthwise:  # [1, kh, kw, C * M] -> [C * M, 1, kh, kw]
-        kernel = weight.permute(3, 0, 1, 2)
-        groups = int(kernel.shape[0]) // o.multiplier
-    else:  # [O, kh, kw, I] -> [O, I, kh, kw]
-        kernel = weight.permute(0, 3, 1, 2)
-        groups = 1
-    if any(o.pads):
-        nchw = F.pad(nchw, o.pads)
-    out = F.conv2d(nchw, kernel, bias, stride=o.stride, dilation=o.dilation, groups=groups)
-    return [_ACTIVATIONS[o.activation](out.permute(0, 2, 3, 1).contiguous())]
-
-
-def _max_pool(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
-    x = args[0]
-    assert x is not None
-    o: _Pool = op.options
-    nchw = x.permute(0, 3, 1, 2)
-    if any(o.pads):
-        nchw = F.pad(nchw, o.pads, value=-math.inf)
-    out = F.max_pool2d(nchw, o.size, o.stride)
-    return [_ACTIVATIONS[o.activation](out.permute(0, 2, 3, 1).contiguous())]
-
-
-def _binary(
-    op: _Op, args: list[torch.Tensor | None], fn: Callable[[Any, Any], torch.Tensor]
-) -> list[torch.Tensor]:
-    a, b = args[0], args[1]
-    assert a is not None and b is not None
-    return [_ACTIVATIONS[op.options or 0](fn(a, b))]
-
-
-def _prelu(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
-    x, alpha = args[0], args[1]
-    assert x is not None and alpha is not None
-    return [torch.where(x >= 0, x, x * alpha)]
-
-
-def _pad(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
-    x, paddings = args[0], args[1]
-    assert x is not None and paddings is not None
-    flat: list[int] = []
-    for before, after in reversed(paddings.tolist()):  # F.pad takes the last axis first
-        flat += [int(before), int(after)]
-    return [F.pad(x, flat)]
-
-
 def _reshape(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
     x = args[0]
     assert x is not None
@@ -499,6 +449,19 @@ def _depth_to_space(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tens
     out = x.reshape(batch, height, width, block, block, depth // block**2)
     out = out.permute(0, 1, 3, 2, 4, 5).reshape(batch, height * block, width * block, depth // block**2)
     return [out.contiguous()]
+
+
+def _densified(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    """DENSIFY: its constant was made dense at load (``_densify``)."""
+    x = args[0]
+    assert x is not None
+    return [x]
+
+
+def _relu(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
+    x = args[0]
+    assert x is not None
+    return [F.relu(x)]
 
 
 def _dequantize(op: _Op, args: list[torch.Tensor | None]) -> list[torch.Tensor]:
@@ -687,26 +650,18 @@ _NCHW_RUNNERS: dict[str, Callable[[_Op, list[torch.Tensor | None]], list[torch.T
     "ADD": lambda op, args: _binary_nchw(op, args, torch.add),
     "MUL": lambda op, args: _binary_nchw(op, args, torch.mul),
     "PRELU": _prelu_nchw,
-    "RELU": lambda op, args: [F.relu(args[0])],  # type: ignore[arg-type]
+    "RELU": _relu,
     "PAD": _pad_nchw,
     "CONCATENATION": _concatenation_nchw,
 }
 
 
 _RUNNERS: dict[str, Callable[[_Op, list[torch.Tensor | None]], list[torch.Tensor]]] = {
-    "CONV_2D": lambda op, args: _conv(op, args, depthwise=False),
-    "DEPTHWISE_CONV_2D": lambda op, args: _conv(op, args, depthwise=True),
-    "ADD": lambda op, args: _binary(op, args, torch.add),
-    "MUL": lambda op, args: _binary(op, args, torch.mul),
-    "PRELU": _prelu,
-    "RELU": lambda op, args: [F.relu(args[0])],  # type: ignore[arg-type]
-    "MAX_POOL_2D": _max_pool,
-    "PAD": _pad,
     "RESHAPE": _reshape,
     "CONCATENATION": _concatenation,
     "STRIDED_SLICE": _strided_slice,
     "DEQUANTIZE": _dequantize,
-    "DENSIFY": lambda op, args: [args[0]],  # type: ignore[list-item]  # made dense at load
+    "DENSIFY": _densified,
     "RESIZE_BILINEAR": _resize_bilinear,
     "DEPTH_TO_SPACE": _depth_to_space,
     "CUSTOM:Landmarks2TransformMatrix": _landmarks_to_transform_matrix,
