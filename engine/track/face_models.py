@@ -135,9 +135,9 @@ class FaceDetector:
             faces = faces[:max_faces]
         out = []
         for score, box, points in faces:  # back to picture pixels
-            pixel_box = box * side - np.array([pad_x, pad_y, pad_x, pad_y])
+            x0, y0, x1, y1 = (float(v) for v in box * side - np.array([pad_x, pad_y, pad_x, pad_y]))
             pixel_points = points * side - np.array([pad_x, pad_y])
-            out.append(FaceDetection(float(score), tuple(float(v) for v in pixel_box), pixel_points))  # type: ignore[arg-type]
+            out.append(FaceDetection(float(score), (x0, y0, x1, y1), pixel_points))
         return out
 
 

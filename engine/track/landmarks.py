@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import PirenderError
 from .face_models import FaceDetector, FaceLandmarker
 
 LANDMARK_COUNT = 478
@@ -140,9 +139,8 @@ class FaceMesh:
         )
 
     def detect(self, rgb: np.ndarray) -> list[np.ndarray]:
-        """All faces of an (H, W, 3) uint8 RGB frame: a list of (478, 3) float64 pixel landmarks."""
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise PirenderError(f"face mesh needs an (H, W, 3) uint8 RGB frame, got {rgb.dtype} {rgb.shape}")
+        """All faces of an (H, W, 3) uint8 RGB frame: a list of (478, 3) float64 pixel landmarks
+        (PirenderError for any other array: ``FaceLandmarker.detect`` checks it)."""
         return self._landmarker.detect(np.ascontiguousarray(rgb))
 
     def reset(self) -> None:
