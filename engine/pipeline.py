@@ -30,7 +30,7 @@ from .clock import now_s
 from .image import tensor_to_images
 from .motion.window import StreamWindow
 from .renderer.base import PreparedSource, Renderer
-from .stream.batcher import RenderService
+from .stream.batcher import FrameService
 
 #: frames of per-stage times a :class:`PipelineStats` keeps (a bounded history, never a growing list)
 STATS_HISTORY = 3000
@@ -219,7 +219,8 @@ class LivePipeline:
     """``clock`` -> ``source`` -> ``window`` -> ``renderer`` (of the portrait ``prepared``) -> every sink.
 
     ``renderer`` is a :class:`Renderer` (run here, or in a thread by :meth:`pull`) or the server's
-    shared :class:`RenderService` (batched, for :meth:`pull` only). ``prepared`` may be replaced
+    shared render stage, a ``stream.batcher.FrameService`` (batched in this process or on a Ray
+    cluster; for :meth:`pull` only). ``prepared`` may be replaced
     between frames (a new portrait).
     """
 
@@ -227,7 +228,7 @@ class LivePipeline:
         self,
         source: MotionSource,
         window: StreamWindow,
-        renderer: Renderer | RenderService,
+        renderer: Renderer | FrameService,
         prepared: PreparedSource,
         sinks: Sequence[FrameSink] = (),
         *,
@@ -253,8 +254,8 @@ class LivePipeline:
         window = self.window.push(motion.row)
         if window is None:  # a window with lookahead still filling: nothing to show yet
             return True
-        if isinstance(self.renderer, RenderService):
-            raise TypeError("LivePipeline.step renders with a Renderer; a RenderService needs pull()")
+        if not isinstance(self.renderer, Renderer):
+            raise TypeError("LivePipeline.step renders with a Renderer; a FrameService needs pull()")
         rgb = self._render(self.renderer, window)
         return self._send(self._frame(rgb, slot, motion, started, motion_ms))
 
@@ -285,12 +286,11 @@ class LivePipeline:
             window = self.window.push(motion.row)
             if window is None:
                 continue
-            if isinstance(self.renderer, RenderService):
-                rgb = await self.renderer.render(self.prepared, window.copy())
-            else:
-                renderer = self.renderer
+            if isinstance(self.renderer, Renderer):
                 loop = asyncio.get_running_loop()
-                rgb = await loop.run_in_executor(None, self._render, renderer, window.copy())
+                rgb = await loop.run_in_executor(None, self._render, self.renderer, window.copy())
+            else:
+                rgb = await self.renderer.render(self.prepared, window.copy())
             frame = self._frame(rgb, slot, motion, started, motion_ms)
             self._send(frame)
             return frame

@@ -418,6 +418,22 @@ def run_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def replica_bounds(text: str) -> tuple[int, int]:
+    """``--render-replicas``: ``N`` (a fixed count) or ``MIN:MAX`` (autoscaling bounds).
+
+    Raises:
+        PirenderError: not a count or bounds with 1 <= MIN <= MAX.
+    """
+    low, _, high = text.partition(":")
+    try:
+        bounds = (int(low), int(high or low))
+    except ValueError:
+        raise PirenderError(f"--render-replicas takes N or MIN:MAX, got {text!r}") from None
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise PirenderError(f"--render-replicas needs 1 <= MIN <= MAX, got {text!r}")
+    return bounds
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -441,6 +457,10 @@ def run_serve(args: argparse.Namespace) -> int:
         require_token=False if args.no_token else None,
         allowed_origins=list(args.allow_origin),
         allowed_hosts=list(args.allow_host),
+        render=args.render,
+        render_replicas=replica_bounds(args.render_replicas),
+        render_cpus=args.render_cpus,
+        render_gpus=args.render_gpus,
     )
     if args.token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{16,}", args.token):
         raise PirenderError(

@@ -33,7 +33,8 @@ _EXAMPLES = {
     "demo": "pirender demo --out demo.mp4",
     "track": "pirender track talking.mp4 --out motion.npz",
     "live": "pirender live --source portrait.jpg --input camera:0 --window --out live.mp4",
-    "serve": "pirender serve --port 8080   (then open http://127.0.0.1:8080/)",
+    "serve": "pirender serve --port 8080   (then open http://127.0.0.1:8080/)\n"
+    "  pirender serve --render ray://127.0.0.1:10001 --render-replicas 1:4   (make ray-up first)",
     "bench": "pirender bench --backend all --json bench.json --plot bench.png",
     "doctor": "pirender doctor",
     "talk": "pirender talk --source portrait.jpg --face-crop --audio speech.wav --out talking.mp4",
@@ -376,6 +377,23 @@ def build_parser(extensions: Sequence[CommandSet] = ()) -> argparse.ArgumentPars
         "--allow-host", action="append", default=[], metavar="NAME",
         help="another host name the server answers to (besides IP addresses, localhost and this "
         "machine's name; others get 403 against DNS rebinding; repeatable)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--render", default="in-process", metavar="WHERE",
+        help="where frames are rendered: in-process (default) or a Ray cluster running the render "
+        "deployment: ray://HOST:10001 (Ray Client), HOST:6379 or auto from a machine of the cluster "
+        "(README: Scale-out with Ray Serve)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--render-replicas", default="1", metavar="N|MIN:MAX",
+        help="with --render on Ray, when the deployment is not running yet: its replicas, a count or "
+        "autoscaling bounds on queued requests (default 1)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--render-cpus", type=float, default=1.0, help="cores per render replica (default 1)"
+    )  # fmt: skip
+    serve.add_argument(
+        "--render-gpus", type=float, default=0.0, help="GPUs per render replica (1: one replica per GPU)"
     )  # fmt: skip
     serve.set_defaults(run=commands.run_serve)
     for extension in extensions:

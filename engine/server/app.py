@@ -47,7 +47,8 @@ from ..image import MAX_DECODE_SIDE_PX, SourceImage, read_image
 from ..motion.io import load_motion
 from ..motion.space import OPEN_SPACE, MotionSequence
 from ..renderer.base import PreparedSource
-from ..stream.batcher import RenderService
+from ..renderer.mesh.renderer import MeshRenderer
+from ..stream.batcher import FrameService, RenderService
 from ..stream.queues import LatestQueue
 from ..stream.session import AvatarStream
 from ..stream.sources import SLIDER_RANGES
@@ -96,6 +97,8 @@ MAX_SEGMENT_CHARS = 255
 #: Nice value of the upload worker thread (Linux): decoding a photo yields the CPU to the streams.
 UPLOAD_NICE = 5
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._~-]+$")
+#: ``ServerConfig.render``: frames rendered by this process (no cluster)
+IN_PROCESS = "in-process"
 
 Reply = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -127,6 +130,36 @@ class ServerConfig:
     #: largest message on any channel (the websocket closes with 1009 beyond; the data channel errs)
     max_message_bytes: int = MAX_MESSAGE_BYTES
     upload_max_pixels: int = UPLOAD_MAX_PIXELS
+    #: where frames are rendered: ``in-process`` (this process's batching render service) or a Ray
+    #: cluster's address (``ray://HOST:10001``, ``HOST:6379``, ``auto``; ``stream.ray_render``)
+    render: str = IN_PROCESS
+    #: the Ray render deployment started when none runs: replicas (min, max), cores and GPUs each
+    render_replicas: tuple[int, int] = (1, 1)
+    render_cpus: float = 1.0
+    render_gpus: float = 0.0
+
+
+def render_stage(config: ServerConfig, renderer: MeshRenderer) -> FrameService:
+    """The streams' render stage: this process's batching service, or the Ray Serve deployment at
+    ``config.render`` (``stream.ray_render``; Ray is imported only then).
+
+    Raises:
+        PirenderError: Ray Serve is not installed.
+    """
+    if config.render == IN_PROCESS:
+        return RenderService(renderer)
+    from ..stream.ray_render import RayRenderConfig, RayRenderService
+
+    low, high = config.render_replicas
+    deployment = RayRenderConfig(
+        renderer=config.renderer,
+        size_px=config.size_px,
+        min_replicas=low,
+        max_replicas=high,
+        num_cpus=config.render_cpus,
+        num_gpus=config.render_gpus,
+    )
+    return RayRenderService(renderer, config.render, deployment)
 
 
 class AvatarTrack(MediaStreamTrack):
@@ -503,7 +536,7 @@ class AvatarServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.renderer = open_space_renderer(config.renderer, image_size_px=config.size_px)
-        self.service = RenderService(self.renderer)
+        self.service = render_stage(config, self.renderer)
         self.tracking: ThreadPoolExecutor | None = None  # face tracking's own thread, made at start
         self.uploads: ThreadPoolExecutor | None = None  # the one upload worker, made at start
         self.uploads_waiting = 0  # uploads queued or in progress, all clients

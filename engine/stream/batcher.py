@@ -10,11 +10,29 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from ..image import SourceImage, tensor_to_images
 from ..renderer.base import PreparedSource, Renderer
+
+
+class FrameService(Protocol):
+    """The render stage of the server's streams: this process's :class:`RenderService`, or a Ray
+    Serve deployment's replicas (``stream.ray_render.RayRenderService``)."""
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def render(self, source: PreparedSource, window: np.ndarray) -> np.ndarray:
+        """The frame (H, W, 3) uint8 of one window (width, T) of one stream."""
+        ...
+
+    async def prepare(self, image: SourceImage) -> PreparedSource:
+        """``image`` prepared (face detection and precomputation), off the event loop."""
+        ...
 
 
 @dataclass

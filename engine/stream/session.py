@@ -26,7 +26,7 @@ from ..pipeline import (
 from ..renderer.base import PreparedSource
 from ..talk import TalkSource
 from .audio_return import RETURN_FRAME_MS, ReturnAudio
-from .batcher import RenderService
+from .batcher import FrameService
 from .sources import CameraSource, FileSource, IdleSource, MicrophoneSource, SliderSource
 
 _HISTORY = 600  # frames of latencies kept for stats
@@ -87,7 +87,7 @@ class AvatarStream:
 
     def __init__(
         self,
-        service: RenderService,
+        service: FrameService,
         source: PreparedSource,
         rest: np.ndarray,
         *,

@@ -1,0 +1,349 @@
+"""The render stage as a Ray Serve deployment: streams of many front ends, replicas across machines.
+
+``pirender serve --render ray://HOST:10001`` keeps the front end thin (signaling, aiortc, tracking,
+encoding) and sends each frame's (portrait, window) to the deployment :data:`APP_NAME` of a Ray
+cluster. There, :class:`RenderDeployment` replicas (one per GPU, or per ``num_cpus`` cores) render
+with the same open-space renderer as in-process, batching the requests of all the streams they serve
+(``@serve.batch``, bounded wait); Serve scales the replica count on the requests queued per replica.
+
+**Session affinity.** A portrait is identified by the hash of its pixels; every request names it as
+its multiplexed model id, so Serve routes a stream to the replica that already prepared its portrait
+(``@serve.multiplexed``: prepared once per replica, the least recently used forgotten beyond
+:data:`PORTRAITS_PER_REPLICA`). The portrait's pixels travel once, through Ray's object store; a
+replica that has not seen a portrait fetches them from there and prepares it. If the replica dies,
+:class:`RayRenderService` retries the frame (Serve routes it to a live replica, which prepares the
+portrait from the object store) until :attr:`RayRenderConfig.retry_s` runs out.
+
+Ray is an optional dependency (``pip install 'pirender-live[ray]'``): only this module imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import PirenderError
+from ..image import SourceImage, tensor_to_images
+from ..renderer.base import PreparedSource, Renderer
+
+try:
+    import ray
+    from ray import serve
+    from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    from ray.serve.handle import DeploymentHandle
+except ImportError:  # pragma: no cover - the message below is the behaviour
+    raise PirenderError(
+        "rendering on a Ray cluster needs Ray Serve: pip install 'pirender-live[ray]'"
+    ) from None
+
+#: the Serve application (and deployment) name front ends look for
+APP_NAME = "pirender-render"
+#: prepared portraits a replica keeps (the least recently used is forgotten beyond)
+PORTRAITS_PER_REPLICA = 32
+#: the environment variable that makes Ray use 127.0.0.1 as the node address (every Ray service
+#: then binds the loopback only): set for a development cluster on one machine
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@dataclass
+class RayRenderConfig:
+    """The render deployment (one replica = one renderer) and how a front end uses it.
+
+    Attributes:
+        renderer: ``mesh`` or ``neural`` (``api.open_space_renderer``).
+        size_px: frame side (256 or 512).
+        min_replicas, max_replicas: Serve's autoscaling bounds (equal: a fixed count).
+        target_queued: requests in flight per replica Serve aims at when scaling (queue length).
+        num_cpus: CPU cores reserved per replica (also its torch threads, at least 1).
+        num_gpus: GPUs per replica (1: one replica pinned per GPU; the renderer runs on ``cuda``).
+        max_batch: most requests rendered in one call per replica.
+        batch_wait_ms: how long a replica waits for more requests after the first one.
+        retry_s: how long a front end retries a frame whose replica died before failing the stream.
+    """
+
+    renderer: str = "mesh"
+    size_px: int = 256
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_queued: float = 4.0
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_batch: int = 16
+    batch_wait_ms: float = 2.0
+    retry_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            bounds = f"{self.min_replicas}..{self.max_replicas}"
+            raise PirenderError(f"replicas: need 1 <= min <= max, got {bounds}")
+        if self.num_cpus <= 0 or self.num_gpus < 0:
+            raise PirenderError("a replica needs num_cpus > 0 and num_gpus >= 0")
+        if self.max_batch < 1 or self.batch_wait_ms < 0 or self.retry_s <= 0:
+            raise PirenderError("max_batch >= 1, batch_wait_ms >= 0 and retry_s > 0 are required")
+
+
+@dataclass(frozen=True)
+class RenderReply:
+    """One frame from the deployment: ``rgb`` (H, W, 3) uint8 and the replica that drew it."""
+
+    rgb: np.ndarray
+    replica: str
+
+
+def portrait_key(image: SourceImage) -> str:
+    """The id of a portrait on the cluster: a hash of its size and pixels (hex, 32 characters)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.asarray(image.rgb.shape, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(image.rgb).data)
+    return digest.hexdigest()
+
+
+_Work = tuple[PreparedSource, np.ndarray]  # a portrait and one window (width, T) to render
+
+
+class _RenderReplica:
+    """One replica of the render deployment (wrapped by ``serve.deployment`` in :func:`render_app`).
+
+    Requests: :meth:`render` ``(key, [image ref], window (width, T) float32) -> RenderReply``. The
+    renderer runs on one worker thread (it is not re-entrant), never on the replica's event loop.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from ..api import load_renderer
+
+        self.config = RayRenderConfig(**config)
+        import torch
+
+        torch.set_num_threads(max(1, int(self.config.num_cpus)))
+        device = "cuda" if self.config.num_gpus > 0 else "cpu"
+        self.renderer: Renderer = load_renderer(
+            backend=self.config.renderer, image_size_px=self.config.size_px, device=device
+        )
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        self._images: OrderedDict[str, Any] = OrderedDict()  # portrait key -> its pixels' object ref
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        batching: Any = self._render_batch  # serve.batch's wrapper (its stubs omit the setters)
+        batching.set_max_batch_size(self.config.max_batch)
+        batching.set_batch_wait_timeout_s(self.config.batch_wait_ms / 1000)
+
+    @serve.multiplexed(max_num_models_per_replica=PORTRAITS_PER_REPLICA)
+    async def _portrait(self, key: str) -> PreparedSource:
+        """The portrait ``key`` prepared on this replica (once; Serve reports it for routing)."""
+        image: SourceImage = await self._images[key]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.renderer.prepare, image)
+
+    async def render(self, key: str, image: list[Any], window: np.ndarray) -> RenderReply:
+        """The frame of ``window`` (width, T) for the portrait ``key`` (pixels at ``image[0]``, an
+        object ref in a list so that Ray does not fetch it for every frame)."""
+        self._images[key] = image[0]
+        self._images.move_to_end(key)
+        while len(self._images) > 4 * PORTRAITS_PER_REPLICA:
+            self._images.popitem(last=False)
+        prepared = await self._portrait(key)
+        rgb = await self._render_batch((prepared, window))
+        return RenderReply(rgb, self.replica)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _render_batch(self, requests: list[_Work]) -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._render_groups, requests)
+
+    def _render_groups(self, requests: Sequence[_Work]) -> list[np.ndarray]:
+        """Render the requests of each portrait in one call; the frames in request order."""
+        groups: dict[int, list[int]] = {}
+        for index, (source, _) in enumerate(requests):
+            groups.setdefault(id(source), []).append(index)
+        frames: list[np.ndarray] = [np.empty(0, np.uint8)] * len(requests)
+        for indices in groups.values():
+            stacked = np.stack([requests[i][1] for i in indices])  # (B, width, T)
+            source = requests[indices[0]][0]
+            rendered = tensor_to_images(self.renderer.render(stacked, source=source).frame)
+            for i, frame in zip(indices, rendered, strict=True):
+                frames[i] = frame
+        return frames
+
+
+def render_app(config: RayRenderConfig) -> Any:
+    """The Serve application of the render deployment, ready for ``serve.run``."""
+    autoscaling = None
+    options: dict[str, Any] = {"num_replicas": config.min_replicas}
+    if config.max_replicas > config.min_replicas:
+        autoscaling = {
+            "min_replicas": config.min_replicas,
+            "max_replicas": config.max_replicas,
+            "target_ongoing_requests": config.target_queued,
+        }
+        options = {"autoscaling_config": autoscaling}
+    deployment = serve.deployment(
+        name=APP_NAME,
+        ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+        max_ongoing_requests=max(config.max_batch * 4, 32),
+        health_check_period_s=2.0,
+        health_check_timeout_s=10.0,
+        **options,
+    )(_RenderReplica)
+    return deployment.bind(asdict(config))
+
+
+def connect(address: str, *, local_cpus: int | None = None) -> None:
+    """Join the Ray cluster at ``address`` as a driver (no-op when already joined).
+
+    ``address``: ``ray://HOST:PORT`` (Ray Client, from any machine: the head's client port, 10001 by
+    default), ``HOST:PORT`` (the head's GCS port, 6379, from a machine of the cluster), ``auto`` (the
+    cluster this machine belongs to) or ``local`` (a new one-machine cluster owned by this process,
+    bound to 127.0.0.1: for tests and development; ``local_cpus`` cores).
+
+    Raises:
+        PirenderError: no cluster answers at ``address``.
+    """
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": False}
+    if address == "local":
+        if os.environ.get(LOOPBACK_ENV) != "0":
+            raise PirenderError(
+                f"a local Ray cluster binds 127.0.0.1 only when {LOOPBACK_ENV}=0 is set before Ray is "
+                "imported (the tests and `make ray-up` set it)"
+            )
+        kwargs.update(include_dashboard=False, num_cpus=local_cpus, _node_ip_address="127.0.0.1")
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise PirenderError(f"no Ray cluster at {address!r}: {exc} (start one: make ray-up)") from None
+
+
+def deploy(config: RayRenderConfig, *, replace: bool = False) -> DeploymentHandle:
+    """The handle of the render deployment on the joined cluster: the running one, or ``config``
+    deployed (``replace``: redeploy with ``config`` even if one runs). Blocks until it is ready."""
+    if not replace:
+        try:
+            return serve.get_app_handle(APP_NAME)
+        except Exception:  # Serve not started or no such application: deploy it
+            pass
+    serve.start(proxy_location="Disabled")  # handles only: no HTTP proxy listens anywhere
+    return serve.run(render_app(config), name=APP_NAME, route_prefix=None)
+
+
+def replica_actor_names() -> list[str]:
+    """The actor names of the render deployment's live replicas (namespace ``serve``)."""
+    actors = ray.util.list_named_actors(all_namespaces=True)
+    prefix = f"SERVE_REPLICA::{APP_NAME}#"
+    return [a["name"] for a in actors if a["namespace"] == "serve" and a["name"].startswith(prefix)]
+
+
+@dataclass
+class _Portrait:
+    source: PreparedSource  # kept so that its id is never reused while registered
+    key: str
+    image_ref: Any
+    handle: DeploymentHandle
+
+
+@dataclass
+class RayStats:
+    """What a front end saw of the cluster: frames, retried frames (their replica died), the longest
+    wait a retry caused (s) and the replicas that drew each portrait's frames (newest 1000)."""
+
+    frames: int = 0
+    retries: int = 0
+    longest_recovery_s: float = 0.0
+    replicas: dict[str, deque[str]] = field(default_factory=dict)
+
+
+class RayRenderService:
+    """The server's render stage on a Ray cluster (the ``FrameService`` of ``stream.batcher``).
+
+    :meth:`prepare` prepares the portrait here too (the front end needs its rest row) and sends its
+    pixels to the object store once; :meth:`render` sends (portrait key, window) to the deployment and
+    awaits the frame, retrying on another replica when the one serving the stream dies.
+
+    Args:
+        renderer: the front end's own renderer (the same ``renderer``/``size_px`` as the deployment),
+            for preparation only.
+        address: the cluster (:func:`connect`).
+        config: the deployment to start when none runs (:func:`deploy`).
+    """
+
+    def __init__(self, renderer: Renderer, address: str, config: RayRenderConfig | None = None) -> None:
+        self.renderer, self.address = renderer, address
+        self.config = config or RayRenderConfig(size_px=renderer.image_size_px)
+        self.stats = RayStats()
+        self._handle: DeploymentHandle | None = None
+        self._portraits: OrderedDict[int, _Portrait] = OrderedDict()  # by id(PreparedSource)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-prepare")
+
+    def start(self) -> None:
+        """Nothing to start here: the cluster is joined by the first :meth:`prepare`."""
+
+    async def close(self) -> None:
+        """Forget the portraits (the deployment keeps running for other front ends)."""
+        self._portraits.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def prepare(self, image: SourceImage) -> PreparedSource:
+        """Join the cluster (first call), prepare ``image`` here and register it with the cluster.
+
+        Raises:
+            PirenderError: no cluster, or the deployment cannot start.
+        """
+        loop = asyncio.get_running_loop()
+        if self._handle is None:
+            self._handle = await loop.run_in_executor(self._executor, self._connect)
+        prepared = await loop.run_in_executor(self._executor, self.renderer.prepare, image)
+        self._register(prepared)
+        return prepared
+
+    def _connect(self) -> DeploymentHandle:
+        connect(self.address)
+        return deploy(self.config)
+
+    def _register(self, prepared: PreparedSource) -> _Portrait:
+        known = self._portraits.get(id(prepared))
+        if known is not None and known.source is prepared:
+            self._portraits.move_to_end(id(prepared))
+            return known
+        assert self._handle is not None, "prepare() joins the cluster first"
+        key = portrait_key(prepared.image)
+        handle = self._handle.options(method_name="render", multiplexed_model_id=key)
+        portrait = _Portrait(prepared, key, ray.put(prepared.image), handle)
+        self._portraits[id(prepared)] = portrait
+        while len(self._portraits) > 4 * PORTRAITS_PER_REPLICA:  # bounded: the oldest portraits go
+            self._portraits.popitem(last=False)
+        return portrait
+
+    async def render(self, source: PreparedSource, window: np.ndarray) -> np.ndarray:
+        """The frame (H, W, 3) uint8 of ``window`` (width, T) for ``source`` (prepared by any
+        renderer of the same kind: an upload is registered on first use).
+
+        Raises:
+            PirenderError: no replica rendered the frame within ``config.retry_s``.
+        """
+        portrait = self._register(source)
+        started = time.monotonic()
+        retried = False
+        while True:
+            try:
+                reply: RenderReply = await portrait.handle.remote(portrait.key, [portrait.image_ref], window)
+                break
+            except (RayActorError, ActorDiedError, ActorUnavailableError) as exc:
+                waited = time.monotonic() - started
+                if waited > self.config.retry_s:
+                    raise PirenderError(f"no render replica answered for {waited:.0f} s: {exc}") from exc
+                self.stats.retries += 1
+                retried = True
+                await asyncio.sleep(0.05)
+        if retried:
+            self.stats.longest_recovery_s = max(self.stats.longest_recovery_s, time.monotonic() - started)
+        self.stats.frames += 1
+        self.stats.replicas.setdefault(portrait.key, deque(maxlen=1000)).append(reply.replica)
+        return reply.rgb

@@ -1,0 +1,164 @@
+"""The render stage on a Ray Serve deployment (``stream.ray_render``): a one-machine Ray cluster on
+127.0.0.1 with two CPU replicas renders the server's streams exactly as this process does, keeps each
+stream on the replica that prepared its portrait, and loses no stream when that replica dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's node address: 127.0.0.1 (read at import)
+pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'pirender-live[ray]')")
+pytest.importorskip("tflite", reason="the mesh renderer's face models need the tflite package")
+
+import ray
+from ray import serve
+
+from pirender.engine.api import default_portrait, open_space_renderer
+from pirender.engine.image import SourceImage
+from pirender.engine.motion.edit import demo_open_motion
+from pirender.engine.motion.retarget import OpenRetargeter, frontal_rest_row
+from pirender.engine.motion.space import OPEN_SPACE
+from pirender.engine.motion.window import StreamWindow, WindowSpec
+from pirender.engine.pipeline import FrameSlot, LivePipeline, SourcePaced, TimedMotion
+from pirender.engine.renderer.mesh.renderer import MeshRenderer
+from pirender.engine.stream import ray_render
+from pirender.engine.stream.batcher import FrameService, RenderService
+from pirender.engine.track.crop import crop_to_face
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+FRAMES = 24
+#: a frame whose replica is killed is re-rendered by another replica within this (s): the dead
+#: replica is seen at once (its requests fail), the portrait is prepared again from the object store
+RECOVERY_BOUND_S = 10.0
+
+
+class ScriptedMotion:
+    """The demo motion on a portrait, one row per slot (deterministic: slot index -> row)."""
+
+    def __init__(self, rest: np.ndarray) -> None:
+        retarget = OpenRetargeter(frontal_rest_row(), rest)
+        self._rows = [retarget(row) for row in demo_open_motion(frames=FRAMES * 4, fps=25.0).values]
+
+    def motion(self, slot: FrameSlot) -> TimedMotion:
+        return TimedMotion(self._rows[slot.index % len(self._rows)], slot.index / 25.0, slot.due_s)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Iterator[MeshRenderer]:
+    with open_space_renderer("mesh") as mesh:
+        yield mesh
+
+
+@pytest.fixture(scope="module")
+def portraits() -> list[SourceImage]:
+    grace = crop_to_face(str(default_portrait()), size_px=256)
+    mirrored = replace(grace, rgb=np.ascontiguousarray(grace.rgb[:, ::-1]), path=None)
+    return [grace, mirrored]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """A new Ray cluster of this process on 127.0.0.1 (2 CPUs), shut down after the module."""
+    assert not ray.is_initialized(), "another test left Ray running"
+    ray_render.connect("local", local_cpus=2)
+    try:
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+async def _stream(
+    service: FrameService, renderer: MeshRenderer, image: SourceImage, frames: int
+) -> list[np.ndarray]:
+    prepared = await service.prepare(image)
+    window = StreamWindow(OPEN_SPACE, WindowSpec(radius=0, lookahead_frames=0))
+    source = ScriptedMotion(renderer.rest_row(prepared))
+    pipeline = LivePipeline(source, window, service, prepared, clock=SourcePaced())
+    out = []
+    for _ in range(frames):
+        frame = await pipeline.pull()
+        assert frame is not None
+        out.append(frame.rgb)
+    return out
+
+
+def test_the_cluster_binds_the_loopback_only(cluster: None) -> None:
+    node = ray._private.worker.global_worker.node  # where its services listen
+    assert node.node_ip_address == "127.0.0.1"
+    assert node.gcs_address.startswith("127.0.0.1:")
+
+
+def test_two_streams_on_two_replicas_render_what_this_process_renders(
+    cluster: None, renderer: MeshRenderer, portraits: list[SourceImage]
+) -> None:
+    config = ray_render.RayRenderConfig(min_replicas=2, max_replicas=2, num_cpus=0.5)
+
+    async def both(service: FrameService) -> list[list[np.ndarray]]:
+        try:
+            return list(await asyncio.gather(*(_stream(service, renderer, p, FRAMES) for p in portraits)))
+        finally:
+            await service.close()
+
+    remote = ray_render.RayRenderService(renderer, "local", config)
+    on_ray = asyncio.run(both(remote))
+    here = asyncio.run(both(RenderService(renderer)))
+    assert len(ray_render.replica_actor_names()) == 2
+    for ray_frames, local_frames in zip(on_ray, here, strict=True):
+        assert len(ray_frames) == len(local_frames) == FRAMES
+        for a, b in zip(ray_frames, local_frames, strict=True):
+            assert a.shape == b.shape == (256, 256, 3)
+            assert np.abs(a.astype(np.int16) - b).max() <= 1  # the same renderer, batched differently
+    assert not np.array_equal(on_ray[0][0], on_ray[1][0])  # two portraits, two different streams
+    # session affinity: once prepared, a portrait's frames stay on one replica
+    for served in remote.stats.replicas.values():
+        later = Counter(list(served)[FRAMES // 2 :])
+        assert later.most_common(1)[0][1] >= 0.8 * len(later), served
+    assert remote.stats.retries == 0
+
+
+def test_a_stream_survives_the_death_of_its_replica(
+    cluster: None, renderer: MeshRenderer, portraits: list[SourceImage]
+) -> None:
+    config = ray_render.RayRenderConfig(min_replicas=2, max_replicas=2, num_cpus=0.5)
+    service = ray_render.RayRenderService(renderer, "local", config)
+
+    async def run() -> tuple[list[float], float]:
+        prepared = await service.prepare(portraits[0])
+        window = StreamWindow(OPEN_SPACE, WindowSpec(radius=0, lookahead_frames=0))
+        pipeline = LivePipeline(ScriptedMotion(renderer.rest_row(prepared)), window, service, prepared)
+        times: list[float] = []
+        killed_at = 0.0
+        for index in range(3 * FRAMES):
+            pulled = asyncio.ensure_future(pipeline.pull())
+            if index == FRAMES:  # mid-stream, a frame in flight: kill the replica serving the stream
+                await asyncio.sleep(0.005)
+                serving = service.stats.replicas[ray_render.portrait_key(prepared.image)][-1]
+                (name,) = [n for n in ray_render.replica_actor_names() if n.endswith(serving)]
+                ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+                killed_at = time.monotonic()
+            frame = await pulled
+            assert frame is not None and frame.rgb.shape == (256, 256, 3)
+            times.append(time.monotonic())
+        return times, killed_at
+
+    try:
+        times, killed_at = asyncio.run(run())
+    finally:
+        asyncio.run(service.close())
+    after = [t for t in times if t > killed_at]
+    assert len(after) == 2 * FRAMES  # the frame in flight and every later one came
+    gap = after[0] - killed_at
+    print(f"frames resumed {gap:.2f} s after the replica was killed ({service.stats.retries} retries)")
+    assert gap < RECOVERY_BOUND_S
+    served = service.stats.replicas[next(iter(service.stats.replicas))]
+    assert len(set(served)) >= 2  # the stream moved to another replica
