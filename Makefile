@@ -92,5 +92,20 @@ browser-deps:
 		|| echo "chromium not installed: the browser test will skip"
 	npm ci --prefix tests/browser --no-audit --no-fund || echo "playwright-core not installed: the browser test will skip"
 
+# A Ray cluster of this machine for `pirender serve --render ray://127.0.0.1:10001` (README: Scale-out
+# with Ray Serve): the head node, every Ray service bound to 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+# makes Ray take the loopback as the node address), token authentication on (the token in ~/.ray/auth_token),
+# no dashboard; `make ray-down` stops it.
+RAY_PORT ?= 6379
+RAY_CLIENT_PORT ?= 10001
+.PHONY: ray-up ray-down
+ray-up: $(STAMP)
+	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=token $(BIN)/ray start --head --node-ip-address=127.0.0.1 \
+		--port=$(RAY_PORT) --ray-client-server-port=$(RAY_CLIENT_PORT) --include-dashboard=false \
+		--disable-usage-stats
+
+ray-down: $(STAMP)
+	$(BIN)/ray stop
+
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache

@@ -162,3 +162,27 @@ def test_a_stream_survives_the_death_of_its_replica(
     assert gap < RECOVERY_BOUND_S
     served = service.stats.replicas[next(iter(service.stats.replicas))]
     assert len(set(served)) >= 2  # the stream moved to another replica
+
+
+def test_pirender_serve_streams_frames_rendered_on_the_cluster(cluster: None) -> None:
+    """The server with ``render`` set to the cluster: a WebRTC client gets frames the deployment drew."""
+    from test_server import Client
+
+    from pirender.engine.server.app import AvatarServer, ServerConfig
+
+    async def run() -> None:
+        server = AvatarServer(ServerConfig(port=0, render="auto"))  # the cluster this process joined
+        await server.start()
+        client = Client(server.port)
+        try:
+            assert isinstance(server.service, ray_render.RayRenderService)
+            await client.start("idle")
+            frames = await client.receive(15)
+            assert all(f.shape == (256, 256, 3) for f in frames)
+            assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 0.5  # idle motion
+            assert server.service.stats.frames >= 15  # drawn by the replicas
+        finally:
+            await client.close()
+            await server.close()
+
+    asyncio.run(run())

@@ -35,6 +35,25 @@ from ..errors import PirenderError
 from ..image import SourceImage, tensor_to_images
 from ..renderer.base import PreparedSource, Renderer
 
+#: Ray's token authentication switch (``token`` or ``disabled``), read when Ray is imported
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+
+
+def _has_auth_token() -> bool:
+    """Whether Ray finds an authentication token here (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``
+    or ``~/.ray/auth_token``, Ray's token-auth rules)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    return os.path.isfile(path)
+
+
+if AUTH_MODE_ENV not in os.environ and _has_auth_token():
+    # Ray turns token authentication on by itself when this machine has a token (``ray start``,
+    # ``ray.init`` of a cluster address) but not for a Ray Client (``ray://``) driver, whose requests
+    # a token-authenticated cluster then refuses; the rule is Ray's, applied before Ray is imported
+    os.environ[AUTH_MODE_ENV] = "token"
+
 try:
     import ray
     from ray import serve
@@ -219,7 +238,10 @@ def connect(address: str, *, local_cpus: int | None = None) -> None:
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise PirenderError(f"no Ray cluster at {address!r}: {exc} (start one: make ray-up)") from None
+        raise PirenderError(
+            f"no Ray cluster at {address!r}: {exc} (start one: make ray-up; a cluster with token "
+            f"authentication needs its token here: ray get-auth-token on the head, README)"
+        ) from None
 
 
 def deploy(config: RayRenderConfig, *, replace: bool = False) -> DeploymentHandle:
