@@ -1,0 +1,289 @@
+"""The pipecat avatar stage (engine/agents/pipecat.py), run through pipecat's own test utilities.
+
+A real voice (espeak-ng) goes in as TTS audio frames; the avatar's frames come out. Checked: images
+at fps, audio out equal to audio in and sent with its frame's image, the mouth of every frame equal
+to the offline talking motion of the same timeline (so the lips follow the voice exactly
+``delay_frames`` behind its arrival), idle frames with the mouth closed, interruption (queued voice
+dropped, mouth closed at once, passed on), other sample rates and channel counts, bad audio, a
+renderer too slow for real time (frames dropped, audio kept). Mesh renderer at 128 px; each test runs
+the pipeline a few seconds of real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pipecat", reason="pipecat is not installed (pip install 'pirender-live[pipecat]')")
+soxr = pytest.importorskip("soxr")
+
+from pipecat.frames.frames import (  # noqa: E402
+    ErrorFrame,
+    Frame,
+    InterruptionFrame,
+    OutputImageRawFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed  # noqa: E402
+from pipecat.tests.utils import SleepFrame, run_test  # noqa: E402
+
+from pirender.engine.agents.lipsync import (  # noqa: E402
+    MOUTH_SLOT,
+    AvatarAssets,
+    AvatarConfig,
+    LipSync,
+    load_avatar_assets,
+)
+from pirender.engine.agents.pipecat import METADATA_KEY, PirenderAvatar  # noqa: E402
+from pirender.engine.talk import TalkConfig, motion_for_speech  # noqa: E402
+
+FPS = 25.0
+SIZE_PX = 128
+SENTENCE = "Hello there. I am a talking portrait, and my lips follow the voice."
+
+
+@pytest.fixture(scope="module")
+def assets() -> AvatarAssets:
+    loaded = load_avatar_assets(AvatarConfig(size_px=SIZE_PX, fps=FPS))
+    yield loaded
+    loaded.close()
+
+
+@pytest.fixture(scope="module")
+def voice_22k() -> np.ndarray:
+    """espeak-ng's voice (22.05 kHz mono float32, trimmed of silent ends)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt install espeak-ng): no real voice to speak with")
+    wav = subprocess.run(
+        ["espeak-ng", "--stdout", SENTENCE], check=True, capture_output=True, timeout=30
+    ).stdout
+    pcm = np.frombuffer(wav[44:], dtype="<i2").astype(np.float32) / 32768.0  # past the RIFF header
+    loud = np.flatnonzero(np.abs(pcm) > 0.01)
+    return pcm[loud[0] : loud[-1] + 1].copy()
+
+
+def at_rate(voice_22k: np.ndarray, rate: int, seconds: float | None = None) -> np.ndarray:
+    """The voice at ``rate`` Hz as 16-bit PCM samples (the first ``seconds`` of it)."""
+    voice = soxr.resample(voice_22k, 22050, rate).astype(np.float32)
+    if seconds is not None:
+        voice = voice[: round(seconds * rate)]
+    return np.clip(np.round(voice * 32767), -32768, 32767).astype("<i2")
+
+
+def tts_frames(pcm: np.ndarray, rate: int, *, channels: int = 1, seed: int = 0) -> list[Frame]:
+    """TTSStarted, the voice in chunks of irregular sizes (5-60 ms), TTSStopped."""
+    rng = np.random.default_rng(seed)
+    frames: list[Frame] = [TTSStartedFrame(context_id="c1")]
+    interleaved = np.repeat(pcm, channels) if channels > 1 else pcm
+    start = 0
+    while start < len(pcm):
+        size = int(rng.integers(rate // 200, rate * 6 // 100))
+        chunk = interleaved[start * channels : (start + size) * channels]
+        frames.append(
+            TTSAudioRawFrame(audio=chunk.tobytes(), sample_rate=rate, num_channels=channels, context_id="c1")
+        )
+        start += size
+    frames.append(TTSStoppedFrame(context_id="c1"))
+    return frames
+
+
+class Timing(BaseObserver):
+    """When the avatar pushed each image (time.monotonic)."""
+
+    def __init__(self, source: object) -> None:
+        super().__init__()
+        self.source = source
+        self.image_times: list[float] = []
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        if data.source is self.source and isinstance(data.frame, OutputImageRawFrame):
+            self.image_times.append(time.monotonic())
+
+
+def run(avatar: PirenderAvatar, frames: list[Frame]) -> tuple[list[Frame], list[Frame], Timing]:
+    timing = Timing(source=avatar)
+    down, up = asyncio.run(run_test(avatar, frames_to_send=frames, observers=[timing], start_timeout=10.0))
+    return list(down), list(up), timing
+
+
+def images_of(frames: list[Frame]) -> list[OutputImageRawFrame]:
+    return [f for f in frames if isinstance(f, OutputImageRawFrame)]
+
+
+def audio_of(frames: list[Frame]) -> list[TTSAudioRawFrame]:
+    return [f for f in frames if isinstance(f, TTSAudioRawFrame)]
+
+
+def expected_mouths(
+    assets: AvatarAssets, pcm: np.ndarray, rate: int, start_frame: int, frames: int
+) -> np.ndarray:
+    """The offline talking motion (``motion_for_speech``) of the timeline the avatar should have
+    played: silence, the voice from video frame ``start_frame`` on, silence; its mouth per frame."""
+    voice = pcm.astype(np.float32) / 32768.0
+    if rate != 16000:
+        quality = "HQ" if rate >= 16000 else "QQ"
+        voice = soxr.resample(voice, rate, 16000, quality=quality).astype(np.float32)
+    per_frame = round(16000 / FPS)
+    head = np.zeros(start_frame * per_frame, np.float32)
+    tail = np.zeros(max(0, frames * per_frame - len(head) - len(voice)) + per_frame, np.float32)
+    timeline = np.concatenate([head, voice, tail])
+    motion = motion_for_speech(timeline, assets.model, assets.rest, TalkConfig(fps=FPS))
+    return motion.values[:frames, MOUTH_SLOT]
+
+
+def check_speech(assets: AvatarAssets, pcm: np.ndarray, rate: int, down: list[Frame], avatar: PirenderAvatar):
+    images, audio = images_of(down), audio_of(down)
+    # audio out = audio in: the same samples, in order, at the input rate, one frame's worth a frame
+    assert {a.sample_rate for a in audio} == {rate}
+    assert b"".join(a.audio for a in audio) == pcm.tobytes()
+    per_frame = round(rate / FPS)
+    assert all(abs(a.num_frames - per_frame) <= 1 for a in audio[:-1]), [a.num_frames for a in audio]
+    # one clock: every audio frame right after the image of its own frame (same pts), frames consecutive
+    assert avatar.stats.dropped == 0 and avatar.stats.late_rows == 0
+    for a in audio:
+        before = down[down.index(a) - 1]
+        assert isinstance(before, OutputImageRawFrame) and before.pts == a.pts
+        assert before.metadata[METADATA_KEY]["voiced"]
+    indices = [i.metadata[METADATA_KEY]["frame"] for i in images]
+    assert indices == list(range(indices[0], indices[0] + len(indices)))
+    assert [i.pts for i in images] == [round(k * 1e9 / FPS) for k in indices]
+    # the lips: each frame's mouth is the offline motion of the same timeline, the voice starting
+    # where its first audio frame went out
+    start = audio[0].pts * FPS / 1e9
+    assert start == pytest.approx(round(start))
+    mouths = np.array([i.metadata[METADATA_KEY]["mouth"] for i in images])
+    expected = expected_mouths(assets, pcm, rate, round(start) - indices[0], len(images))
+    np.testing.assert_allclose(mouths, expected, atol=2e-4)
+    voiced = mouths[round(start) - indices[0] : round(start) - indices[0] + len(audio)]
+    assert voiced.max() > 0.15, "the mouth opens while the voice plays"
+    assert np.all(mouths[: round(start) - indices[0]] == 0.0), "closed before the voice"
+
+
+def test_speech_at_24k_gives_frames_at_fps_with_the_voice_in_sync(assets, voice_22k):
+    pcm = at_rate(voice_22k, 24000)
+    seconds = len(pcm) / 24000
+    avatar = PirenderAvatar(assets=assets)
+    frames = tts_frames(pcm, 24000)
+    down, up, timing = run(avatar, [*frames, SleepFrame(sleep=seconds + 0.8)])
+    images = images_of(down)
+    # frames at fps: the wall time between the first and last image
+    span = timing.image_times[-1] - timing.image_times[0]
+    assert (len(images) - 1) / span == pytest.approx(FPS, rel=0.05)
+    assert len(images) >= (seconds + 0.3) * FPS  # the voice's frames and idle ones around them
+    check_speech(assets, pcm, 24000, down, avatar)
+    # the audio went out delay_frames (4: 160 ms) after it came in, the TTS frames around it
+    assert avatar.delay_frames == 4
+    assert 0.9 * avatar.delay_ms <= avatar.stats.voice_delay_ms[0] <= avatar.delay_ms + 1000 / FPS + 30
+    kinds = [type(f) for f in down if isinstance(f, (TTSStartedFrame, TTSStoppedFrame, TTSAudioRawFrame))]
+    assert kinds[0] is TTSStartedFrame and kinds[-1] is TTSStoppedFrame
+    assert kinds.count(TTSStartedFrame) == 1 and kinds.count(TTSStoppedFrame) == 1
+    assert not [f for f in up if isinstance(f, ErrorFrame)]
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])
+def test_other_sample_rates(assets, voice_22k, rate):
+    pcm = at_rate(voice_22k, rate, seconds=1.6)
+    avatar = PirenderAvatar(assets=assets)
+    down, _, _ = run(avatar, [*tts_frames(pcm, rate, seed=rate), SleepFrame(sleep=1.6 + 0.6)])
+    check_speech(assets, pcm, rate, down, avatar)
+
+
+def test_stereo_audio_is_passed_on_and_drives_the_mouth(assets, voice_22k):
+    pcm = at_rate(voice_22k, 44100, seconds=1.2)
+    avatar = PirenderAvatar(assets=assets)
+    down, _, _ = run(avatar, [*tts_frames(pcm, 44100, channels=2), SleepFrame(sleep=1.2 + 0.6)])
+    audio = audio_of(down)
+    assert {a.num_channels for a in audio} == {2}
+    assert b"".join(a.audio for a in audio) == np.repeat(pcm, 2).tobytes()
+    assert max(i.metadata[METADATA_KEY]["mouth"] for i in images_of(down)) > 0.15
+
+
+def test_interruption_drops_the_queued_voice_and_closes_the_mouth(assets, voice_22k):
+    pcm = at_rate(voice_22k, 24000)
+    seconds = len(pcm) / 24000
+    assert seconds > 2.5
+    avatar = PirenderAvatar(assets=assets)
+    frames = [*tts_frames(pcm, 24000), SleepFrame(sleep=1.2), InterruptionFrame(), SleepFrame(sleep=0.6)]
+    down, _, _ = run(avatar, frames)
+    cut = next(i for i, f in enumerate(down) if isinstance(f, InterruptionFrame))
+    before, after = down[:cut], down[cut + 1 :]
+    # the voice played up to the interruption, the rest dropped: fewer frames than the utterance
+    played = b"".join(a.audio for a in audio_of(before))
+    assert 0 < len(played) < 0.6 * pcm.nbytes
+    assert pcm.tobytes().startswith(played)
+    assert not audio_of(after) and not [f for f in after if isinstance(f, TTSStoppedFrame)]
+    assert max(i.metadata[METADATA_KEY]["mouth"] for i in images_of(before)[-10:]) > 0.05, "mid-speech"
+    # the next frame shows the mouth closed, and the frames keep coming (idle) at fps
+    after_images = images_of(after)
+    assert len(after_images) >= 0.5 * FPS
+    assert [i.metadata[METADATA_KEY]["mouth"] for i in after_images] == [0.0] * len(after_images)
+    assert avatar.stats.interruptions == 1
+
+
+def test_idle_frames_come_at_fps_with_the_mouth_closed(assets):
+    avatar = PirenderAvatar(assets=assets)
+    down, _, timing = run(avatar, [SleepFrame(sleep=1.5)])
+    images = images_of(down)
+    assert not audio_of(down)
+    assert len(images) == pytest.approx(1.5 * FPS, abs=4)
+    span = timing.image_times[-1] - timing.image_times[0]
+    assert (len(images) - 1) / span == pytest.approx(FPS, rel=0.05)
+    assert {i.size for i in images} == {(SIZE_PX, SIZE_PX)} and {i.format for i in images} == {"RGB"}
+    assert all(len(i.image) == SIZE_PX * SIZE_PX * 3 for i in images)
+    assert [i.metadata[METADATA_KEY]["mouth"] for i in images] == [0.0] * len(images)
+    rgb = np.frombuffer(images[-1].image, np.uint8)
+    assert rgb.std() > 20, "a portrait, not a blank frame"
+
+
+def test_bad_audio_is_refused_with_a_clear_error(assets):
+    avatar = PirenderAvatar(assets=assets)
+    odd = TTSAudioRawFrame(audio=b"\x01\x02\x03", sample_rate=24000, num_channels=1)
+    no_rate = TTSAudioRawFrame(audio=b"\x00\x00" * 240, sample_rate=0, num_channels=1)
+    down, up, _ = run(avatar, [odd, no_rate, SleepFrame(sleep=0.4)])
+    errors = [f for f in up if isinstance(f, ErrorFrame)]
+    assert len(errors) == 2
+    assert all("not 16-bit PCM" in e.error for e in errors)
+    assert not audio_of(down) and images_of(down)  # dropped; the avatar keeps going
+    with pytest.raises(Exception, match="float32"):
+        LipSync(assets).feed(np.zeros(640, np.int16))  # type: ignore[arg-type]
+
+
+def test_a_slow_renderer_drops_frames_but_never_audio(assets, voice_22k, monkeypatch):
+    real_render = LipSync.render
+
+    def slow_render(self):
+        time.sleep(0.07)  # slower than a 40 ms frame
+        return real_render(self)
+
+    monkeypatch.setattr(LipSync, "render", slow_render)
+    pcm = at_rate(voice_22k, 24000, seconds=1.5)
+    avatar = PirenderAvatar(assets=assets)
+    down, _, _ = run(avatar, [*tts_frames(pcm, 24000), SleepFrame(sleep=1.5 + 0.8)])
+    assert avatar.stats.dropped > 0.25 * avatar.stats.frames
+    assert avatar.stats.images + avatar.stats.dropped == avatar.stats.frames
+    assert b"".join(a.audio for a in audio_of(down)) == pcm.tobytes()
+
+
+def test_end_frame_plays_out_the_queued_voice(assets, voice_22k):
+    pcm = at_rate(voice_22k, 24000, seconds=1.0)
+    avatar = PirenderAvatar(assets=assets)
+    down, _, _ = run(avatar, tts_frames(pcm, 24000))  # EndFrame right after the voice
+    assert b"".join(a.audio for a in audio_of(down)) == pcm.tobytes()
+    assert isinstance(
+        [f for f in down if isinstance(f, (TTSAudioRawFrame, TTSStoppedFrame))][-1], TTSStoppedFrame
+    )
+
+
+def test_importing_without_pipecat_says_how_to_install():
+    code = "import sys; sys.modules['pipecat'] = None; import pirender.engine.agents.pipecat"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "PirenderError" in result.stderr and "pip install 'pirender-live[pipecat]'" in result.stderr
