@@ -5,23 +5,27 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from ..api import OPEN_RENDERERS, default_portrait, open_space_renderer
 from ..errors import PirenderError
 from ..fileio import check_output, prepare_folder
-from ..image import image_to_tensor
-from ..renderer.base import Precision, RenderMode
+from ..image import SourceImage, image_to_tensor
+from ..renderer.base import Precision, Renderer, RenderMode
 from ..renderer.checkpoint import AUTHORS_IMAGE_SIZE_PX
+from ..track.crop import crop_to_face
 from .environment import command_line, device_name, load_average, utc_now
 from .measure import BenchPlan, benchmark
-from .models import SEED, make_renderer, make_windows, model_facts, model_source, source_image
+from .models import SEED, ModelSource, make_renderer, make_windows, model_facts, model_source, source_image
 from .report import aligned_table, append_results, extra_lines, markdown_table, plot, table_rows, write_json
 from .streams import measure_streams, measure_warp_kernel
 
@@ -139,9 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--streams",
         default=None,
         metavar="LABEL",
-        help="count the 25-fps streams this row (e.g. 'compiled fp16') sustains through the batching service",
+        help="count the 25-fps streams this row (e.g. 'compiled fp16', or an open-space renderer: mesh, "
+        "neural) sustains through the batching service",
     )
     parser.add_argument("--streams-seconds", type=float, default=4.0, help="seconds per stream count")
+    parser.add_argument(
+        "--streams-render",
+        default="in-process",
+        metavar="WHERE",
+        help="--streams through a Ray Serve render deployment too, after the in-process run and at the "
+        "same stream counts: local:N (a one-machine cluster of N replicas on 127.0.0.1, started and "
+        "stopped here) or a Ray address (ray://HOST:10001, HOST:6379, auto); the row must then be an "
+        "open-space renderer (mesh or neural), the deployment's",
+    )
+    parser.add_argument("--streams-only", action="store_true", help="only --streams (no backend rows)")
     return parser
 
 
@@ -192,7 +207,67 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         setattr(args, option[2:], checked)
     if args.size is not None and args.size < 1:
         parser.error("--size must be positive")
+    if args.streams_only and not args.streams:
+        parser.error("--streams-only needs --streams LABEL")
+    if args.streams_render != "in-process" and args.streams not in OPEN_RENDERERS:
+        parser.error(
+            f"--streams-render: the Ray deployment renders {' or '.join(OPEN_RENDERERS)}: --streams mesh"
+        )
+    if args.streams_seconds <= 0:
+        parser.error("--streams-seconds must be positive")
     return args
+
+
+def _measure_streams(
+    args: argparse.Namespace,
+    models: ModelSource,
+    image: SourceImage,
+    window: np.ndarray,
+    device: torch.device,
+) -> dict[str, Any]:
+    """``--streams`` (and ``--streams-render``): stream counts in this process, then through the Ray
+    render deployment at the same counts (``streams["ray"]``)."""
+    if args.streams in OPEN_RENDERERS:  # the server's renderers: open-space motion, a real face needed
+        renderer: Renderer = open_space_renderer(args.streams, image_size_px=image.size_px)
+        image = crop_to_face(args.source or default_portrait(), size_px=image.size_px)
+        window = renderer.rest_row(renderer.prepare(image))[:, None]  # (width, 1)
+    else:
+        backend, _, precision = args.streams.partition(" ")
+        renderer = make_renderer(models, precision or "fp32", device, backend=backend)
+    print(f"# streams ({args.streams}), in this process:", flush=True)
+    streams = measure_streams(renderer, image, window, args.streams_seconds)
+    streams["row"] = args.streams
+    if args.streams_render == "in-process":
+        return streams
+    where = args.streams_render
+    if where.startswith("local:"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the cluster binds 127.0.0.1
+    from ..stream import ray_render
+
+    config = ray_render.RayRenderConfig(renderer=args.streams, size_px=image.size_px)
+    if where.startswith("local:"):
+        try:
+            replicas = int(where[len("local:") :])
+        except ValueError:
+            raise PirenderError(f"--streams-render local:N takes a replica count, got {where!r}") from None
+        cores = os.cpu_count() or 1
+        config = replace(config, min_replicas=replicas, max_replicas=replicas, num_cpus=cores / replicas)
+        ray_render.connect("local", local_cpus=cores)
+    counts = list(streams["worst_fps_by_count"])
+    print(f"# streams ({args.streams}), through the Ray render deployment at {where}:", flush=True)
+    try:
+        service = ray_render.RayRenderService(
+            renderer, "local" if where.startswith("local:") else where, config
+        )
+        streams["ray"] = {
+            "where": where,
+            "replicas": f"{config.min_replicas}..{config.max_replicas}",
+            **measure_streams(renderer, image, window, args.streams_seconds, service=service, counts=counts),
+        }
+    finally:
+        if where.startswith("local:"):
+            ray_render.shutdown_local()
+    return streams
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -276,6 +351,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in lines:
         print(f"# {line}", flush=True)
 
+    if args.streams_only:
+        only = _measure_streams(args, models, image, windows[0].cpu().numpy(), device)
+        extra = extra_lines({}, None, only)
+        for line in extra:
+            print(line)
+        if args.json is not None:
+            meta["elapsed_s"] = time.perf_counter() - started
+            write_json(args.json, {"meta": meta, "streams": only})
+        if args.results is not None:
+            append_results(args.results, meta, "(no backend rows: --streams-only)", extra)
+            print(f"# results:   appended to {args.results}")
+        return 0
+
     with torch.inference_mode():
         facts = model_facts(models, image, windows[:1], source32, device)
         gc.collect()
@@ -301,10 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warp_kernel = measure_warp_kernel(device, max(args.batch), size_px) if args.warp_kernel else None
     streams = None
     if args.streams:
-        backend, _, precision = args.streams.partition(" ")
-        renderer = make_renderer(models, precision or "fp32", device, backend=backend)
-        streams = measure_streams(renderer, image, windows[0].cpu().numpy(), args.streams_seconds)
-        streams["row"] = args.streams
+        streams = _measure_streams(args, models, image, windows[0].cpu().numpy(), device)
 
     elapsed = time.perf_counter() - started
     header, rows = table_rows(results, with_memory=device.type == "cuda")

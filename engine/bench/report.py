@@ -108,18 +108,43 @@ def extra_lines(
             "max abs diff {max_abs}".format(**warp_kernel)
         )
     if streams is not None:
-        counts = ", ".join(f"{n}: worst {fps:.1f} fps" for n, fps in streams["worst_fps_by_count"].items())
-        lines.append(
-            f"streams ({streams['row']}, batching render service, {STREAM_FPS:.0f} fps each): "
-            f"{streams['sustained']} sustained (>= {STREAM_FPS - 1:.0f} fps every stream); {counts}"
-        )
-        for count, latency in streams.get("latency_by_count", {}).items():
-            m2p, slot = latency["motion_to_photon_ms"], latency["render_slot_ms"]
-            lines.append(
-                f"  {count} stream(s): motion-to-photon up to the rendered frame (30-fps camera capture -> "
-                f"rendered) p50/p90/p99 {m2p['p50']:.1f} / {m2p['p90']:.1f} / {m2p['p99']:.1f} ms; "
-                f"render slot -> rendered {slot['p50']:.1f} / {slot['p90']:.1f} / {slot['p99']:.1f} ms"
+        lines += _stream_lines(streams, f"{streams['row']}, batching render service in this process")
+        ray = streams.get("ray")
+        if ray is not None:
+            where = (
+                f"{streams['row']}, Ray Serve render deployment at {ray['where']}, {ray['replicas']} replicas"
             )
+            lines += _stream_lines(ray, where)
+            local = streams.get("latency_by_count", {})
+            for count, latency in ray.get("latency_by_count", {}).items():
+                if count not in local:
+                    continue
+                here, there = local[count]["render_ms"], latency["render_ms"]
+                lines.append(
+                    f"  the Ray hop, {count} stream(s): render stage p50 {there['p50']:.1f} vs "
+                    f"{here['p50']:.1f} ms in this process (+{there['p50'] - here['p50']:.1f}), p90 "
+                    f"{there['p90']:.1f} vs {here['p90']:.1f} ms (+{there['p90'] - here['p90']:.1f})"
+                )
+    return lines
+
+
+def _stream_lines(streams: dict[str, Any], where: str) -> list[str]:
+    counts = ", ".join(f"{n}: worst {fps:.1f} fps" for n, fps in streams["worst_fps_by_count"].items())
+    lines = [
+        f"streams ({where}, {STREAM_FPS:.0f} fps each): "
+        f"{streams['sustained']} sustained (>= {STREAM_FPS - 1:.0f} fps every stream); {counts}"
+    ]
+    for count, latency in streams.get("latency_by_count", {}).items():
+        m2p, slot = latency["motion_to_photon_ms"], latency["render_slot_ms"]
+        text = (
+            f"  {count} stream(s): motion-to-photon up to the rendered frame (30-fps camera capture -> "
+            f"rendered) p50/p90/p99 {m2p['p50']:.1f} / {m2p['p90']:.1f} / {m2p['p99']:.1f} ms; "
+            f"render slot -> rendered {slot['p50']:.1f} / {slot['p90']:.1f} / {slot['p99']:.1f} ms"
+        )
+        render = latency.get("render_ms")
+        if render is not None:
+            text += f"; render stage {render['p50']:.1f} / {render['p90']:.1f} / {render['p99']:.1f} ms"
+        lines.append(text)
     return lines
 
 

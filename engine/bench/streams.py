@@ -4,7 +4,7 @@ the number of 25-fps streams one renderer sustains through the batching render s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ from ..clock import now_s
 from ..image import SourceImage
 from ..pipeline import FrameSlot, TimedMotion
 from ..renderer.base import Renderer
+from ..stream.batcher import FrameService
 from .measure import time_one_call
 from .models import SEED
 
@@ -77,14 +78,23 @@ class ReplayedCamera:
 
 
 def measure_streams(
-    renderer: Renderer, image: SourceImage, window: np.ndarray, seconds: float
+    renderer: Renderer,
+    image: SourceImage,
+    window: np.ndarray,
+    seconds: float,
+    *,
+    service: FrameService | None = None,
+    counts: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """Stream counts doubling from 1, each stream the server's own pipeline (a 25-fps clock that
-    skips late slots, the batching render service) driven by a 30-fps camera (:class:`ReplayedCamera`);
-    a count is sustained when its slowest stream gets >= 24 fps. Per count: the slowest stream's
-    frames/s and, over all streams, motion-to-photon up to the rendered frame (the camera frame's
-    capture -> the frame out of the renderer: no encoder, network or display) and the render-slot
-    latency (slot -> rendered), p50/p90/p99 ms. Stops at the first count that is not sustained."""
+    """Stream counts doubling from 1 (or ``counts``), each stream the server's own pipeline (a 25-fps
+    clock that skips late slots, the server's render stage: ``service``, by default this process's
+    batching render service) driven by a 30-fps camera (:class:`ReplayedCamera`); a count is
+    sustained when its slowest stream gets >= 24 fps. Per count: the slowest stream's frames/s and,
+    over all streams, motion-to-photon up to the rendered frame (the camera frame's capture -> the
+    frame out of the renderer: no encoder, network or display), the render-slot latency (slot ->
+    rendered) and the render stage (the motion ready -> the frame back: the render call, with the
+    hop to a Ray replica when ``service`` is one), p50/p90/p99 ms. Stops at the first count that is
+    not sustained."""
     import asyncio
 
     from ..motion.window import StreamWindow, WindowSpec
@@ -93,9 +103,10 @@ def measure_streams(
 
     row = window[:, window.shape[1] // 2].copy()
 
-    async def run(count: int, prepared: Any, service: RenderService) -> dict[str, Any]:
+    async def run(count: int, prepared: Any, service: FrameService) -> dict[str, Any]:
         motion_ms: list[float] = []
         slot_ms: list[float] = []
+        render_ms: list[float] = []
 
         async def one() -> float:
             spec = WindowSpec(radius=window.shape[1] // 2, lookahead_frames=0)  # the renderer's window
@@ -110,6 +121,7 @@ def measure_streams(
                 frames += 1
                 motion_ms.append(1000 * (frame.rendered_s - frame.motion.captured_s))
                 slot_ms.append(1000 * (frame.rendered_s - frame.slot.due_s))
+                render_ms.append(frame.stage_ms["render"])
             return frames / (now_s() - start)
 
         worst = min(await asyncio.gather(*(one() for _ in range(count))))
@@ -117,30 +129,35 @@ def measure_streams(
             "worst_fps": worst,
             "motion_to_photon_ms": _percentiles(motion_ms),
             "render_slot_ms": _percentiles(slot_ms),
+            "render_ms": _percentiles(render_ms),
         }
 
     async def main() -> dict[str, Any]:
-        service = RenderService(renderer, max_batch=64)
-        prepared = await service.prepare(image)
-        await service.render(prepared, window)  # warm-up (compiles the batch-1 graph)
+        stage = service or RenderService(renderer, max_batch=64)
+        prepared = await stage.prepare(image)
+        for _ in range(3):  # warm-up (compiles the batch-1 graph; a Ray replica prepares the portrait)
+            await stage.render(prepared, window)
         worst: dict[int, float] = {}
         latency: dict[int, dict[str, Any]] = {}
-        sustained, count = 0, 1
-        while count <= 256:
-            measured = await run(count, prepared, service)
+        sustained = 0
+        planned = list(counts) if counts is not None else [2**i for i in range(9)]
+        for count in planned:
+            measured = await run(count, prepared, stage)
             worst[count] = measured["worst_fps"]
-            latency[count] = {k: measured[k] for k in ("motion_to_photon_ms", "render_slot_ms")}
+            latency[count] = {k: measured[k] for k in ("motion_to_photon_ms", "render_slot_ms", "render_ms")}
             m2p, slot = measured["motion_to_photon_ms"], measured["render_slot_ms"]
+            hop = measured["render_ms"]
             print(
                 f"#   streams {count}: slowest {worst[count]:.1f} fps; motion-to-photon (to rendered) "
                 f"p50/p90/p99 {m2p['p50']:.1f}/{m2p['p90']:.1f}/{m2p['p99']:.1f} ms, render slot "
-                f"{slot['p50']:.1f}/{slot['p90']:.1f}/{slot['p99']:.1f} ms",
+                f"{slot['p50']:.1f}/{slot['p90']:.1f}/{slot['p99']:.1f} ms, render stage "
+                f"{hop['p50']:.1f}/{hop['p90']:.1f}/{hop['p99']:.1f} ms",
                 flush=True,
             )
             if worst[count] < STREAM_FPS - 1:
                 break
-            sustained, count = count, count * 2
-        await service.close()
+            sustained = count
+        await stage.close()
         return {"sustained": sustained, "worst_fps_by_count": worst, "latency_by_count": latency}
 
     return asyncio.run(main())
