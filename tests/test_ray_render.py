@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's node address: 127.0.0.1 (read at import)
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # every cluster of this module: token authentication
 pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'pirender-live[ray]')")
 pytest.importorskip("tflite", reason="the mesh renderer's face models need the tflite package")
 
@@ -90,6 +91,42 @@ async def _stream(
         assert frame is not None
         out.append(frame.rgb)
     return out
+
+
+def test_bench_measures_the_ray_hop_beside_this_process(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``pirender bench --streams mesh --streams-render local:2``: the same stream counts in this
+    process and through a one-machine cluster (started and stopped by the command)."""
+    from pirender.training.cli import main
+
+    out = tmp_path / "streams.json"
+    args = ["bench", "--streams", "mesh", "--streams-only", "--streams-seconds", "0.5"]
+    assert main([*args, "--streams-render", "local:2", "--json", str(out)]) == 0
+    assert not ray.is_initialized()  # the command's own cluster is gone
+    import json
+
+    streams = json.loads(out.read_text())["streams"]
+    here, there = streams["latency_by_count"], streams["ray"]["latency_by_count"]
+    assert set(there) <= set(here) and there
+    for latency in [*here.values(), *there.values()]:
+        render = latency["render_ms"]
+        assert 0 < render["p50"] <= render["p90"] <= render["p99"]
+    assert "the Ray hop, 1 stream(s): render stage p50" in capsys.readouterr().out
+
+
+def test_bench_and_serve_refuse_bad_ray_options(capsys) -> None:  # type: ignore[no-untyped-def]
+    from pirender.engine.cli.commands import replica_bounds
+    from pirender.engine.errors import PirenderError
+    from pirender.training.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--streams", "torch fp32", "--streams-render", "local:2"])
+    assert exit_info.value.code == 2 and "the Ray deployment renders" in capsys.readouterr().err
+    assert replica_bounds("3") == (3, 3) and replica_bounds("1:4") == (1, 4)
+    for bad in ("0", "4:1", "two", "1:"):
+        with pytest.raises(PirenderError, match="--render-replicas"):
+            replica_bounds(bad)
+    with pytest.raises(PirenderError, match="min <= max"):
+        ray_render.RayRenderConfig(min_replicas=3, max_replicas=2)
 
 
 def test_the_cluster_binds_the_loopback_only(cluster: None) -> None:

@@ -424,9 +424,9 @@ def replica_bounds(text: str) -> tuple[int, int]:
     Raises:
         PirenderError: not a count or bounds with 1 <= MIN <= MAX.
     """
-    low, _, high = text.partition(":")
+    low, colon, high = text.partition(":")
     try:
-        bounds = (int(low), int(high or low))
+        bounds = (int(low), int(high if colon else low))
     except ValueError:
         raise PirenderError(f"--render-replicas takes N or MIN:MAX, got {text!r}") from None
     if not 1 <= bounds[0] <= bounds[1]:
