@@ -127,6 +127,10 @@ def test_bench_and_serve_refuse_bad_ray_options(capsys) -> None:  # type: ignore
             replica_bounds(bad)
     with pytest.raises(PirenderError, match="min <= max"):
         ray_render.RayRenderConfig(min_replicas=3, max_replicas=2)
+    with pytest.raises(PirenderError, match="unknown render deployment options"):
+        ray_render.build_app({"replicas": "2"})
+    app = ray_render.build_app({"renderer": "mesh", "max_replicas": "4", "num_cpus": "0.5"})
+    assert type(app).__name__ == "Application"
 
 
 def test_the_cluster_binds_the_loopback_only(cluster: None) -> None:

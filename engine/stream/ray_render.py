@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -214,6 +214,23 @@ def render_app(config: RayRenderConfig) -> Any:
     return deployment.bind(asdict(config))
 
 
+def build_app(args: dict[str, Any]) -> Any:
+    """Serve's application builder (``serve run pirender.engine.stream.ray_render:build_app
+    renderer=neural num_gpus=1``, or KubeRay's ``RayService`` ``import_path`` with ``args``): the
+    render deployment of ``RayRenderConfig(**args)``, the strings of a command line converted.
+
+    Raises:
+        PirenderError: an unknown or invalid option.
+    """
+    known = {f.name: f.type for f in fields(RayRenderConfig)}
+    unknown = sorted(set(args) - set(known))
+    if unknown:
+        raise PirenderError(f"unknown render deployment options {unknown} (known: {', '.join(known)})")
+    defaults = RayRenderConfig()
+    typed = {name: type(getattr(defaults, name))(value) for name, value in args.items()}
+    return render_app(RayRenderConfig(**typed))
+
+
 def connect(address: str, *, local_cpus: int | None = None) -> None:
     """Join the Ray cluster at ``address`` as a driver (no-op when already joined).
 
@@ -242,6 +259,12 @@ def connect(address: str, *, local_cpus: int | None = None) -> None:
             f"no Ray cluster at {address!r}: {exc} (start one: make ray-up; a cluster with token "
             f"authentication needs its token here: ray get-auth-token on the head, README)"
         ) from None
+
+
+def shutdown_local() -> None:
+    """Stop Serve and leave the cluster (the one :func:`connect` ``("local")`` made ends with it)."""
+    serve.shutdown()
+    ray.shutdown()
 
 
 def deploy(config: RayRenderConfig, *, replace: bool = False) -> DeploymentHandle:
@@ -364,6 +387,13 @@ class RayRenderService:
                 self.stats.retries += 1
                 retried = True
                 await asyncio.sleep(0.05)
+        size = self.renderer.image_size_px
+        if reply.rgb.shape != (size, size, 3):
+            raise PirenderError(
+                f"the render deployment {APP_NAME!r} draws {reply.rgb.shape[1]}x{reply.rgb.shape[0]} frames "
+                f"and this front end serves {size}x{size}: give the same --size and --renderer, or "
+                f"delete the deployment (serve delete {APP_NAME}) so that this front end deploys its own"
+            )
         if retried:
             self.stats.longest_recovery_s = max(self.stats.longest_recovery_s, time.monotonic() - started)
         self.stats.frames += 1
