@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -287,3 +288,57 @@ def test_importing_without_pipecat_says_how_to_install():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "PirenderError" in result.stderr and "pip install 'pirender-live[pipecat]'" in result.stderr
+
+
+def test_the_example_answers_an_offer_and_speaks_with_its_face(tmp_path):
+    """examples/pipecat_agent end to end on 127.0.0.1: bot.py serving, check_offer.py as the browser
+    (aiortc): video at fps from the avatar, the greeting heard, a barge-in stops it, an answer after."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt install espeak-ng): the example's voice")
+    pytest.importorskip("aiohttp")
+    import json
+    import socket
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "pipecat_agent"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "bot.log").open("w")
+    bot = subprocess.Popen(
+        [sys.executable, str(example / "bot.py"), "--port", str(port), "--size", "128"],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        assert bot.stdout is not None
+        ready = bot.stdout.readline()  # printed once the avatar is loaded and the page is served
+        assert "ready" in ready, (tmp_path / "bot.log").read_text()[-2000:]
+        check = subprocess.run(
+            [
+                sys.executable,
+                str(example / "check_offer.py"),
+                "--url",
+                f"http://127.0.0.1:{port}",
+                "--seconds",
+                "14",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        result = json.loads(check.stdout.strip().splitlines()[-1])
+        assert result["checks"] == {
+            "video_at_fps": True,
+            "bot_spoke": True,
+            "barge_in_stopped_the_bot": True,
+            "bot_answered_after": True,
+        }, result
+        assert result["video_size"] == [128, 128]
+        assert result["video_fps"] >= 20
+        assert result["mouth_change_voiced"] > 2 * result["mouth_change_quiet"], result
+        assert abs(result["av_offset_ms"]) <= 80, result  # within two frames at arrival
+    finally:
+        bot.terminate()
+        bot.wait(timeout=30)
+        log.close()
