@@ -78,6 +78,12 @@ train-renderer: $(STAMP)
 	$(BIN)/pirender prepare $(TALKING) --out data/talking
 	$(BIN)/pirender train-refiner --data data/talking --run runs/refiner --out engine/renderer/refine/default_refiner.pt --steps 10000 --eyes-from 9000 --overwrite
 
+# A local voice agent with a speaking portrait (examples/pipecat_agent: pipecat's SmallWebRTC transport
+# on 127.0.0.1, Silero VAD, espeak-ng, PirenderAvatar): open http://127.0.0.1:7870 and talk to it
+.PHONY: pipecat-example
+pipecat-example: $(STAMP) system-deps
+	$(BIN)/python examples/pipecat_agent/bot.py --port 7870
+
 # The real-browser test (tests/test_browser.py): Debian's chromium and playwright-core from the lock
 # file (no browser download). Safe to repeat; without them the browser test skips.
 # speech synthesis for the audio tests (espeak-ng) and PortAudio for the microphone; tests skip without
