@@ -15,6 +15,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -242,6 +243,8 @@ def test_idle_frames_come_at_fps_with_the_mouth_closed(assets):
     assert [i.metadata[METADATA_KEY]["mouth"] for i in images] == [0.0] * len(images)
     rgb = np.frombuffer(images[-1].image, np.uint8)
     assert rgb.std() > 20, "a portrait, not a blank frame"
+    # stopped cleanly: the render worker thread is gone
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("pirender-avatar")]
 
 
 def test_bad_audio_is_refused_with_a_clear_error(assets):
