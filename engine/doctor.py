@@ -126,6 +126,8 @@ CHECKS: tuple[Callable[[], Check], ...] = (
     _portaudio,
     lambda: _module("pyvirtualcam", "virtual webcam", "pip install 'pirender-live[webcam]'"),
     lambda: _program("espeak-ng", "speech synthesis (training)", "apt-get install espeak-ng"),
+    lambda: _module("ray.serve", "Ray Serve render stage", "pip install 'pirender-live[ray]'"),
+    lambda: _module("pipecat", "pipecat avatar stage", "pip install 'pirender-live[pipecat]'"),
 )
 
 
