@@ -290,7 +290,7 @@ class LivePipeline:
                 loop = asyncio.get_running_loop()
                 rgb = await loop.run_in_executor(None, self._render, self.renderer, window.copy())
             else:
-                rgb = await self.renderer.render(self.prepared, window.copy())
+                rgb = await self.renderer.render(self.prepared, window.copy(), stream=id(self))
             frame = self._frame(rgb, slot, motion, started, motion_ms)
             self._send(frame)
             return frame

@@ -160,7 +160,8 @@ def test_two_streams_on_two_replicas_render_what_this_process_renders(
             assert a.shape == b.shape == (256, 256, 3)
             assert np.abs(a.astype(np.int16) - b).max() <= 1  # the same renderer, batched differently
     assert not np.array_equal(on_ray[0][0], on_ray[1][0])  # two portraits, two different streams
-    # session affinity: once prepared, a portrait's frames stay on one replica
+    # session affinity: once its portrait is prepared, each stream's frames stay on one replica
+    assert len(remote.stats.replicas) == 2  # two sessions (portrait, stream)
     for served in remote.stats.replicas.values():
         later = Counter(list(served)[FRAMES // 2 :])
         assert later.most_common(1)[0][1] >= 0.8 * len(later), served
@@ -183,7 +184,8 @@ def test_a_stream_survives_the_death_of_its_replica(
             pulled = asyncio.ensure_future(pipeline.pull())
             if index == FRAMES:  # mid-stream, a frame in flight: kill the replica serving the stream
                 await asyncio.sleep(0.005)
-                serving = service.stats.replicas[ray_render.portrait_key(prepared.image)][-1]
+                (served,) = service.stats.replicas.values()  # one stream: one session
+                serving = served[-1]
                 (name,) = [n for n in ray_render.replica_actor_names() if n.endswith(serving)]
                 ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
                 killed_at = time.monotonic()

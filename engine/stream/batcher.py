@@ -26,8 +26,9 @@ class FrameService(Protocol):
 
     async def close(self) -> None: ...
 
-    async def render(self, source: PreparedSource, window: np.ndarray) -> np.ndarray:
-        """The frame (H, W, 3) uint8 of one window (width, T) of one stream."""
+    async def render(self, source: PreparedSource, window: np.ndarray, *, stream: int = 0) -> np.ndarray:
+        """The frame (H, W, 3) uint8 of one window (width, T) of the stream ``stream`` (any number
+        that tells the streams apart: a service may keep a stream where it was rendered before)."""
         ...
 
     async def prepare(self, image: SourceImage) -> PreparedSource:
@@ -64,8 +65,10 @@ class RenderService:
             self._task = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def render(self, source: PreparedSource, window: np.ndarray) -> np.ndarray:
-        """The frame (H, W, 3) uint8 of one window (width, T) of one stream."""
+    async def render(self, source: PreparedSource, window: np.ndarray, *, stream: int = 0) -> np.ndarray:
+        """The frame (H, W, 3) uint8 of one window (width, T) of one stream (``stream``: unused, one
+        renderer here)."""
+        del stream
         self.start()
         done: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Request(source, window, done))

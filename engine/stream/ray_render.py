@@ -6,13 +6,15 @@ cluster. There, :class:`RenderDeployment` replicas (one per GPU, or per ``num_cp
 with the same open-space renderer as in-process, batching the requests of all the streams they serve
 (``@serve.batch``, bounded wait); Serve scales the replica count on the requests queued per replica.
 
-**Session affinity.** A portrait is identified by the hash of its pixels; every request names it as
-its multiplexed model id, so Serve routes a stream to the replica that already prepared its portrait
-(``@serve.multiplexed``: prepared once per replica, the least recently used forgotten beyond
-:data:`PORTRAITS_PER_REPLICA`). The portrait's pixels travel once, through Ray's object store; a
-replica that has not seen a portrait fetches them from there and prepares it. If the replica dies,
-:class:`RayRenderService` retries the frame (Serve routes it to a live replica, which prepares the
-portrait from the object store) until :attr:`RayRenderConfig.retry_s` runs out.
+**Session affinity.** Every request of a stream carries the stream's session (its portrait, named by
+a hash of its pixels, and the stream) as its Serve multiplexed-model id, so Serve sends a new session
+to a lightly loaded replica and keeps it there (``@serve.multiplexed``: the least recently used of
+:data:`SESSIONS_PER_REPLICA` forgotten). A replica prepares each portrait once, however many of its
+sessions show it, and renders those sessions' frames together. The portrait's pixels travel once,
+through Ray's object store; a replica that has not seen a portrait fetches them from there and
+prepares it. If the replica dies, :class:`RayRenderService` retries the frame (Serve routes it to a
+live replica, which prepares the portrait from the object store) until
+:attr:`RayRenderConfig.retry_s` runs out.
 
 Ray is an optional dependency (``pip install 'pirender-live[ray]'``): only this module imports it.
 """
@@ -66,6 +68,8 @@ except ImportError:  # pragma: no cover - the message below is the behaviour
 
 #: the Serve application (and deployment) name front ends look for
 APP_NAME = "pirender-render"
+#: sessions (a stream of a portrait) a replica keeps (the least recently used is forgotten beyond)
+SESSIONS_PER_REPLICA = 64
 #: prepared portraits a replica keeps (the least recently used is forgotten beyond)
 PORTRAITS_PER_REPLICA = 32
 #: the environment variable that makes Ray use 127.0.0.1 as the node address (every Ray service
@@ -82,6 +86,7 @@ class RayRenderConfig:
         size_px: frame side (256 or 512).
         min_replicas, max_replicas: Serve's autoscaling bounds (equal: a fixed count).
         target_queued: requests in flight per replica Serve aims at when scaling (queue length).
+        upscale_delay_s: how long the queues must stay above the target before Serve adds replicas.
         num_cpus: CPU cores reserved per replica (also its torch threads, at least 1).
         num_gpus: GPUs per replica (1: one replica pinned per GPU; the renderer runs on ``cuda``).
         max_batch: most requests rendered in one call per replica.
@@ -94,6 +99,7 @@ class RayRenderConfig:
     min_replicas: int = 1
     max_replicas: int = 1
     target_queued: float = 4.0
+    upscale_delay_s: float = 10.0
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     max_batch: int = 16
@@ -149,26 +155,37 @@ class _RenderReplica:
         )
         self.replica = serve.get_replica_context().replica_id.unique_id
         self._images: OrderedDict[str, Any] = OrderedDict()  # portrait key -> its pixels' object ref
+        self._prepared: OrderedDict[str, PreparedSource] = OrderedDict()  # portrait key -> prepared
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
         batching: Any = self._render_batch  # serve.batch's wrapper (its stubs omit the setters)
         batching.set_max_batch_size(self.config.max_batch)
         batching.set_batch_wait_timeout_s(self.config.batch_wait_ms / 1000)
 
-    @serve.multiplexed(max_num_models_per_replica=PORTRAITS_PER_REPLICA)
-    async def _portrait(self, key: str) -> PreparedSource:
-        """The portrait ``key`` prepared on this replica (once; Serve reports it for routing)."""
-        image: SourceImage = await self._images[key]
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.renderer.prepare, image)
+    @serve.multiplexed(max_num_models_per_replica=SESSIONS_PER_REPLICA)
+    async def _session(self, session: str) -> PreparedSource:
+        """The portrait of ``session`` (``KEY/STREAM``) prepared on this replica: once per portrait,
+        shared by its sessions here (Serve reports the session loaded, for routing)."""
+        key = session.split("/")[0]
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            image: SourceImage = await self._images[key]
+            loop = asyncio.get_running_loop()
+            prepared = await loop.run_in_executor(self._executor, self.renderer.prepare, image)
+            self._prepared[key] = prepared
+            while len(self._prepared) > PORTRAITS_PER_REPLICA:
+                self._prepared.popitem(last=False)
+        self._prepared.move_to_end(key)
+        return prepared
 
-    async def render(self, key: str, image: list[Any], window: np.ndarray) -> RenderReply:
-        """The frame of ``window`` (width, T) for the portrait ``key`` (pixels at ``image[0]``, an
-        object ref in a list so that Ray does not fetch it for every frame)."""
+    async def render(self, session: str, image: list[Any], window: np.ndarray) -> RenderReply:
+        """The frame of ``window`` (width, T) for ``session`` (``KEY/STREAM``: the portrait ``KEY``,
+        pixels at ``image[0]``, an object ref in a list so that Ray does not fetch it every frame)."""
+        key = session.split("/")[0]
         self._images[key] = image[0]
         self._images.move_to_end(key)
         while len(self._images) > 4 * PORTRAITS_PER_REPLICA:
             self._images.popitem(last=False)
-        prepared = await self._portrait(key)
+        prepared = await self._session(session)
         rgb = await self._render_batch((prepared, window))
         return RenderReply(rgb, self.replica)
 
@@ -201,6 +218,7 @@ def render_app(config: RayRenderConfig) -> Any:
             "min_replicas": config.min_replicas,
             "max_replicas": config.max_replicas,
             "target_ongoing_requests": config.target_queued,
+            "upscale_delay_s": config.upscale_delay_s,
         }
         options = {"autoscaling_config": autoscaling}
     deployment = serve.deployment(
@@ -291,13 +309,13 @@ class _Portrait:
     source: PreparedSource  # kept so that its id is never reused while registered
     key: str
     image_ref: Any
-    handle: DeploymentHandle
 
 
 @dataclass
 class RayStats:
     """What a front end saw of the cluster: frames, retried frames (their replica died), the longest
-    wait a retry caused (s) and the replicas that drew each portrait's frames (newest 1000)."""
+    wait a retry caused (s) and the replicas that drew each session's frames (``KEY/STREAM``; newest
+    1000)."""
 
     frames: int = 0
     retries: int = 0
@@ -309,7 +327,7 @@ class RayRenderService:
     """The server's render stage on a Ray cluster (the ``FrameService`` of ``stream.batcher``).
 
     :meth:`prepare` prepares the portrait here too (the front end needs its rest row) and sends its
-    pixels to the object store once; :meth:`render` sends (portrait key, window) to the deployment and
+    pixels to the object store once; :meth:`render` sends (session, window) to the deployment and
     awaits the frame, retrying on another replica when the one serving the stream dies.
 
     Args:
@@ -325,6 +343,7 @@ class RayRenderService:
         self.stats = RayStats()
         self._handle: DeploymentHandle | None = None
         self._portraits: OrderedDict[int, _Portrait] = OrderedDict()  # by id(PreparedSource)
+        self._sessions: OrderedDict[str, DeploymentHandle] = OrderedDict()  # KEY/STREAM -> its handle
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-prepare")
 
     def start(self) -> None:
@@ -333,6 +352,7 @@ class RayRenderService:
     async def close(self) -> None:
         """Forget the portraits (the deployment keeps running for other front ends)."""
         self._portraits.clear()
+        self._sessions.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def prepare(self, image: SourceImage) -> PreparedSource:
@@ -358,27 +378,39 @@ class RayRenderService:
             self._portraits.move_to_end(id(prepared))
             return known
         assert self._handle is not None, "prepare() joins the cluster first"
-        key = portrait_key(prepared.image)
-        handle = self._handle.options(method_name="render", multiplexed_model_id=key)
-        portrait = _Portrait(prepared, key, ray.put(prepared.image), handle)
+        portrait = _Portrait(prepared, portrait_key(prepared.image), ray.put(prepared.image))
         self._portraits[id(prepared)] = portrait
         while len(self._portraits) > 4 * PORTRAITS_PER_REPLICA:  # bounded: the oldest portraits go
             self._portraits.popitem(last=False)
         return portrait
 
-    async def render(self, source: PreparedSource, window: np.ndarray) -> np.ndarray:
+    def _session_handle(self, session: str) -> DeploymentHandle:
+        handle = self._sessions.get(session)
+        if handle is None:
+            assert self._handle is not None, "prepare() joins the cluster first"
+            handle = self._handle.options(method_name="render", multiplexed_model_id=session)
+            self._sessions[session] = handle
+            while len(self._sessions) > 4 * SESSIONS_PER_REPLICA:  # bounded: the oldest sessions go
+                self._sessions.popitem(last=False)
+        self._sessions.move_to_end(session)
+        return handle
+
+    async def render(self, source: PreparedSource, window: np.ndarray, *, stream: int = 0) -> np.ndarray:
         """The frame (H, W, 3) uint8 of ``window`` (width, T) for ``source`` (prepared by any
-        renderer of the same kind: an upload is registered on first use).
+        renderer of the same kind: an upload is registered on first use) in ``stream`` (the
+        session's replica keeps serving it).
 
         Raises:
             PirenderError: no replica rendered the frame within ``config.retry_s``.
         """
         portrait = self._register(source)
+        session = f"{portrait.key}/{stream:x}"
+        handle = self._session_handle(session)
         started = time.monotonic()
         retried = False
         while True:
             try:
-                reply: RenderReply = await portrait.handle.remote(portrait.key, [portrait.image_ref], window)
+                reply: RenderReply = await handle.remote(session, [portrait.image_ref], window)
                 break
             except (RayActorError, ActorDiedError, ActorUnavailableError) as exc:
                 waited = time.monotonic() - started
@@ -397,5 +429,5 @@ class RayRenderService:
         if retried:
             self.stats.longest_recovery_s = max(self.stats.longest_recovery_s, time.monotonic() - started)
         self.stats.frames += 1
-        self.stats.replicas.setdefault(portrait.key, deque(maxlen=1000)).append(reply.replica)
+        self.stats.replicas.setdefault(session, deque(maxlen=1000)).append(reply.replica)
         return reply.rgb
