@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import ray
 from ray import serve
 
 from pirender.engine.api import default_portrait, open_space_renderer
+from pirender.engine.errors import PirenderError
 from pirender.engine.image import SourceImage
 from pirender.engine.motion.edit import demo_open_motion
 from pirender.engine.motion.retarget import OpenRetargeter, frontal_rest_row
@@ -115,7 +117,6 @@ def test_bench_measures_the_ray_hop_beside_this_process(tmp_path, capsys) -> Non
 
 def test_bench_and_serve_refuse_bad_ray_options(capsys) -> None:  # type: ignore[no-untyped-def]
     from pirender.engine.cli.commands import replica_bounds
-    from pirender.engine.errors import PirenderError
     from pirender.training.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
@@ -229,3 +230,41 @@ def test_pirender_serve_streams_frames_rendered_on_the_cluster(cluster: None) ->
             await server.close()
 
     asyncio.run(run())
+
+
+def test_a_front_end_refuses_a_deployment_that_draws_other_frames(cluster: None) -> None:
+    running = ray_render.RayRenderConfig(min_replicas=1, max_replicas=1, num_cpus=0.5)
+    ray_render.deploy(running)  # the one the other tests left, or a new one
+    with pytest.raises(PirenderError, match=r"draws mesh frames at 256 px .* needs mesh at 512 px"):
+        ray_render.deploy(replace(running, size_px=512))
+
+
+def test_ray_addresses_and_the_environment_ray_needs(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pirender.engine.stream import ray_address
+
+    assert ray_address.cluster_endpoint("ray://10.0.0.5:10001") == ("10.0.0.5", 10001)
+    assert ray_address.cluster_endpoint("127.0.0.1:6379") == ("127.0.0.1", 6379)
+    assert ray_address.cluster_endpoint("[::1]:6379") == ("::1", 6379)
+    assert ray_address.cluster_endpoint("local") is None
+    for bad in ("in-process", "ray://nohost", "host:port"):
+        with pytest.raises(PirenderError, match="not a Ray address"):
+            ray_address.cluster_endpoint(bad)
+    monkeypatch.setattr(ray_address, "CURRENT_CLUSTER_FILE", tmp_path / "ray_current_cluster")
+    with pytest.raises(PirenderError, match="no Ray cluster on this machine"):
+        ray_address.cluster_endpoint("auto")
+    (tmp_path / "ray_current_cluster").write_text("127.0.0.1:6379\n")
+    assert ray_address.cluster_endpoint("auto") == ("127.0.0.1", 6379)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as before Ray is imported (this module joined one)
+    monkeypatch.delenv(ray_address.LOOPBACK_ENV, raising=False)
+    ray_address.prepare_environment("10.0.0.5:6379")  # a real cluster: Ray picks the node address
+    assert ray_address.LOOPBACK_ENV not in os.environ
+    ray_address.prepare_environment("auto")  # this machine's loopback cluster (make ray-up)
+    assert os.environ[ray_address.LOOPBACK_ENV] == "0"
+    monkeypatch.delenv(ray_address.AUTH_MODE_ENV, raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "x" * 32)
+    ray_address.prepare_environment("ray://127.0.0.1:10001")  # a Ray Client driver sends the token
+    assert os.environ[ray_address.AUTH_MODE_ENV] == "token"
+    started = time.monotonic()
+    with pytest.raises(PirenderError, match=r"no Ray cluster answers at 127\.0\.0\.1:9"):
+        ray_address.check_reachable("ray://127.0.0.1:9")
+    assert time.monotonic() - started < 5  # at once, not after Ray's minute of retries

@@ -240,8 +240,10 @@ def _measure_streams(
     if args.streams_render == "in-process":
         return streams
     where = args.streams_render
-    if where.startswith("local:"):
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the cluster binds 127.0.0.1
+    address = "local" if where.startswith("local:") else where
+    from ..stream.ray_address import prepare_environment
+
+    prepare_environment(address)  # before Ray is imported: a local cluster binds 127.0.0.1
     from ..stream import ray_render
 
     config = ray_render.RayRenderConfig(renderer=args.streams, size_px=image.size_px)

@@ -144,10 +144,13 @@ def render_stage(config: ServerConfig, renderer: MeshRenderer) -> FrameService:
     ``config.render`` (``stream.ray_render``; Ray is imported only then).
 
     Raises:
-        PirenderError: Ray Serve is not installed.
+        PirenderError: Ray Serve is not installed; ``config.render`` is not a Ray address.
     """
     if config.render == IN_PROCESS:
         return RenderService(renderer)
+    from ..stream.ray_address import prepare_environment
+
+    prepare_environment(config.render)  # before Ray is imported
     from ..stream.ray_render import RayRenderConfig, RayRenderService
 
     low, high = config.render_replicas

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import time
 from collections import OrderedDict, deque
@@ -36,25 +37,15 @@ import numpy as np
 from ..errors import PirenderError
 from ..image import SourceImage, tensor_to_images
 from ..renderer.base import PreparedSource, Renderer
+from .ray_address import (
+    LOOPBACK_ENV,
+    check_reachable,
+    cluster_endpoint,
+    enable_client_token_auth,
+    is_loopback_host,
+)
 
-#: Ray's token authentication switch (``token`` or ``disabled``), read when Ray is imported
-AUTH_MODE_ENV = "RAY_AUTH_MODE"
-
-
-def _has_auth_token() -> bool:
-    """Whether Ray finds an authentication token here (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``
-    or ``~/.ray/auth_token``, Ray's token-auth rules)."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return True
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    return os.path.isfile(path)
-
-
-if AUTH_MODE_ENV not in os.environ and _has_auth_token():
-    # Ray turns token authentication on by itself when this machine has a token (``ray start``,
-    # ``ray.init`` of a cluster address) but not for a Ray Client (``ray://``) driver, whose requests
-    # a token-authenticated cluster then refuses; the rule is Ray's, applied before Ray is imported
-    os.environ[AUTH_MODE_ENV] = "token"
+enable_client_token_auth()  # before Ray is imported (a front end calls ray_address.prepare_environment)
 
 try:
     import ray
@@ -66,15 +57,14 @@ except ImportError:  # pragma: no cover - the message below is the behaviour
         "rendering on a Ray cluster needs Ray Serve: pip install 'pirender-live[ray]'"
     ) from None
 
+log = logging.getLogger("pirender.ray")
+
 #: the Serve application (and deployment) name front ends look for
 APP_NAME = "pirender-render"
 #: sessions (a stream of a portrait) a replica keeps (the least recently used is forgotten beyond)
 SESSIONS_PER_REPLICA = 64
 #: prepared portraits a replica keeps (the least recently used is forgotten beyond)
 PORTRAITS_PER_REPLICA = 32
-#: the environment variable that makes Ray use 127.0.0.1 as the node address (every Ray service
-#: then binds the loopback only): set for a development cluster on one machine
-LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 @dataclass
@@ -189,6 +179,10 @@ class _RenderReplica:
         rgb = await self._render_batch((prepared, window))
         return RenderReply(rgb, self.replica)
 
+    def describe(self) -> dict[str, Any]:
+        """This deployment's :class:`RayRenderConfig` (as a dict): front ends check they match it."""
+        return asdict(self.config)
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _render_batch(self, requests: list[_Work]) -> list[np.ndarray]:
         loop = asyncio.get_running_loop()
@@ -262,20 +256,24 @@ def connect(address: str, *, local_cpus: int | None = None) -> None:
     """
     if ray.is_initialized():
         return
+    endpoint = cluster_endpoint(address)
+    on_loopback = endpoint is None or (is_loopback_host(endpoint[0]) and not address.startswith("ray://"))
+    if on_loopback and os.environ.get(LOOPBACK_ENV) != "0":
+        raise PirenderError(
+            f"Ray reaches a cluster on 127.0.0.1 ({address}) only with {LOOPBACK_ENV}=0 set before Ray "
+            "is imported (stream.ray_address.prepare_environment does it; pirender serve and bench call it)"
+        )
+    check_reachable(address)
     kwargs: dict[str, Any] = {"log_to_driver": False}
     if address == "local":
-        if os.environ.get(LOOPBACK_ENV) != "0":
-            raise PirenderError(
-                f"a local Ray cluster binds 127.0.0.1 only when {LOOPBACK_ENV}=0 is set before Ray is "
-                "imported (the tests and `make ray-up` set it)"
-            )
         kwargs.update(include_dashboard=False, num_cpus=local_cpus, _node_ip_address="127.0.0.1")
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise PirenderError(
             f"no Ray cluster at {address!r}: {exc} (start one: make ray-up; a cluster with token "
-            f"authentication needs its token here: ray get-auth-token on the head, README)"
+            "authentication needs its token on this machine: RAY_AUTH_TOKEN=<`ray get-auth-token` on the "
+            "head>, README: Scale-out with Ray Serve)"
         ) from None
 
 
@@ -287,14 +285,43 @@ def shutdown_local() -> None:
 
 def deploy(config: RayRenderConfig, *, replace: bool = False) -> DeploymentHandle:
     """The handle of the render deployment on the joined cluster: the running one, or ``config``
-    deployed (``replace``: redeploy with ``config`` even if one runs). Blocks until it is ready."""
+    deployed (``replace``: redeploy with ``config`` even if one runs). Blocks until it is ready.
+
+    Raises:
+        PirenderError: the running deployment draws other frames (renderer, size) than ``config``.
+    """
     if not replace:
         try:
-            return serve.get_app_handle(APP_NAME)
+            handle: DeploymentHandle = serve.get_app_handle(APP_NAME)
         except Exception:  # Serve not started or no such application: deploy it
             pass
+        else:
+            _check_running(handle, config)
+            return handle
     serve.start(proxy_location="Disabled")  # handles only: no HTTP proxy listens anywhere
     return serve.run(render_app(config), name=APP_NAME, route_prefix=None)
+
+
+def _check_running(handle: DeploymentHandle, config: RayRenderConfig) -> None:
+    """Refuse a running deployment whose frames differ from ``config``'s; say which of its scaling
+    settings (kept) differ."""
+    running = handle.options(method_name="describe").remote().result(timeout_s=60)
+    drawn = {key: running[key] for key in ("renderer", "size_px")}
+    wanted = {key: getattr(config, key) for key in drawn}
+    if drawn != wanted:
+        raise PirenderError(
+            f"the running render deployment {APP_NAME!r} draws {drawn['renderer']} frames at "
+            f"{drawn['size_px']} px and this front end needs {wanted['renderer']} at {wanted['size_px']} px: "
+            f"give the same --renderer and --size, or delete it first (serve delete {APP_NAME})"
+        )
+    scaling = ("min_replicas", "max_replicas", "num_cpus", "num_gpus", "max_batch")
+    differ = [
+        f"{key} {running[key]} (asked {getattr(config, key)})"
+        for key in scaling
+        if running[key] != getattr(config, key)
+    ]
+    if differ:
+        log.warning("the running render deployment is kept as it is: %s", ", ".join(differ))
 
 
 def replica_actor_names() -> list[str]:
