@@ -37,7 +37,9 @@ if TYPE_CHECKING:
 
 #: The shipped default model (trained by ``make train-audio`` on the real speakers of the talking corpus).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "audioflow" / "default_flow.pt"
-_MOUTH = [OPEN_SPACE.index(name) for name in ("jaw_open", "lip_pucker")]
+#: the open-space slots the voice moves (the mouth: closed at the portrait's rest values)
+MOUTH_SLOTS = tuple(OPEN_SPACE.index(name) for name in ("jaw_open", "lip_pucker"))
+_MOUTH = list(MOUTH_SLOTS)
 _BLINKS = [OPEN_SPACE.index(name) for name in ("blink_right", "blink_left")]
 _SCALE = OPEN_SPACE.index("scale")
 _POSE = [OPEN_SPACE.index(name) for name in ("pitch", "yaw", "roll", "tx", "ty")]
@@ -199,8 +201,10 @@ class SpeechMotion:
         self._pose_keep = float(np.exp(-1.0 / smoothing)) if smoothing > 0 else 0.0
         self.reset()
 
-    def reset(self) -> None:
-        """Start a new voice (features, voice activity, the flow's state and latent draws)."""
+    def reset(self, *, keep_pose: bool = False) -> None:
+        """Start a new voice (features, voice activity, the flow's state and latent draws);
+        ``keep_pose``: the smoothed head pose goes on from where it is (a new voice of the same
+        speaker, after an interruption) instead of starting at the flow's first pose."""
         self._mel.reset()
         self._vad.reset()
         self._mel_frames: list[np.ndarray] = []  # mel frames from index self._mel_base on
@@ -217,7 +221,8 @@ class SpeechMotion:
         self._generator = torch.Generator().manual_seed(self.config.seed)
         if self._blinks is not None:
             self._blinks.reset()
-        self._pose: np.ndarray | None = None  # the smoothed head pose (open space)
+        if not keep_pose:
+            self._pose: np.ndarray | None = None  # the smoothed head pose (open space)
         self.frames_out = 0  # rows produced so far
 
     # -- the voice in --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ the pipeline a few seconds of real time.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import subprocess
 import sys
@@ -228,6 +229,15 @@ def test_interruption_drops_the_queued_voice_and_closes_the_mouth(assets, voice_
     assert len(after_images) >= 0.5 * FPS
     assert [i.metadata[METADATA_KEY]["mouth"] for i in after_images] == [0.0] * len(after_images)
     assert avatar.stats.interruptions == 1
+    # the head goes on from where it was (no jump back to the rest pose): across the cut, the upper
+    # half of the picture (the mouth is below) changes no more than between neighbouring frames
+    upper = [
+        np.frombuffer(i.image, np.uint8).reshape(SIZE_PX, SIZE_PX, 3)[: SIZE_PX // 2].astype(np.float32)
+        for i in [*images_of(before)[-12:], *after_images[:12]]
+    ]
+    changes = [float(np.abs(b - a).mean()) for a, b in itertools.pairwise(upper)]
+    across = changes[11]
+    assert across <= max(3 * float(np.median(changes)), 2.0), (across, changes)
 
 
 def test_idle_frames_come_at_fps_with_the_mouth_closed(assets):

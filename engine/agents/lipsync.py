@@ -36,7 +36,7 @@ from ..motion.space import OPEN_SPACE
 from ..motion.window import DEFAULT_RADIUS, StreamWindow, WindowSpec
 from ..renderer.base import PreparedSource
 from ..renderer.mesh.renderer import MeshRenderer
-from ..talk import SpeechMotion, TalkConfig, load_talk_model, talk_rest_row
+from ..talk import MOUTH_SLOTS, SpeechMotion, TalkConfig, load_talk_model, talk_rest_row
 
 if TYPE_CHECKING:
     import soxr
@@ -198,12 +198,14 @@ class LipSync:
         self._silence = np.zeros(frame_samples(SAMPLE_RATE_HZ, cfg.fps, 0) + 2, dtype=np.float32)
         self._rows: deque[np.ndarray] = deque()
         self.late_rows = 0
+        self.row = assets.rest.copy()
         self.reset()
 
     def reset(self) -> None:
-        """Forget the voice (an interruption): the motion fed ahead is dropped, the next row is the
-        portrait at rest (mouth closed) until rows of the new timeline are ready."""
-        self._speech.reset()
+        """Forget the voice (an interruption): the motion fed ahead is dropped and the next row is
+        the latest one with the mouth closed (the portrait's rest mouth) until rows of the new
+        timeline are ready; the head goes on from its pose (no jump)."""
+        self._speech.reset(keep_pose=True)
         self._windows.reset()
         self._rows.clear()
         self._resampler: soxr.ResampleStream | None = None
@@ -212,7 +214,8 @@ class LipSync:
         self.frames_fed = 0
         self.frames_out = 0
         self._window: np.ndarray | None = None
-        self.row = self.assets.rest.copy()
+        self.row = self.row.copy()  # where the head is (at first the portrait at rest), mouth closed
+        self.row[list(MOUTH_SLOTS)] = self.assets.rest[list(MOUTH_SLOTS)]
 
     def feed(
         self, voice: np.ndarray | None, sample_rate_hz: int = SAMPLE_RATE_HZ, *, ends: bool = False

@@ -459,6 +459,8 @@ def _main(argv: Sequence[str] | None, extensions: Sequence[CommandSet]) -> int:
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"  # read where native libraries start (engine.logs)
     warnings.simplefilter("default")
+    # Ray Serve's own schemas use a Pydantic 1 idiom: 18 identical lines at every start, nothing to act on
+    warnings.filterwarnings("ignore", message="Using extra keyword arguments on `Field`")
     warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
     try:
         return int(args.run(args) or 0)
