@@ -59,16 +59,24 @@ def default_portrait() -> Path:
 
 
 def open_space_renderer(
-    name: str = DEFAULT_OPEN_RENDERER, *, image_size_px: int = 256, mode: RenderMode | str = RenderMode.FULL
+    name: str = DEFAULT_OPEN_RENDERER,
+    *,
+    image_size_px: int = 256,
+    mode: RenderMode | str = RenderMode.FULL,
+    device: str = "cpu",
 ) -> MeshRenderer:
-    """The ``mesh`` or ``neural`` renderer (a :class:`MeshRenderer`: same preparation and rest row).
+    """The ``mesh`` or ``neural`` renderer (a :class:`MeshRenderer`: same preparation and rest row);
+    ``device``: where the neural renderer's editing network runs (``cpu``, ``cuda``, ``cuda:1``; the
+    mesh renderer runs on the CPU).
 
     Raises:
-        PirenderError: an unknown name.
+        PirenderError: an unknown name, or a GPU asked of the mesh renderer.
     """
     if name not in OPEN_RENDERERS:
         raise PirenderError(f"unknown renderer {name!r} (open-space renderers: {', '.join(OPEN_RENDERERS)})")
-    renderer = load_renderer(backend=name, image_size_px=image_size_px, mode=mode)
+    if name == "mesh" and device != "cpu":
+        raise PirenderError(f"the mesh renderer runs on the CPU (device {device!r} is for the neural one)")
+    renderer = load_renderer(backend=name, image_size_px=image_size_px, mode=mode, device=device)
     assert isinstance(renderer, MeshRenderer)
     return renderer
 

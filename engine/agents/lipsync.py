@@ -60,6 +60,7 @@ class AvatarConfig:
         talk_model: the audio-to-motion flow (a checkpoint of ``pirender train-audio``); None: the
             shipped one.
         face_crop: frame the portrait around its largest face first (as ``pirender serve`` does).
+        device: where the neural renderer's network runs (``cpu``, ``cuda``; the mesh renderer: CPU).
         talk: the talking motion's settings (temperature, blinks, voice activity); its ``fps`` is
             replaced by ``fps``.
     """
@@ -70,6 +71,7 @@ class AvatarConfig:
     size_px: int = 256
     talk_model: str | Path | None = None
     face_crop: bool = True
+    device: str = "cpu"
     talk: TalkConfig = field(default_factory=TalkConfig)
 
     def __post_init__(self) -> None:
@@ -109,7 +111,7 @@ def load_avatar_assets(config: AvatarConfig | None = None) -> AvatarAssets:
             a missing talk model, or matplotlib missing for the default portrait.
     """
     cfg = config or AvatarConfig()
-    renderer = open_space_renderer(cfg.renderer, image_size_px=cfg.size_px)
+    renderer = open_space_renderer(cfg.renderer, image_size_px=cfg.size_px, device=cfg.device)
     try:
         portrait = cfg.portrait if cfg.portrait is not None else default_portrait()
         if cfg.face_crop:

@@ -106,8 +106,19 @@ class AvatarStats:
     audio_frames: int = 0
     late_rows: int = 0
     interruptions: int = 0
-    render_ms: deque[float] = field(default_factory=history)
-    voice_delay_ms: deque[float] = field(default_factory=history)
+    render_ms: deque[float] = field(default_factory=history, repr=False)
+    voice_delay_ms: deque[float] = field(default_factory=history, repr=False)
+
+    def summary(self) -> dict[str, float]:
+        """The counts and the medians of the series (ms), for a log line."""
+        counts = {
+            name: float(getattr(self, name))
+            for name in ("frames", "images", "dropped", "audio_frames", "late_rows", "interruptions")
+        }
+        for name in ("render_ms", "voice_delay_ms"):
+            series = getattr(self, name)
+            counts[f"{name}_median"] = float(np.median(series)) if series else float("nan")
+        return counts
 
 
 @dataclass(slots=True)

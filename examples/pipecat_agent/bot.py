@@ -76,6 +76,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--renderer", default="mesh", help="mesh or neural (default %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="video size in pixels (default %(default)s)")
     parser.add_argument(
+        "--device", default="cpu", help="where the neural renderer runs: cpu, cuda (default %(default)s)"
+    )
+    parser.add_argument(
         "--fps", type=float, default=25.0, help="video frames per second (default %(default)s)"
     )
     parser.add_argument("--voice", default="en-us", help="espeak-ng voice (default %(default)s)")
@@ -264,7 +267,9 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"--host {args.host}: this example serves loopback only (127.0.0.1)")
     restrict_host_candidates(["127.0.0.1"])  # ICE on loopback only (aioice skips it otherwise)
     pieces = build_pieces()
-    config = AvatarConfig(portrait=args.portrait, renderer=args.renderer, fps=args.fps, size_px=args.size)
+    config = AvatarConfig(
+        portrait=args.portrait, renderer=args.renderer, fps=args.fps, size_px=args.size, device=args.device
+    )
     assets = await asyncio.to_thread(load_avatar_assets, config)
     sessions: set[asyncio.Task[None]] = set()
 
