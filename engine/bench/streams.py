@@ -19,6 +19,8 @@ from .measure import time_one_call
 from .models import SEED
 
 STREAM_FPS = 25.0
+#: seconds each stream runs before it is measured (``measure_streams``)
+WARMUP_S = 1.0
 
 
 def measure_warp_kernel(device: torch.device, batch: int, size_px: int) -> dict[str, Any] | None:
@@ -93,8 +95,8 @@ def measure_streams(
     over all streams, motion-to-photon up to the rendered frame (the camera frame's capture -> the
     frame out of the renderer: no encoder, network or display), the render-slot latency (slot ->
     rendered) and the render stage (the motion ready -> the frame back: the render call, with the
-    hop to a Ray replica when ``service`` is one), p50/p90/p99 ms. Stops at the first count that is
-    not sustained."""
+    hop to a Ray replica when ``service`` is one), p50/p90/p99 ms, each stream measured for
+    ``seconds`` after :data:`WARMUP_S` of running. Stops at the first count that is not sustained."""
     import asyncio
 
     from ..motion.window import StreamWindow, WindowSpec
@@ -113,6 +115,9 @@ def measure_streams(
             windows = StreamWindow(renderer.space, spec)
             clock = FrameClock(STREAM_FPS, drop_late=True)
             pipeline = LivePipeline(ReplayedCamera(row), windows, service, prepared, clock=clock)
+            warm_until = now_s() + WARMUP_S  # a new stream's first frames (a Ray replica prepares
+            while now_s() < warm_until:  # the portrait for a new session) are not measured
+                assert await pipeline.pull() is not None
             start = now_s()
             frames = 0
             while now_s() - start < seconds:
