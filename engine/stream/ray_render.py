@@ -2,7 +2,7 @@
 
 ``pirender serve --render ray://HOST:10001`` keeps the front end thin (signaling, aiortc, tracking,
 encoding) and sends each frame's (portrait, window) to the deployment :data:`APP_NAME` of a Ray
-cluster. There, :class:`RenderDeployment` replicas (one per GPU, or per ``num_cpus`` cores) render
+cluster. There, the replicas (:class:`_RenderReplica`, one per GPU, or per ``num_cpus`` cores) render
 with the same open-space renderer as in-process, batching the requests of all the streams they serve
 (``@serve.batch``, bounded wait); Serve scales the replica count on the requests queued per replica.
 
@@ -128,8 +128,8 @@ _Work = tuple[PreparedSource, np.ndarray]  # a portrait and one window (width, T
 class _RenderReplica:
     """One replica of the render deployment (wrapped by ``serve.deployment`` in :func:`render_app`).
 
-    Requests: :meth:`render` ``(key, [image ref], window (width, T) float32) -> RenderReply``. The
-    renderer runs on one worker thread (it is not re-entrant), never on the replica's event loop.
+    Requests: :meth:`render` ``(session, [image ref], window (width, T) float32) -> RenderReply``;
+    :meth:`describe` its config. The renderer runs on one worker thread (it is not re-entrant), never on the replica's event loop.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
