@@ -129,7 +129,8 @@ class _RenderReplica:
     """One replica of the render deployment (wrapped by ``serve.deployment`` in :func:`render_app`).
 
     Requests: :meth:`render` ``(session, [image ref], window (width, T) float32) -> RenderReply``;
-    :meth:`describe` its config. The renderer runs on one worker thread (it is not re-entrant), never on the replica's event loop.
+    :meth:`describe` its config. The renderer runs on one worker thread (it is not re-entrant), never
+    on the replica's event loop.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
