@@ -7,17 +7,23 @@ to the offline talking motion of the same timeline (so the lips follow the voice
 dropped, mouth closed at once, passed on), other sample rates and channel counts, bad audio, a
 renderer too slow for real time (frames dropped, audio kept). Mesh renderer at 128 px; each test runs
 the pipeline a few seconds of real time.
+
+Last, the example (examples/pipecat_agent/bot.py, serving 127.0.0.1) end to end: from an aiortc peer
+(check_offer.py), and its page in the system Chromium (tests/browser/pipecat_page.mjs; skipped, saying
+why, without chromium, node or playwright-core: ``make browser-deps``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import shutil
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +309,43 @@ def test_importing_without_pipecat_says_how_to_install():
     assert "PirenderError" in result.stderr and "pip install 'pirender-live[pipecat]'" in result.stderr
 
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pipecat_agent"
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_DIR = Path(__file__).resolve().parent / "browser"
+PIPECAT_PAGE = BROWSER_DIR / "pipecat_page.mjs"
+
+
+@contextlib.contextmanager
+def example_bot(tmp_path: Path, *args: str, ready_timeout_s: float = 60.0) -> Iterator[int]:
+    """``examples/pipecat_agent/bot.py`` serving on a free 127.0.0.1 port (yields the port) until the
+    block ends; its log in ``tmp_path/bot.log``."""
+    import selectors
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path / "bot.log").open("w")
+    bot = subprocess.Popen(
+        [sys.executable, str(EXAMPLE / "bot.py"), "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        assert bot.stdout is not None
+        with selectors.DefaultSelector() as waiting:  # bounded: a bot that never gets ready fails
+            waiting.register(bot.stdout, selectors.EVENT_READ)
+            ready = bot.stdout.readline() if waiting.select(ready_timeout_s) else ""
+        # printed once the avatar is loaded and the page is served
+        assert "ready" in ready, (tmp_path / "bot.log").read_text()[-2000:]
+        yield port
+    finally:
+        bot.terminate()
+        bot.wait(timeout=30)
+        log.close()
+
+
 def test_the_example_answers_an_offer_and_speaks_with_its_face(tmp_path):
     """examples/pipecat_agent end to end on 127.0.0.1: bot.py serving, check_offer.py as the browser
     (aiortc): video at fps from the avatar, the greeting heard, a barge-in stops it, an answer after."""
@@ -310,27 +353,12 @@ def test_the_example_answers_an_offer_and_speaks_with_its_face(tmp_path):
         pytest.skip("espeak-ng is not installed (apt install espeak-ng): the example's voice")
     pytest.importorskip("aiohttp")
     import json
-    import socket
 
-    example = Path(__file__).resolve().parents[1] / "examples" / "pipecat_agent"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (tmp_path / "bot.log").open("w")
-    bot = subprocess.Popen(
-        [sys.executable, str(example / "bot.py"), "--port", str(port), "--size", "128"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    try:
-        assert bot.stdout is not None
-        ready = bot.stdout.readline()  # printed once the avatar is loaded and the page is served
-        assert "ready" in ready, (tmp_path / "bot.log").read_text()[-2000:]
+    with example_bot(tmp_path, "--size", "128") as port:
         check = subprocess.run(
             [
                 sys.executable,
-                str(example / "check_offer.py"),
+                str(EXAMPLE / "check_offer.py"),
                 "--url",
                 f"http://127.0.0.1:{port}",
                 "--seconds",
@@ -351,7 +379,115 @@ def test_the_example_answers_an_offer_and_speaks_with_its_face(tmp_path):
         assert result["video_fps"] >= 20
         assert result["mouth_change_voiced"] > 2 * result["mouth_change_quiet"], result
         assert abs(result["av_offset_ms"]) <= 80, result  # within two frames at arrival
-    finally:
-        bot.terminate()
-        bot.wait(timeout=30)
-        log.close()
+
+
+def require_browser_tools() -> str:
+    """node, or skip saying what is missing (as tests/test_browser.py does)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium (or make browser-deps)")
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not found: install Node.js 20+ to run the browser test")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        pytest.skip("playwright-core not installed: npm ci --prefix tests/browser (or make browser-deps)")
+    return node
+
+
+#: the user's words in the fake microphone (one breath: one turn for the VAD), after this much silence
+#: from the moment the page opens the microphone: the bot's greeting has then been playing 2-3 s
+USER_WORDS = "Wait please stop and tell me something else"
+USER_AFTER_S = 4.5
+
+
+def write_fake_microphone(path: Path) -> Path:
+    """A 48 kHz mono WAV for Chromium's fake microphone: USER_AFTER_S s of silence, the user's words
+    (espeak-ng), then silence longer than the page is watched (Chromium loops the file)."""
+    import wave
+
+    wav = subprocess.run(
+        ["espeak-ng", "--stdout", "-v", "en-us", USER_WORDS], check=True, capture_output=True, timeout=30
+    ).stdout
+    words = np.frombuffer(wav[44:], dtype="<i2").astype(np.float32) / 32768.0  # 22.05 kHz
+    words = soxr.resample(words, 22050, 48000).astype(np.float32)
+    silence = np.zeros(round(USER_AFTER_S * 48000), np.float32)
+    voice = np.concatenate([silence, words, np.zeros(30 * 48000, np.float32)])
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(48000)
+        out.writeframes((np.clip(voice, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def greeting_seconds() -> float:
+    """How long the example's greeting is (espeak-ng with bot.py's default voice and speed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pipecat_agent_bot", EXAMPLE / "bot.py")
+    assert spec is not None and spec.loader is not None
+    bot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bot)  # pipecat is imported only when the bot runs
+    args = bot.parse_args([])
+    wav = subprocess.run(
+        ["espeak-ng", "--stdout", "-v", args.voice, "-s", str(args.words_per_minute), args.greeting],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    ).stdout
+    return (len(wav) - 44) / 2 / 22050
+
+
+def test_the_example_page_in_chromium(tmp_path):
+    """examples/pipecat_agent/index.html in the system Chromium (tests/browser/pipecat_page.mjs): the
+    fake microphone plays silence then the user's words; Connect is clicked; the avatar video plays
+    at fps at 256 px, the bot's voice arrives (the greeting), the user talking over it silences it,
+    and it answers after. Loopback only (bot.py serves 127.0.0.1; Chromium without STUN/TURN and
+    background networking). The result and a screenshot mid-greeting stay in tmp_path."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt install espeak-ng): the example's voice")
+    pytest.importorskip("aiohttp")
+    node = require_browser_tools()
+    import json
+
+    fake_mic = write_fake_microphone(tmp_path / "user.wav")
+    out = tmp_path / "page"
+    with example_bot(tmp_path, ready_timeout_s=40) as port:  # the default 256 px
+        run = subprocess.run(
+            [node, str(PIPECAT_PAGE), f"http://127.0.0.1:{port}/", str(out), str(fake_mic), "14"],
+            capture_output=True,
+            text=True,
+            timeout=50,  # the script stops itself 30 s after its 14 s
+        )
+    print(run.stdout, end="")
+    assert (out / "result.json").exists(), f"no result.json (rc {run.returncode}):\n{run.stderr}"
+    result = json.loads((out / "result.json").read_text())
+    assert run.returncode == 0 and result["ok"], f"{result.get('error')}\n{run.stderr}"
+    summary = result["summary"]
+    # loopback: the pair the browser used ends at 127.0.0.1
+    pair = summary["rtc"]["pair"]
+    assert pair is not None and pair["remote_address"] == "127.0.0.1", pair
+    # the avatar video plays at about the bot's 25 fps, 256x256
+    video = summary["video"]
+    assert video["fps"] >= 20 and video["min_fps_2s"] >= 15, video
+    assert video["sizes"] == ["256x256"], video
+    assert (result["video_element"]["width"], result["video_element"]["height"]) == (256, 256)
+    assert result["video_element"]["tracks"] == {"audio": 1, "video": 1}, result["video_element"]
+    # the bot's voice arrives and the page plays it: RTP audio received with level, heard in an analyser
+    rtc = summary["rtc"]
+    assert rtc["audio_in"] and rtc["audio_in"]["bytes"] > 10_000, rtc
+    assert rtc["max_inbound_audio_level"] > 0.01 and summary["audio"]["remote_max_rms"] > 0.05, summary
+    # the greeting: over a second of the bot's voice before the user speaks, still speaking then
+    assert summary["greeting"]["voiced_s_before_user"] > 1.0, summary["greeting"]
+    barge = summary.get("barge_in")
+    assert barge is not None, summary["audio"]  # the microphone's words reached the page's track
+    assert barge["bot_speaking_when_user_started"], barge
+    # barge-in: from 1 s after the user starts until they stop, the bot is silent (its greeting, left
+    # alone, would still be playing then); then it answers
+    assert barge["user_speech_s"][1] < summary["greeting"]["bot_first_voice_s"] + greeting_seconds(), barge
+    assert barge["samples_during"] > 20 and barge["bot_max_rms_during"] < 0.01, barge
+    assert barge["bot_answered_at_s"] is not None, (barge, summary["audio"])
+    # the page: no errors; Hang up lets go of the microphone; a second Connect gets a new session
+    errors = result["page_errors"] + result["console_errors"]
+    assert not errors, errors
+    assert result["after_hangup"] == {"status": "not connected", "connect_enabled": True, "mic_live": False}
+    assert result["reconnect"]["ok"], result["reconnect"]
