@@ -432,12 +432,26 @@ def test_talk_mode_sends_the_voice_back_with_the_video(tmp_path) -> None:  # typ
         assert len(received) > 2 * 16_000
         # The returned audio is the voice (through Opus twice): a clear peak of the normalized
         # cross-correlation with the spoken file (unrelated signals stay near 0).
-        segment = received[-16_000:]  # the last second: well inside the speech
+        # two seconds well inside the speech: the loudest (not the last: on a busy machine the 75
+        # frames take longer than 3 s and the last seconds of audio come after the ~4 s voice ended)
+        starts = range(0, len(received) - 32_000 + 1, 4_000)
+        first = max(starts, key=lambda i: float(np.mean(received[i : i + 32_000] ** 2)))
+        segment = received[first : first + 32_000]
         assert np.sqrt(np.mean(segment**2)) > 1e-3, "the returned audio is silent"
-        window = np.lib.stride_tricks.sliding_window_view(voice, len(segment))[::16]
-        scores = (window @ segment) / (np.linalg.norm(window, axis=1) * np.linalg.norm(segment) + 1e-9)
-        print(f"returned voice: peak correlation {scores.max():.2f}, A/V send offset {stats}")
-        assert scores.max() > 0.5, scores.max()
+
+        # what the ear hears, not the waveform (Opus, twice, keeps the sound, not its phase): the
+        # loudness envelope (10 ms RMS) of those seconds against the spoken file's at every lag (2 s
+        # of another espeak-ng sentence peak at 0.39-0.47 here; the returned voice at 0.83-0.98)
+        def envelope(x: np.ndarray) -> np.ndarray:
+            return np.sqrt(np.mean(x[: len(x) // 160 * 160].reshape(-1, 160) ** 2, axis=1))
+
+        ours, theirs = envelope(segment), envelope(voice)
+        windows = np.lib.stride_tricks.sliding_window_view(theirs, len(ours))
+        scores = np.array([np.corrcoef(w, ours)[0, 1] for w in windows])
+        best = int(np.nanargmax(scores))
+        print(f"returned voice: envelope correlation {scores[best]:.2f} at {best * 10} ms "
+              f"(median over lags {np.nanmedian(scores):.2f}), A/V send offset {stats}")  # fmt: skip
+        assert scores[best] > 0.8 and scores[best] - np.nanmedian(scores) > 0.4, scores[best]
 
     asyncio.run(run())
 
