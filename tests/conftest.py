@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,22 @@ from pirender.engine.renderer.pirender.generator import FaceGenerator
 TESTS_DIR = Path(__file__).resolve().parent
 SHARED_DATA = TESTS_DIR.parents[1] / "shared" / "data"
 AUTHORS_KEYS_FILE = TESTS_DIR / "data" / "authors_generator_keys.txt"
+#: the system Chromium the browser tests drive, and their node scripts (playwright-core from npm)
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_DIR = TESTS_DIR / "browser"
+
+
+def require_browser_tools() -> str:
+    """The path of node for the browser tests, or skip saying what is missing (Chromium, node,
+    playwright-core: ``make browser-deps``)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium (or make browser-deps)")
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not found: install Node.js 20+ to run the browser test")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        pytest.skip("playwright-core not installed: npm ci --prefix tests/browser (or make browser-deps)")
+    return node
 
 
 def authors_key_shapes() -> dict[str, tuple[int, ...]]:

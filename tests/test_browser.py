@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import BROWSER_DIR, SHARED_DATA, require_browser_tools
 
 pytest.importorskip("tflite")
 pytest.importorskip("aiortc")
@@ -33,8 +33,6 @@ from pirender.engine.server.ice import is_loopback
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 PAGE_TEST = BROWSER_DIR / "page_test.mjs"
 VOX_PORTRAIT = ("vox_demo", "id10010_Fi21gDronE4_001686_002204_00079.jpg")
 NODE_TIMEOUT_S = 150  # page_test.mjs stops itself after 120 s
@@ -48,17 +46,6 @@ CAMERA_W, CAMERA_H, CAMERA_FPS, CAMERA_FRAMES, FACE_PX = 640, 480, 25, 75, 256
 MIN_SLIDER_DIFF = 3.0
 MIN_CAMERA_MOTION_DIFF = 1.0
 MAX_G2G_P50_MS = 1000.0
-
-
-def _require_browser_tools() -> str:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium (or make browser-deps)")
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node not found: install Node.js 20+ to run the browser test")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        pytest.skip("playwright-core not installed: npm ci --prefix tests/browser (or make browser-deps)")
-    return node
 
 
 class _ServerThread:
@@ -261,7 +248,7 @@ def _report(result: dict, tracked: dict[str, int]) -> str:
 
 
 def test_the_page_streams_in_chromium(tmp_path: Path) -> None:
-    node = _require_browser_tools()
+    node = require_browser_tools()
     camera = _write_fake_camera(tmp_path / "fake_camera.y4m")
     voice = _write_fake_voice(tmp_path / "fake_voice.wav")
     out = tmp_path / "browser"

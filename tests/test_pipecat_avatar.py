@@ -54,6 +54,8 @@ from pirender.engine.agents.lipsync import (  # noqa: E402
 from pirender.engine.agents.pipecat import METADATA_KEY, PirenderAvatar  # noqa: E402
 from pirender.engine.talk import TalkConfig, motion_for_speech  # noqa: E402
 
+from conftest import BROWSER_DIR, require_browser_tools  # noqa: E402
+
 FPS = 25.0
 SIZE_PX = 128
 SENTENCE = "Hello there. I am a talking portrait, and my lips follow the voice."
@@ -310,8 +312,6 @@ def test_importing_without_pipecat_says_how_to_install():
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pipecat_agent"
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_DIR = Path(__file__).resolve().parent / "browser"
 PIPECAT_PAGE = BROWSER_DIR / "pipecat_page.mjs"
 
 
@@ -379,18 +379,6 @@ def test_the_example_answers_an_offer_and_speaks_with_its_face(tmp_path):
         assert result["video_fps"] >= 20
         assert result["mouth_change_voiced"] > 2 * result["mouth_change_quiet"], result
         assert abs(result["av_offset_ms"]) <= 80, result  # within two frames at arrival
-
-
-def require_browser_tools() -> str:
-    """node, or skip saying what is missing (as tests/test_browser.py does)."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install chromium (or make browser-deps)")
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node not found: install Node.js 20+ to run the browser test")
-    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
-        pytest.skip("playwright-core not installed: npm ci --prefix tests/browser (or make browser-deps)")
-    return node
 
 
 #: the user's words in the fake microphone (one breath: one turn for the VAD), after this much silence
