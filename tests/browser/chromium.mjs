@@ -30,3 +30,28 @@ export async function launchChromium(profileDir, args) {
     viewport: { width: 1100, height: 800 },
   });
 }
+
+/** A step logger: prints each message with the seconds since `t0` (ms, Date.now()) and keeps the
+ *  line in `result.steps` (the JSON the Python side reads). */
+export function stepLogger(result, t0 = Date.now()) {
+  return (message) => {
+    const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] ${message}`;
+    result.steps.push(line);
+    console.log(line);
+  };
+}
+
+/** Runs in the page before its own scripts (`context.addInitScript(keepPeerConnections)`): every
+ *  RTCPeerConnection the page makes is kept in `window.__pirenderPcs`, for getStats() (the page keeps
+ *  its own private and is otherwise unchanged). */
+export function keepPeerConnections() {
+  const Native = window.RTCPeerConnection;
+  window.__pirenderPcs = [];
+  window.RTCPeerConnection = function (...a) {
+    const pc = new Native(...a);
+    window.__pirenderPcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, Native);
+}

@@ -14,7 +14,7 @@
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { chromiumArgs, launchChromium } from './chromium.mjs';
+import { chromiumArgs, launchChromium, stepLogger } from './chromium.mjs';
 
 const [url, outPath, fakeY4m, fakeWav, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg);
@@ -31,11 +31,7 @@ for (const file of [fakeY4m, fakeWav]) {
 
 const result = { url, seconds, ok: false, error: null, server_stats: [], steps: [] };
 const t0 = Date.now();
-const log = (message) => {
-  const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] ${message}`;
-  result.steps.push(line);
-  console.log(line);
-};
+const log = stepLogger(result, t0);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let context = null;
 let page = null;

@@ -9,7 +9,7 @@
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CHROMIUM, chromiumArgs, launchChromium } from './chromium.mjs';
+import { CHROMIUM, chromiumArgs, keepPeerConnections, launchChromium, stepLogger } from './chromium.mjs';
 
 const OVERALL_TIMEOUT_MS = Number(process.env.PIRENDER_PAGE_TIMEOUT_MS) || 120_000;
 const SIGNATURE_PX = 64;
@@ -38,11 +38,7 @@ const result = {
   offer_candidates: [], answer_candidates: [],
 };
 const t0 = Date.now();
-const log = (message) => {
-  const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] ${message}`;
-  result.steps.push(line);
-  console.log(line);
-};
+const log = stepLogger(result, t0);
 const writeResult = () => writeFileSync(join(outDir, 'result.json'), JSON.stringify(result, null, 2));
 
 let browser = null;
@@ -190,18 +186,7 @@ async function main() {
   const context = await launchChromium(profileDir, args);
   browser = context;
   result.browser_version = context.browser() ? context.browser().version() : null;
-  await context.addInitScript(() => {
-    // Keep a handle on the page's peer connections for getStats() (the page itself is unchanged).
-    const Native = window.RTCPeerConnection;
-    window.__pirenderPcs = [];
-    window.RTCPeerConnection = function (...a) {
-      const pc = new Native(...a);
-      window.__pirenderPcs.push(pc);
-      return pc;
-    };
-    window.RTCPeerConnection.prototype = Native.prototype;
-    Object.setPrototypeOf(window.RTCPeerConnection, Native);
-  });
+  await context.addInitScript(keepPeerConnections);
   page = context.pages()[0] || (await context.newPage());
   page.on('console', (msg) => {
     const entry = { type: msg.type(), text: msg.text(), location: msg.location() };

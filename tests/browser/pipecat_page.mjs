@@ -19,7 +19,7 @@
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CHROMIUM, chromiumArgs, launchChromium } from './chromium.mjs';
+import { CHROMIUM, chromiumArgs, keepPeerConnections, launchChromium, stepLogger } from './chromium.mjs';
 
 const [url, outArg, fakeWav, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || 14);
@@ -42,11 +42,7 @@ const result = {
   console_errors: [], console_warnings: [], page_errors: [],
 };
 const t0 = Date.now();
-const log = (message) => {
-  const line = `[${((Date.now() - t0) / 1000).toFixed(1)}s] ${message}`;
-  result.steps.push(line);
-  console.log(line);
-};
+const log = stepLogger(result, t0);
 const writeResult = () => writeFileSync(join(outDir, 'result.json'), JSON.stringify(result, null, 2));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -68,8 +64,8 @@ const hardTimer = setTimeout(async () => {
   process.exit(3);
 }, OVERALL_TIMEOUT_MS);
 
-// Installed before the page's own script: keeps the page's peer connection and microphone stream
-// (the page keeps them private) and, from the moment the page has a stream to show, records it.
+// Installed before the page's own script (after keepPeerConnections): keeps the page's microphone
+// stream (the page keeps it private) and, from the moment the page has a stream to show, records it.
 function instrument() {
   const rec = {
     clickAt: null, frames: [], remote: [], mic: [], stats: [], status: [], videoEvents: [], error: null,
@@ -78,15 +74,6 @@ function instrument() {
   const since = () => (rec.clickAt === null ? null : (performance.now() - rec.clickAt) / 1000);
   window.__markClick = () => { rec.clickAt = performance.now(); };
 
-  const NativePc = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = function (...a) {
-    const pc = new NativePc(...a);
-    window.__pcs.push(pc);
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = NativePc.prototype;
-  Object.setPrototypeOf(window.RTCPeerConnection, NativePc);
   const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
   navigator.mediaDevices.getUserMedia = async (constraints) => {
     const stream = await gum(constraints);
@@ -173,22 +160,18 @@ function instrument() {
         if (!ctx && (video.srcObject || window.__mic)) ctx = new AudioContext();
         if (ctx && ctx.state === 'suspended') ctx.resume();
         const shown = video.srcObject;
-        if (ctx && !remote && shown && shown.getAudioTracks().length) {
+        const tap = (stream) => {
           const analyser = ctx.createAnalyser();
           analyser.fftSize = 1024;
-          ctx.createMediaStreamSource(shown).connect(analyser);
-          remote = { analyser, buf: new Float32Array(analyser.fftSize) };
-        }
-        if (ctx && !mic && window.__mic) {
-          const analyser = ctx.createAnalyser();
-          analyser.fftSize = 1024;
-          ctx.createMediaStreamSource(window.__mic).connect(analyser);
-          mic = { analyser, buf: new Float32Array(analyser.fftSize) };
-        }
+          ctx.createMediaStreamSource(stream).connect(analyser);
+          return { analyser, buf: new Float32Array(analyser.fftSize) };
+        };
+        if (ctx && !remote && shown && shown.getAudioTracks().length) remote = tap(shown);
+        if (ctx && !mic && window.__mic) mic = tap(window.__mic);
         const t = since();
         if (remote) rec.remote.push({ t, v: rms(remote.analyser, remote.buf) });
         if (mic) rec.mic.push({ t, v: rms(mic.analyser, mic.buf) });
-        const pc = window.__pcs[window.__pcs.length - 1];
+        const pc = window.__pirenderPcs[window.__pirenderPcs.length - 1];
         if (pc && ++ticks % 12 === 0) statsOnce(pc).catch((e) => { rec.error = String(e); });
       } catch (e) {
         rec.error = String(e && e.stack ? e.stack : e);
@@ -301,6 +284,7 @@ async function main() {
   log(`launching ${CHROMIUM}`);
   context = await launchChromium(profileDir, args);
   result.browser_version = context.browser() ? context.browser().version() : null;
+  await context.addInitScript(keepPeerConnections);
   await context.addInitScript(instrument);
   page = context.pages()[0] || (await context.newPage());
   page.on('console', (msg) => {
