@@ -8,6 +8,7 @@ a single worker thread (the renderer is not re-entrant). One failing request fai
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -110,6 +111,11 @@ class RenderService:
             self.frames += len(batch)
 
     def _render_group(self, requests: list[_Request]) -> np.ndarray:
-        windows = np.stack([request.window for request in requests])  # (B, width, T)
-        frames = self.renderer.render(windows, source=requests[0].source).frame
-        return tensor_to_images(frames)
+        return render_windows(self.renderer, requests[0].source, [request.window for request in requests])
+
+
+def render_windows(renderer: Renderer, source: PreparedSource, windows: Sequence[np.ndarray]) -> np.ndarray:
+    """The frames (B, H, W, 3) uint8 of B ``windows`` (each (width, T)) of one portrait, in one call:
+    how a render stage draws the requests of a portrait that came in together."""
+    frames = renderer.render(np.stack(windows), source=source).frame
+    return tensor_to_images(frames)

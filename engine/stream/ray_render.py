@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import PirenderError
-from ..image import SourceImage, tensor_to_images
+from ..image import SourceImage
 from ..renderer.base import PreparedSource, Renderer
+from .batcher import render_windows
 from .ray_address import (
     LOOPBACK_ENV,
     check_reachable,
@@ -196,9 +197,8 @@ class _RenderReplica:
             groups.setdefault(id(source), []).append(index)
         frames: list[np.ndarray] = [np.empty(0, np.uint8)] * len(requests)
         for indices in groups.values():
-            stacked = np.stack([requests[i][1] for i in indices])  # (B, width, T)
-            source = requests[indices[0]][0]
-            rendered = tensor_to_images(self.renderer.render(stacked, source=source).frame)
+            windows = [requests[i][1] for i in indices]
+            rendered = render_windows(self.renderer, requests[indices[0]][0], windows)
             for i, frame in zip(indices, rendered, strict=True):
                 frames[i] = frame
         return frames
