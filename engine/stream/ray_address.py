@@ -63,6 +63,18 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def needs_loopback_node(address: str) -> bool:
+    """Whether joining ``address`` makes this machine a node of a cluster bound to the loopback (a
+    GCS address on 127.0.0.1 or ``auto`` for such a cluster, or ``local``; a Ray Client driver is no
+    node), so that Ray must take 127.0.0.1 as the node address (:data:`LOOPBACK_ENV`).
+
+    Raises:
+        PirenderError: as :func:`cluster_endpoint`.
+    """
+    endpoint = cluster_endpoint(address)
+    return endpoint is None or (is_loopback_host(endpoint[0]) and not address.startswith("ray://"))
+
+
 def prepare_environment(address: str) -> None:
     """Set Ray's import-time settings for ``address`` (call before Ray is imported): 127.0.0.1 as
     the node address when the cluster is on the loopback (or ``local``), and token authentication for a
@@ -74,8 +86,7 @@ def prepare_environment(address: str) -> None:
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():  # this process joined a cluster already: kept
         return
-    endpoint = cluster_endpoint(address)
-    if endpoint is None or (is_loopback_host(endpoint[0]) and not address.startswith("ray://")):
+    if needs_loopback_node(address):
         os.environ.setdefault(LOOPBACK_ENV, "0")
     if address.startswith("ray://"):
         enable_client_token_auth()

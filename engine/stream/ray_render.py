@@ -38,13 +38,7 @@ from ..errors import PirenderError
 from ..image import SourceImage
 from ..renderer.base import PreparedSource, Renderer
 from .batcher import render_windows
-from .ray_address import (
-    LOOPBACK_ENV,
-    check_reachable,
-    cluster_endpoint,
-    enable_client_token_auth,
-    is_loopback_host,
-)
+from .ray_address import LOOPBACK_ENV, check_reachable, enable_client_token_auth, needs_loopback_node
 
 enable_client_token_auth()  # before Ray is imported (a front end calls ray_address.prepare_environment)
 
@@ -257,9 +251,7 @@ def connect(address: str, *, local_cpus: int | None = None) -> None:
     """
     if ray.is_initialized():
         return
-    endpoint = cluster_endpoint(address)
-    on_loopback = endpoint is None or (is_loopback_host(endpoint[0]) and not address.startswith("ray://"))
-    if on_loopback and os.environ.get(LOOPBACK_ENV) != "0":
+    if needs_loopback_node(address) and os.environ.get(LOOPBACK_ENV) != "0":
         raise PirenderError(
             f"Ray reaches a cluster on 127.0.0.1 ({address}) only with {LOOPBACK_ENV}=0 set before Ray "
             "is imported (stream.ray_address.prepare_environment does it; pirender serve and bench call it)"
