@@ -24,8 +24,9 @@ from .audio.sources import SAMPLE_RATE_HZ
 from .audio.vad import VadConfig, VoiceActivity
 from .audioflow.checkpoint import load_flow
 from .audioflow.flow import AudioMotionFlow
+from .audioflow.readout import MouthReadout
 from .clock import now_s
-from .errors import PirenderError
+from .errors import CheckpointError, PirenderError
 from .motion.retarget import OpenRetargeter, frontal_rest_row
 from .motion.space import AUTHORS_SPACE, OPEN_SPACE, MotionSequence, MotionSpace
 from .motion.window import DEFAULT_RADIUS
@@ -46,9 +47,11 @@ _POSE = [OPEN_SPACE.index(name) for name in ("pitch", "yaw", "roll", "tx", "ty")
 _EXPRESSION = AUTHORS_SPACE.group("expression")
 
 
-#: the shipped model's temperature: the one that maximised its held-out lip sync (engine/audioflow/
-#: MODEL_CARD.md; 0 = the mean path: calm head, no blinks; higher values add jitter, measured there)
-DEFAULT_TEMPERATURE = 0.0
+#: the shipped model's temperature. Its mouth comes from the mouth readout, which the temperature
+#: does not touch; the temperature sets the variety of the rest (head, brows, gaze): 0.2 turns the
+#: head between frames about as much as the corpus's real speakers (engine/audioflow/MODEL_CARD.md;
+#: 0 = the flow's mean path, a still head)
+DEFAULT_TEMPERATURE = 0.2
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,16 @@ def load_talk_model(path: str | Path | None = None, *, space: MotionSpace = OPEN
         raise PirenderError(f"audio-to-motion model {chosen} not found (train one: pirender train-audio)")
     model, info = load_flow(chosen, space=space, sample_rate_hz=SAMPLE_RATE_HZ)
     model.feature_norm = FeatureNorm.from_features(info.features)  # per-utterance features, if trained so
+    readout = MouthReadout.from_features(info.features)  # the mouth's linear map, if trained with one
+    if readout is not None:
+        width = model.config.audio_context_frames * model.config.audio_feature_width
+        if readout.feature_width != width or max(readout.slots) >= model.config.motion_width:
+            raise CheckpointError(
+                f"{chosen}: its mouth readout reads {readout.feature_width} numbers into slots "
+                f"{list(readout.slots)}; the flow's window holds {width}, its rows "
+                f"{model.config.motion_width}"
+            )
+    model.mouth_readout = readout
     return model
 
 
@@ -169,10 +182,12 @@ class SpeechMotion:
       smoothing, so the mouth closes over two frames instead of snapping.
     - **Motion**: the flow's step on the features of frames ``i - k .. i + tau`` (the first frame
       repeated before the start, the last after the end of the voice), latent drawn from
-      ``torch.Generator(seed)`` at ``config.temperature``. Open space: the mouth controls (jaw_open,
-      lip_pucker) times the speaking weight, never below 0, scale 1, the head pose smoothed
-      (``config.pose_smoothing_s``, causal), the blinks at least ``config.blinks``'s
-      (:class:`BlinkSchedule` at the frame's centre), moved onto the portrait's ``rest`` row.
+      ``torch.Generator(seed)`` at ``config.temperature``; when the model has a mouth readout
+      (``audioflow.readout``), the mouth controls come from it, on the same window. Open space:
+      the mouth controls (jaw_open, lip_pucker) times the speaking weight, never below 0, scale 1,
+      the head pose smoothed (``config.pose_smoothing_s``, causal), the blinks at least
+      ``config.blinks``'s (:class:`BlinkSchedule` at the frame's centre), moved onto the portrait's
+      ``rest`` row.
       Authors' space: the expression blends to ``rest``'s with the weight.
 
     A row is complete once frame ``i + tau``'s features and ``v_{i+1}`` exist: it lags its voice by
@@ -299,8 +314,12 @@ class SpeechMotion:
                 motion, self._state = self.model.step(
                     window, self._state, temperature=self.config.temperature, generator=self._generator
                 )
+            row = motion.numpy().astype(np.float32)
+            readout = self.model.mouth_readout
+            if readout is not None:  # the mouth from the linear map of the same window
+                row[list(readout.slots)] = readout.predict(window.numpy().reshape(-1))
             speaking = float(np.mean([v for v in voices if v is not None]))  # all known here
-            rows.append(self._gate(motion.numpy().astype(np.float32), speaking, n))
+            rows.append(self._gate(row, speaking, n))
             self.frames_out += 1
             self._forget(self.frames_out)
         return rows

@@ -582,3 +582,89 @@ def test_per_utterance_feature_norm_is_causal_and_equal_live_and_offline(tmp_pat
     stream = SpeechMotion(model, frontal_rest_row())
     rows = [r for i in range(0, len(speech), 999) for r in stream.push(speech[i : i + 999])] + stream.finish()
     np.testing.assert_array_equal(np.stack(rows), offline)
+
+
+def test_the_mouth_readout_is_a_closing_ridge_map_stored_with_the_flow(tmp_path: Path) -> None:
+    """``audioflow.readout``: the ridge fit recovers a linear map, survives the checkpoint, is refused
+    when it does not fit the flow's window, and makes the mouth of the talk path (live == offline)."""
+    import torch
+
+    from pirender.engine.audio.features import video_frame_log_mel
+    from pirender.engine.audioflow.checkpoint import read_flow_checkpoint, save_flow_checkpoint
+    from pirender.engine.audioflow.flow import audio_windows
+    from pirender.engine.audioflow.readout import MouthReadout, fit_ridge
+    from pirender.engine.errors import CheckpointError
+    from pirender.engine.motion.io import save_motion
+    from pirender.engine.motion.space import MotionSequence
+    from pirender.engine.talk import MOUTH_SLOTS, SpeechMotion
+    from pirender.training.audio_pairs import write_wav
+    from pirender.training.audio_trainer import TrainConfig, readout_mouths, train
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(5.0, 3.0, size=(2000, 12))
+    truth = rng.normal(size=(2, 12))
+    y = x @ truth.T + np.array([0.3, -0.1])
+    fitted = fit_ridge(x, y, MOUTH_SLOTS, ridge=1e-6)
+    np.testing.assert_allclose(fitted.linear(x), y, atol=1e-6)
+    shrunk = fit_ridge(x, y, MOUTH_SLOTS, ridge=1e6)  # a large penalty: towards the mean mouth
+    assert np.abs(shrunk.linear(x) - y.mean(axis=0)).max() < 0.05 * np.abs(y - y.mean(axis=0)).max()
+    closing = fitted.closing(x, np.abs(y), 0.4)  # closed on 40 % of the frames, sized like |y|
+    made = closing.predict(x)
+    np.testing.assert_allclose((made == 0).mean(axis=0), 0.4, atol=0.01)
+    np.testing.assert_allclose(np.percentile(made, 95, axis=0), np.percentile(np.abs(y), 95, axis=0))
+    again = MouthReadout.from_features({"mouth_readout": fitted.to_features()})
+    assert again is not None and again.slots == MOUTH_SLOTS
+    np.testing.assert_allclose(again.predict(x[:5]), fitted.predict(x[:5]))
+    assert MouthReadout.from_features({}) is None
+    with pytest.raises(CheckpointError, match="malformed"):
+        MouthReadout.from_features({"mouth_readout": {"slots": [6]}})
+    with pytest.raises(ValueError, match="12 expected"):
+        fitted.predict(np.zeros(13))
+
+    # trained on real speech with speakers: the checkpoint carries the readout, chosen on validation
+    speech = load_audio(shared_data("talking", "LipNet__bbaf2n.mpg"))
+    frames = int(len(speech) / SAMPLE_RATE_HZ * 25)
+    envelope = np.sqrt(np.mean(speech[: frames * 640].reshape(frames, 640) ** 2, axis=1))  # RMS
+    for folder, person in (("train", "a"), ("val", "b")):
+        (tmp_path / folder).mkdir()
+        rows = np.tile(frontal_rest_row(), (frames, 1)).astype(np.float32)
+        rows[:, JAW] = 0.3 * envelope / envelope.max()  # a mouth that follows the voice
+        meta = {"identity": person}
+        save_motion(
+            tmp_path / folder / f"{person}.npz", MotionSequence(OPEN_SPACE, rows, fps=25.0, meta=meta)
+        )
+        write_wav(tmp_path / folder / f"{person}.wav", speech)
+    out = tmp_path / "flow.pt"
+    config = TrainConfig(steps=4, eval_every=2, window_frames=20, lstm_hidden=8, flow_steps=2)
+    train([tmp_path / "train"], out, config=config, validation_folders=[tmp_path / "val"], progress=False)
+    info = read_flow_checkpoint(out)
+    assert info.training["readout_ridge"] > 0 and len(info.training["readout_sync"]) == 20
+    model = load_talk_model(out)
+    assert model.mouth_readout is not None and model.mouth_readout.feature_width == 6 * 40
+    rest = frontal_rest_row()
+    offline = motion_for_speech(speech, model, rest).values
+    stream = SpeechMotion(model, rest)
+    rows = [r for i in range(0, len(speech), 999) for r in stream.push(speech[i : i + 999])] + stream.finish()
+    np.testing.assert_array_equal(np.stack(rows), offline)
+    # the trainer chooses the readout by the mouths it computes directly: the talk path's, exactly
+    windows = audio_windows(
+        torch.from_numpy(video_frame_log_mel(speech, len(offline), 25.0))[None],
+        history_frames=3,
+        lookahead_frames=2,
+    )
+    made = readout_mouths(
+        model.mouth_readout,
+        windows[0].reshape(len(offline), -1).numpy(),
+        speech_mask(speech, len(offline), 25.0, TalkConfig().vad),
+    )
+    np.testing.assert_allclose(offline[:, MOUTH_SLOTS], made, atol=1e-6)
+    assert 0.05 < np.mean(made[:, 0] > 0) < 0.95  # it opens and closes
+    without = load_talk_model(out)
+    without.mouth_readout = None
+    assert not np.allclose(motion_for_speech(speech, without, rest).values[:, JAW], offline[:, JAW])
+    # a readout that does not read the flow's window is refused when the model loads
+    model.mouth_readout = fit_ridge(x, y, MOUTH_SLOTS, ridge=1.0)
+    features = {**info.features, "mouth_readout": model.mouth_readout.to_features()}
+    save_flow_checkpoint(tmp_path / "bad.pt", model, space=OPEN_SPACE, features=features)
+    with pytest.raises(CheckpointError, match="reads 12 numbers"):
+        load_talk_model(tmp_path / "bad.pt")

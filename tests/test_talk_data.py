@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,3 +90,88 @@ def test_eval_talk_measures_the_shipped_model_on_held_out_speech(dataset: Path, 
     assert clip["real_energy_corr"] > 0.2
     assert "corr t0" in (out / "talk_report.md").read_text()
     assert eval_main(["--talk", "--data", str(dataset), "--out", str(out)]) == 2  # no silent overwrite
+
+
+def _pair(name: str, identity: str, frames: int) -> Any:
+    from pirender.training.audio_trainer import Pair
+
+    motion = np.zeros((frames, OPEN_SPACE.width), np.float32)
+    return Pair(motion, np.zeros((frames, 40), np.float32), name, identity, np.zeros(1, np.float32), name)
+
+
+def test_people_are_dealt_into_folds_of_similar_speech_and_held_out_whole() -> None:
+    from pirender.engine.errors import PirenderError
+    from pirender.training.audio_trainer import deal_people, hold_out_people
+
+    pairs = [_pair(f"c{i}", f"p{i % 7}", 100 + 10 * i) for i in range(20)]
+    folds = deal_people(pairs, 3, seed=0)
+    assert sorted(p for g in folds for p in g) == [f"p{i}" for i in range(7)]  # each once
+    speech = [sum(len(p.motion) for p in pairs if p.identity in g) for g in folds]
+    largest = max(sum(len(p.motion) for p in pairs if p.identity == f"p{i}") for i in range(7))
+    assert max(speech) - min(speech) <= largest  # as equal as whole people allow
+    assert deal_people(pairs, 3, seed=0) == folds  # the seed decides
+    train, validation = hold_out_people(pairs, 0.3, seed=1)
+    held = {p.identity for p in validation}
+    assert len(held) == 2 and not held & {p.identity for p in train}  # whole people, never in both
+    assert len(train) + len(validation) == len(pairs)
+    synthetic = [_pair(f"s{i}", "", 50) for i in range(20)]
+    assert hold_out_people(synthetic, 0.3, seed=1) == (synthetic, synthetic[-2:])  # no people: as before
+    with pytest.raises(PirenderError, match="name their speaker"):
+        deal_people(pairs + synthetic[:1], 3, seed=0)
+    with pytest.raises(PirenderError, match="cannot fill"):
+        deal_people(pairs, 8, seed=0)
+
+
+def test_the_silence_ceiling_says_what_closing_the_mouth_in_silence_allows() -> None:
+    from pirender.engine.talk import TalkConfig, speech_mask
+
+    speech = load_audio(shared_data("talking", "LipNet__bbaf2n.mpg"))
+    fps, vad = 25.0, TalkConfig().vad
+    frames = np.arange(int(len(speech) / SAMPLE_RATE_HZ * fps))
+    voiced = speech_mask(speech, len(frames), fps, vad)
+    assert 0.2 < voiced.mean() < 0.8  # GRID: speech between silences
+
+    def clip(jaw: np.ndarray) -> talk_data.SpeechClip:
+        rows = np.zeros((len(frames), OPEN_SPACE.width), np.float32)
+        rows[:, _JAW] = jaw
+        return talk_data.SpeechClip("x", "X", "test", fps, rows, frames, speech)
+
+    syllables = 0.1 + 0.2 * np.abs(np.sin(frames / 2.0))
+    ceiling, share = talk_eval.silence_ceiling(clip(0.1 + (syllables - 0.1) * voiced), vad)
+    assert ceiling > 0.99 and share == pytest.approx(voiced.mean())  # closed in silence already
+    parted = talk_eval.silence_ceiling(clip(0.1 + 0.2 * (1 - voiced) + 0.02 * np.sin(frames)), vad)[0]
+    assert parted < 0.0  # lips parted only in the pauses: no model that closes them can follow
+
+
+def test_cross_validation_holds_each_speaker_out_once_and_resumes(tmp_path: Path) -> None:
+    from pirender.engine.audioflow.checkpoint import read_flow_checkpoint
+
+    people = [("LipNet__lbax4n.mpg", "A"), ("LipNet__bbaf2n.mpg", "B"), ("LipNet__lbbc2a.mpg", "C")]
+    dataset = prepared_people(
+        tmp_path, [(shared_data("talking", f), p) for f, p in people], holdout=("B",), max_frames=75
+    )
+    pairs = tmp_path / "pairs"
+    assert main(["prepare-audio", str(dataset), "--out", str(pairs)]) == 0
+    out = tmp_path / "cv"
+    recipe = ["--steps", "4", "--eval-every", "2", "--lstm-hidden", "8"]
+    command = ["train-audio", str(pairs / "train"), str(pairs / "test"), "--cross-validate", "3"]
+    assert main([*command, "--data", str(dataset), "--out", str(out), *recipe]) == 0
+    metrics = json.loads((out / "cross_validation.json").read_text())
+    clips = {row["identity"]: row for row in metrics["per_clip"]}
+    assert sorted(clips) == ["A", "B", "C"] and len({row["fold"] for row in clips.values()}) == 3
+    for fold in metrics["folds"]:
+        (held,) = fold["held_out"]
+        assert held not in fold["validation_people"] and clips[held]["fold"] == fold["fold"]
+        trained = read_flow_checkpoint(out / f"fold_{fold['fold']}.pt").training
+        assert trained["pairs"] == 1  # the third person validated; the held-out one unheard
+    for row in clips.values():
+        assert -1 <= row["corr_t0"] <= 1 and -1 <= row["ceiling_corr"] <= 1 and row["frames"] == 75
+    assert (
+        metrics["pooled"]["clips"] == 3 and "3 clips of 3 people" in (out / "cross_validation.md").read_text()
+    )
+    stamps = [(out / f"fold_{k}.pt").stat().st_mtime_ns for k in range(3)]
+    assert main([*command, "--data", str(dataset), "--out", str(out), *recipe]) == 0  # resumes: no training
+    assert [(out / f"fold_{k}.pt").stat().st_mtime_ns for k in range(3)] == stamps
+    other = ["--steps", "4", "--eval-every", "2", "--lstm-hidden", "16"]
+    assert main([*command, "--data", str(dataset), "--out", str(out), *other]) == 2  # another recipe
+    assert main([*command, "--out", str(out), *recipe]) == 2  # no --data

@@ -16,12 +16,21 @@ Real speech (pairs of ``pirender prepare-audio DATASET``: each ``.npz`` names it
   closed mouth) and the expression slots are scaled by (median spread over speakers) / (the
   speaker's spread, 5th-95th percentile; the factor kept in 0.5..2), so a wide-mouthed speaker does
   not teach every avatar to gape.
-- **Early stopping on the held-out measure**: every ``eval_every`` steps the model makes the mouth
-  of each validation pair from its sound exactly as ``pirender talk`` does (temperature 0, the
-  voice-activity gate) and the frame-weighted Pearson correlation with the pair's tracked mouth (best
-  lag within +-2 frames; ``talk_eval``) decides which checkpoint is kept (without validation pairs
-  with sound: the validation NLL). After training the kept model is measured at
-  :data:`TEMPERATURES` and the best is recorded in the checkpoint (``training.temperature``).
+- **The mouth readout** (``mouth_readout``, on by default for open-space pairs;
+  ``engine.audioflow.readout``): the mouth controls come from a ridge regression on the same audio
+  window the flow reads, fitted on the training pairs after the flow; its penalty is the one of
+  :data:`READOUT_RIDGE_PER_FRAME` whose mouths follow the validation people's best. The flow, which
+  then makes the rest of the motion, is kept by its validation NLL.
+- **Early stopping on the held-out measure** (without the readout): every ``eval_every`` steps the
+  model makes the mouth of each validation pair from its sound exactly as ``pirender talk`` does
+  (temperature 0, the voice-activity gate) and the frame-weighted Pearson correlation with the
+  pair's tracked mouth (best lag within +-2 frames; ``talk_eval``) decides which checkpoint is kept
+  (without validation pairs with sound: the validation NLL).
+- **Validation people**: the pairs of ``--validation``, else :data:`VALIDATION_PEOPLE` of the
+  training speakers held out whole (``hold_out_people``), never the people a model is measured on.
+
+After training the kept model is measured at :data:`TEMPERATURES` and the best is recorded in the
+checkpoint (``training.temperature``).
 """
 
 from __future__ import annotations
@@ -39,7 +48,8 @@ from tqdm import tqdm
 from pirender.engine.audio.features import FeatureConfig, FeatureNorm, video_frame_log_mel
 from pirender.engine.audio.sources import load_audio
 from pirender.engine.audioflow.checkpoint import load_flow, save_flow_checkpoint
-from pirender.engine.audioflow.flow import AudioMotionFlow, FlowConfig
+from pirender.engine.audioflow.flow import AudioMotionFlow, FlowConfig, audio_windows
+from pirender.engine.audioflow.readout import MouthReadout, fit_ridge
 from pirender.engine.errors import PirenderError
 from pirender.engine.motion.io import load_motion
 from pirender.engine.motion.retarget import frontal_rest_row
@@ -51,6 +61,15 @@ MOTION_NOISE = 0.01
 MIN_MOTION_STD = 0.02
 #: temperatures measured on the validation pairs after training (the best is recorded)
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6)
+#: share of the speakers held out to validate on when no validation pairs are given
+VALIDATION_PEOPLE = 0.15
+#: ridge penalties of the mouth readout tried, per training frame (``fit_mouth_readout`` keeps the
+#: one whose mouths follow held-out speakers best)
+READOUT_RIDGE_PER_FRAME = (0.1, 0.3, 1.0, 3.0)
+#: shares of the training speech the readout's mouth is closed on, tried (the same way)
+READOUT_CLOSED_SHARES = (0.0, 0.2, 0.4, 0.6, 0.8)
+#: folds of the training speakers the readout's penalty is chosen with
+READOUT_FOLDS = 5
 _JAW = OPEN_SPACE.index("jaw_open")
 _EXPRESSION = OPEN_SPACE.group("expression")
 
@@ -70,18 +89,21 @@ class TrainConfig:
     eval_every: int = 100
     feature_norm: bool = False  # per-utterance features (audio.features.FeatureNorm)
     feature_prior_frames: float = 100.0  # 4 s at 25 fps
+    mouth_readout: bool = True  # the mouth from a ridge map of the audio window (audioflow.readout)
 
 
 class Pair(NamedTuple):
     """One (audio, motion) pair: ``motion`` (T, width), ``audio`` (T, 40) features, the pair's
-    ``name``, its speaker (``identity``: the npz meta's; "" when it names none, as synthetic pairs)
-    and its ``samples`` (16 kHz)."""
+    ``name``, its speaker (``identity``: the npz meta's; "" when it names none, as synthetic pairs),
+    its ``samples`` (16 kHz) and the ``clip`` of the prepared dataset it was cut from (the meta's;
+    else the name)."""
 
     motion: np.ndarray
     audio: np.ndarray
     name: str
     identity: str
     samples: np.ndarray
+    clip: str = ""
 
 
 def load_pairs(folders: list[Path]) -> tuple[MotionSpace, list[Pair]]:
@@ -104,7 +126,8 @@ def load_pairs(folders: list[Path]) -> tuple[MotionSpace, list[Pair]]:
             samples = load_audio(wav)
             audio = video_frame_log_mel(samples, len(motion), motion.fps)
             identity = str(motion.meta.get("identity", ""))
-            pairs.append(Pair(motion.values.astype(np.float32), audio, npz.stem, identity, samples))
+            clip = str(motion.meta.get("clip", npz.stem))
+            pairs.append(Pair(motion.values.astype(np.float32), audio, npz.stem, identity, samples, clip))
     if not pairs or space is None:
         raise PirenderError(f"no (wav, npz) pairs in {', '.join(map(str, folders))}")
     return space, pairs
@@ -166,6 +189,119 @@ def lip_sync_correlation(
     return total / weight if weight else float("nan")
 
 
+def readout_mouths(readout: MouthReadout, windows: np.ndarray, speaking: np.ndarray) -> np.ndarray:
+    """(T, S) the mouth slots ``engine.talk.SpeechMotion`` makes with ``readout`` from a voice's
+    (T, F) flattened audio windows and (T,) speaking weights (``talk.speech_mask``): the readout
+    times the weight, never below 0, on the frontal rest row (a test holds the two equal)."""
+    return np.maximum(readout.predict(windows) * speaking[:, None], 0.0)
+
+
+def fit_mouth_readout(
+    model: AudioMotionFlow, pairs: list[Pair], validation: list[Pair], seed: int
+) -> tuple[MouthReadout, dict[str, Any]]:
+    """The mouth readout (``audioflow.readout``) of ``model``'s audio window: a ridge regression of
+    the mouth slots of ``pairs`` (person-normalised, as the flow's) on their windows, over the frames
+    where the silence rule hears speech (the rule closes the mouth elsewhere), then closed on a share
+    of them (``MouthReadout.closing``). The penalty (:data:`READOUT_RIDGE_PER_FRAME`, times the
+    frames fitted) and the closed share (:data:`READOUT_CLOSED_SHARES`) are the pair whose mouths
+    follow people the fit did not hear best: the speakers of ``pairs`` in :data:`READOUT_FOLDS`
+    folds, each measured with a fit on the others (``talk_eval``'s best-lag Pearson r of the jaw the
+    talk path makes, ``readout_mouths``, against the tracked jaw; frame-weighted over all); pairs
+    that name no speaker are judged on ``validation`` instead. The readout returned is fitted on all
+    of ``pairs``; the figures: ``readout_ridge``, ``readout_closed_share``, ``readout_sync`` (per
+    penalty and share) and ``val_sync_t0`` (the chosen pair's: a held-out figure).
+    """
+    from pirender.engine.talk import MOUTH_SLOTS, TalkConfig, speech_mask
+    from pirender.training.talk_eval import MAX_LAG, best_lag_correlation
+
+    cfg, vad, fps = model.config, TalkConfig().vad, 25.0
+    jaw = MOUTH_SLOTS.index(_JAW)
+    windows, speaking = {}, {}
+    for pair in [*pairs, *validation]:
+        window = audio_windows(
+            torch.from_numpy(pair.audio)[None],
+            history_frames=cfg.history_frames,
+            lookahead_frames=cfg.audio_lookahead_frames,
+        )[0]
+        windows[pair.name] = window.reshape(len(pair.audio), -1).numpy()
+        speaking[pair.name] = speech_mask(pair.samples, len(pair.audio), fps, vad)
+
+    def speech(group: list[Pair]) -> tuple[np.ndarray, np.ndarray]:
+        voiced = [speaking[p.name] > 0.5 for p in group]
+        x = np.concatenate([windows[p.name][v] for p, v in zip(group, voiced, strict=True)])
+        y = np.concatenate([p.motion[v][:, list(MOUTH_SLOTS)] for p, v in zip(group, voiced, strict=True)])
+        return x, y
+
+    def sync(readout: MouthReadout, group: list[Pair]) -> tuple[float, float]:
+        total = weight = 0.0
+        for pair in group:
+            made = readout_mouths(readout, windows[pair.name], speaking[pair.name])[:, jaw]
+            times = np.arange(len(made)) / fps
+            r, _ = best_lag_correlation(times, made, times, pair.motion[:, _JAW], fps, MAX_LAG)
+            total, weight = total + r * len(made), weight + len(made)
+        return total, weight
+
+    people = {p.identity for p in pairs}
+    if len(people) >= 2 and "" not in people:  # folds of speakers, each measured with a fit on the rest
+        folds = deal_people(pairs, min(READOUT_FOLDS, len(people)), seed)
+        trials = [
+            ([p for p in pairs if p.identity not in g], [p for p in pairs if p.identity in g]) for g in folds
+        ]
+    else:  # pairs without speakers (synthetic speech): the validation pairs judge
+        trials = [(pairs, validation)]
+    scores: dict[tuple[float, float], list[float]] = {}
+    for fitted_on, measured in trials:
+        x, y = speech(fitted_on)
+        for per_frame in READOUT_RIDGE_PER_FRAME:
+            linear = fit_ridge(x, y, MOUTH_SLOTS, per_frame * len(x))
+            for share in READOUT_CLOSED_SHARES:
+                total, weight = sync(linear.closing(x, y, share), measured)
+                tally = scores.setdefault((per_frame, share), [0.0, 0.0])
+                tally[0] += total
+                tally[1] += weight
+    figures = {key: total / weight for key, (total, weight) in scores.items() if weight}
+    if not figures:
+        raise PirenderError("no pairs to choose the mouth readout with")
+    per_frame, share = max(figures, key=lambda key: figures[key])
+    x, y = speech(pairs)
+    readout = fit_ridge(x, y, MOUTH_SLOTS, per_frame * len(x)).closing(x, y, share)
+    return readout, {
+        "readout_ridge": readout.ridge,
+        "readout_closed_share": share,
+        "readout_sync": {f"{k[0]:g}/{k[1]:g}": round(v, 4) for k, v in figures.items()},
+        "val_sync_t0": figures[(per_frame, share)],
+    }
+
+
+def deal_people(pairs: list[Pair], folds: int, seed: int) -> list[list[str]]:
+    """The speakers of ``pairs`` in ``folds`` groups of about equal speech: shuffled with ``seed``, the
+    speakers of most speech dealt first, each to the group with the least so far.
+
+    Raises:
+        PirenderError: a pair names no speaker, or there are fewer speakers than folds.
+    """
+    unnamed = [p.name for p in pairs if not p.identity]
+    if unnamed:
+        raise PirenderError(
+            f"holding people out needs pairs that name their speaker, but {len(unnamed)} do not "
+            f"(e.g. {unnamed[0]}): use the pairs of pirender prepare-audio DATASET"
+        )
+    frames: dict[str, int] = {}
+    for pair in pairs:
+        frames[pair.identity] = frames.get(pair.identity, 0) + len(pair.motion)
+    if len(frames) < folds:
+        raise PirenderError(f"{len(frames)} speakers cannot fill {folds} folds")
+    people = [str(p) for p in np.random.default_rng(seed).permutation(sorted(frames))]
+    people.sort(key=lambda p: -frames[p])  # stable: ties keep the shuffled order
+    groups: list[list[str]] = [[] for _ in range(folds)]
+    load = [0] * folds
+    for person in people:
+        k = int(np.argmin(load))
+        groups[k].append(person)
+        load[k] += frames[person]
+    return [sorted(g) for g in groups]
+
+
 def _windows(pairs: list[Pair], count: int, frames: int,
              rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     motions, audios = [], []
@@ -178,6 +314,20 @@ def _windows(pairs: list[Pair], count: int, frames: int,
     return torch.from_numpy(np.stack(motions)), torch.from_numpy(np.stack(audios))
 
 
+def hold_out_people(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """(training pairs, validation pairs): the pairs of ``fraction`` of the speakers (at least one,
+    drawn with ``seed``; never all) held out whole, so validation measures people the model never
+    heard. Pairs that name no speaker (synthetic speech) stay in training; without two named
+    speakers the last tenth of the pairs validates and also trains (the synthetic recipe).
+    """
+    people = sorted({p.identity for p in pairs if p.identity})
+    if len(people) < 2:
+        return pairs, pairs[-max(1, len(pairs) // 10) :]
+    count = min(len(people) - 1, max(1, round(fraction * len(people))))
+    held = set(np.random.default_rng(seed).permutation(people)[:count].tolist())
+    return [p for p in pairs if p.identity not in held], [p for p in pairs if p.identity in held]
+
+
 def train(
     train_folders: list[Path],
     out: Path,
@@ -186,18 +336,48 @@ def train(
     validation_folders: list[Path] | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Train a flow and write its checkpoint to ``out``; returns the final figures."""
+    """Train a flow on the pairs of ``train_folders`` and write its checkpoint to ``out``; returns the
+    final figures. Validation: the pairs of ``validation_folders``, else :data:`VALIDATION_PEOPLE`
+    of the speakers held out (:func:`hold_out_people`)."""
     cfg = config or TrainConfig()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     space, pairs = load_pairs(train_folders)
-    validation = pairs[-max(1, len(pairs) // 10) :]
     if validation_folders:
         validation_space, validation = load_pairs(validation_folders)
         if validation_space != space:
             raise PirenderError(
                 f"validation pairs are in {validation_space.name!r}, training pairs in {space.name!r}"
             )
+        readout_pairs = pairs
+    else:  # the mouth readout picks its penalty by folds of its own: it may hear these people too
+        readout_pairs = pairs
+        pairs, validation = hold_out_people(pairs, VALIDATION_PEOPLE, cfg.seed)
+    return train_on_pairs(
+        space, pairs, validation, out, config=cfg, readout_pairs=readout_pairs, progress=progress
+    )
+
+
+def train_on_pairs(
+    space: MotionSpace,
+    pairs: list[Pair],
+    validation: list[Pair],
+    out: Path,
+    *,
+    config: TrainConfig | None = None,
+    readout_pairs: list[Pair] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train a flow on ``pairs`` (in ``space``), keep the checkpoint that does best on ``validation``
+    (module docstring) in ``out``; returns the final figures (``val_nll``, ``val_sync``,
+    ``temperature``, ``step``, ``seconds``, ``pairs``). The mouth readout is fitted on
+    ``readout_pairs`` (default ``pairs``; it chooses its penalty by folds of its own speakers, so
+    they may include validation people carved out of the training data, never people measured later).
+
+    Raises:
+        PirenderError: the pairs are too short to train on, or training diverged.
+    """
+    cfg = config or TrainConfig()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
     flow_config = FlowConfig.for_space(
         space,
         audio_feature_width=40,
@@ -211,9 +391,13 @@ def train(
     if window_frames < cfg.history_frames + cfg.audio_lookahead_frames + 2:
         raise PirenderError(f"the pairs are too short to train on ({window_frames} frames at most)")
     norm_stats: dict[str, Any] = {"speakers": 0}
+    readout_pairs = list(readout_pairs or pairs)
     if cfg.person_norm and space == OPEN_SPACE:
         pairs, norm_stats = person_normalise(pairs)
-    by_sync = space == OPEN_SPACE  # the lip-sync measure decides (module docstring); else the NLL
+        readout_pairs = person_normalise(readout_pairs)[0]
+    measurable = space == OPEN_SPACE  # the lip-sync measure exists (the mouth is one slot)
+    with_readout = measurable and cfg.mouth_readout
+    by_sync = measurable and not with_readout  # keeps the flow when the flow makes the mouth; else NLL
     features: dict[str, Any] = {**asdict(FeatureConfig()), "fps": 25.0, "per_video_frame": "mean"}
     norm = None
     if cfg.feature_norm:  # prior = the training features; every pair normalised from its own start
@@ -221,6 +405,7 @@ def train(
         norm = FeatureNorm(raw.mean(axis=0), raw.std(axis=0) + 1e-3, cfg.feature_prior_frames)
         pairs = [p._replace(audio=norm.normalise(p.audio)) for p in pairs]
         validation = [p._replace(audio=norm.normalise(p.audio)) for p in validation]
+        readout_pairs = [p._replace(audio=norm.normalise(p.audio)) for p in readout_pairs]
         features["cmvn"] = norm.to_features()
     model = AudioMotionFlow(config=flow_config)
     model.feature_norm = norm
@@ -261,16 +446,22 @@ def train(
             if sync is not None and not math.isfinite(sync):  # no validation pair long enough
                 sync = None
             history.append({"step": step + 1, "val_nll": round(val, 4), "val_sync_t0": sync})
-            bar.set_postfix(train=f"{loss.item():.3f}", val=f"{val:.3f}", sync=f"{sync or 0:.3f}")
+            shown = {"train": f"{loss.item():.3f}", "val": f"{val:.3f}"}
+            bar.set_postfix(shown if sync is None else {**shown, "sync": f"{sync:.3f}"})
             score = sync if sync is not None else -val
             if score > best and math.isfinite(val):
                 best, best_step, best_nll, best_sync = score, step + 1, val, sync
                 save({"val_sync_t0": sync})
     if best_step == 0:
         raise PirenderError("training diverged: no finite validation figure to keep a model by")
-    model = load_talk_model(out, space=space) if by_sync else load_flow(out)[0]  # the kept (best) model
+    model = load_talk_model(out, space=space) if measurable else load_flow(out)[0]  # the kept (best) model
+    readout_figures: dict[str, Any] = {}
+    if with_readout:
+        model.mouth_readout, readout_figures = fit_mouth_readout(model, readout_pairs, validation, cfg.seed)
+        features["mouth_readout"] = model.mouth_readout.to_features()
+        best_sync = readout_figures["val_sync_t0"]
     temperatures = (
-        {t: lip_sync_correlation(model, validation, t, cfg.seed) for t in TEMPERATURES} if by_sync else {}
+        {t: lip_sync_correlation(model, validation, t, cfg.seed) for t in TEMPERATURES} if measurable else {}
     )
     temperatures = {t: r for t, r in temperatures.items() if math.isfinite(r)}
     chosen = max(temperatures, key=lambda t: temperatures[t]) if temperatures else None
@@ -279,6 +470,7 @@ def train(
             "val_sync_t0": best_sync,
             "temperature": chosen,
             "val_sync_by_temperature": {str(t): round(v, 4) for t, v in temperatures.items()},
+            **readout_figures,
         }
     )
     return {
@@ -288,4 +480,5 @@ def train(
         "step": float(best_step),
         "seconds": time.perf_counter() - started,
         "pairs": float(len(pairs)),
+        "readout_ridge": float(readout_figures.get("readout_ridge", float("nan"))),
     }

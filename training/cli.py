@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pirender.engine.cli.commands import check_out, make_folder, positive
 from pirender.engine.cli.main import CommandSet, add_overwrite_option
 from pirender.engine.cli.main import main as engine_main
 from pirender.engine.errors import PirenderError
+
+if TYPE_CHECKING:
+    from pirender.training.audio_trainer import TrainConfig
 
 # the training modules (torch, lmdb, trainers) are imported by the command that runs, not by every
 # `pirender` call: `pirender demo` or `--help` start no faster or slower than without them
@@ -74,7 +78,8 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
     train_audio.add_argument(
         "--out",
         required=True,
-        help="checkpoint to write (.pt; the best one so far, replaced as training improves)",
+        help="checkpoint to write (.pt; the best one so far, replaced as training improves); with "
+        "--cross-validate the folder of the fold models and the table",
     )
     add_overwrite_option(train_audio)
     train_audio.add_argument(
@@ -85,7 +90,19 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
     train_audio.add_argument(
         "--validation",
         help="a folder of held-out pairs (e.g. data/talk_pairs/test): the kept model is the one whose "
-        "mouth follows their tracked mouths best (lip-sync correlation)",
+        "mouth follows their tracked mouths best (lip-sync correlation); default: 15%% of the "
+        "speakers held out of the training pairs",
+    )
+    train_audio.add_argument(
+        "--cross-validate",
+        type=int,
+        metavar="K",
+        help="measure the recipe instead of making one model: the speakers in K folds, each held out "
+        "once (a flow trained on the others, kept by others' lip sync), every clip measured as "
+        "pirender eval --talk does; needs --data",
+    )
+    train_audio.add_argument(
+        "--data", help="with --cross-validate: the prepared dataset the pairs were made from (data/talking)"
     )
     train_audio.add_argument("--lookahead", type=int, default=2, help="audio lookahead in video frames (2)")
     train_audio.add_argument("--lstm-hidden", type=int, default=64, help="LSTM width of the flow steps (64)")
@@ -96,6 +113,12 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
         action="store_true",
         help="normalise the audio features per utterance (causal CMVN with a prior of the training "
         "features; the checkpoint carries it, live and offline apply it alike)",
+    )
+    train_audio.add_argument(
+        "--no-mouth-readout",
+        action="store_true",
+        help="the flow makes the mouth too (default: a ridge readout of the same audio window makes it, "
+        "engine/audioflow/readout.py)",
     )
     train_audio.add_argument(
         "--no-person-norm",
@@ -167,12 +190,27 @@ def _run_train_audio(args: argparse.Namespace) -> int:
     from pirender.training.audio_data import write_pairs
     from pirender.training.audio_trainer import TrainConfig, train
 
-    out = check_out(args.out, (".pt",), overwrite=args.overwrite)
     positive("--steps", args.steps)
     positive("--eval-every", args.eval_every)
     positive("--lstm-hidden", args.lstm_hidden)
     if args.lookahead < 0 or args.learning_rate <= 0:
         raise PirenderError("--lookahead must be >= 0 and --learning-rate > 0")
+    recipe = TrainConfig(
+        steps=args.steps,
+        seed=args.seed,
+        audio_lookahead_frames=args.lookahead,
+        lstm_hidden=args.lstm_hidden,
+        learning_rate=args.learning_rate,
+        eval_every=args.eval_every,
+        person_norm=not args.no_person_norm,
+        feature_norm=args.feature_norm,
+        mouth_readout=not args.no_mouth_readout,
+    )
+    if args.cross_validate is not None:
+        return _cross_validate_audio(args, recipe)
+    if args.data:
+        raise PirenderError("--data goes with --cross-validate")
+    out = check_out(args.out, (".pt",), overwrite=args.overwrite)
     make_folder(out)
     folders = [Path(p) for p in args.pairs]
     if not folders:
@@ -181,32 +219,44 @@ def _run_train_audio(args: argparse.Namespace) -> int:
         write_pairs(folder, args.synthetic, seed=args.seed)
         folders = [folder]
     validation = [Path(args.validation)] if args.validation else None
-    result = train(
-        folders,
-        out,
-        config=TrainConfig(
-            steps=args.steps,
-            seed=args.seed,
-            audio_lookahead_frames=args.lookahead,
-            lstm_hidden=args.lstm_hidden,
-            learning_rate=args.learning_rate,
-            eval_every=args.eval_every,
-            person_norm=not args.no_person_norm,
-            feature_norm=args.feature_norm,
-        ),
-        validation_folders=validation,
-    )
+    result = train(folders, out, config=recipe, validation_folders=validation)
     sync = result["val_sync"]
-    print(
-        f"wrote {out} (step {result['step']:.0f}): validation NLL {result['val_nll']:.3f} nats/dim"
-        + (
+    if result["readout_ridge"] == result["readout_ridge"]:  # a mouth readout (not NaN)
+        measured = f", the mouth readout's lip sync on speakers held out of its fit r = {sync:.3f}"
+    elif sync == sync:
+        measured = (
             f", held-out lip sync r = {sync:.3f} at temperature 0 (best temperature "
-            f"{result['temperature']:g}); pirender eval --talk --model {out} measures it"
-            if sync == sync
-            else ""
+            f"{result['temperature']:g})"
         )
+    else:
+        measured = ""
+    print(
+        f"wrote {out} (step {result['step']:.0f}): validation NLL {result['val_nll']:.3f} nats/dim{measured}"
+        + (f"; pirender eval --talk --model {out} measures it" if measured else "")
         + f"; {result['seconds']:.0f} s"
     )
+    return 0
+
+
+def _cross_validate_audio(args: argparse.Namespace, recipe: TrainConfig) -> int:
+    from pirender.training.talk_cv import CrossValidationConfig, cross_validate, cross_validation_report
+
+    config = CrossValidationConfig(folds=args.cross_validate, seed=args.seed)
+    if not args.pairs or not args.data:
+        raise PirenderError("--cross-validate needs the pair folders and --data (the prepared dataset)")
+    if args.validation:
+        raise PirenderError("--cross-validate holds its own validation people out; drop --validation")
+    out = Path(args.out).expanduser()
+    if out.suffix == ".pt" or out.is_file():
+        raise PirenderError(f"{out}: with --cross-validate, --out is a folder")
+    if args.overwrite:
+        for old in out.glob("fold_*.pt"):
+            old.unlink()
+    metrics = cross_validate(
+        [Path(p) for p in args.pairs], Path(args.data).expanduser(), out, train_config=recipe, config=config
+    )
+    print(cross_validation_report(metrics))
+    print(f"wrote {out}/cross_validation.json and .md, and the fold models")
     return 0
 
 

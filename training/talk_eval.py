@@ -14,7 +14,12 @@ onto a frontal neutral rest row, and it is compared with the mouth tracked from 
 - ``silent_closed``: of the frames where the voice-activity detector hears no speech, the fraction
   whose generated mouth is closed (``jaw_open`` below :data:`CLOSED_JAW` above the rest);
 - ``longest_open_s``: the longest stretch the generated mouth stays open (above :data:`OPEN_JAW`)
-  without closing, in seconds (speech closes the mouth many times a second).
+  without closing, in seconds (speech closes the mouth many times a second);
+- ``ceiling_corr``: what a model that closes the mouth in silence can reach at best: the Pearson
+  correlation of the tracked mouth with itself closed (its 5th percentile) wherever the silence rule
+  hears no speech (``talk.speech_mask``, weighted as the rule weights each frame). A speaker who
+  pauses with parted lips, or a song the speech detector does not call speech, caps it;
+  ``speech_share`` is the share of the clip's frames the rule calls speech.
 
 Pooled figures are frame-weighted means over clips; each clip is also reported.
 """
@@ -100,6 +105,14 @@ def longest_open_s(jaw: np.ndarray, fps: float) -> float:
     return longest / fps
 
 
+def silence_ceiling(clip: SpeechClip, vad: Any) -> tuple[float, float]:
+    """(``ceiling_corr``, ``speech_share``) of one clip (module docstring)."""
+    real = clip.rows[:, _JAW]
+    weight = speech_mask(clip.samples, int(clip.frames.max()) + 1, clip.fps, vad)[clip.frames]
+    closed = np.percentile(real, 5)
+    return pearson(real, closed + (real - closed) * weight), float(weight.mean())
+
+
 def measure_clip(
     clip: SpeechClip, model: Any, temperatures: tuple[float, ...], config: TalkEvalConfig
 ) -> dict:
@@ -107,6 +120,7 @@ def measure_clip(
     rest = frontal_rest_row()
     times, real = clip.times_s, clip.rows[:, _JAW]
     energy = frame_energy(clip.samples, times, clip.fps)
+    ceiling, speech_share = silence_ceiling(clip, TalkConfig().vad)
     out: dict[str, Any] = {
         "clip": clip.name,
         "identity": clip.identity,
@@ -114,6 +128,8 @@ def measure_clip(
         "frames": int(times.size),
         "seconds": round(clip.samples.size / SAMPLE_RATE_HZ, 2),
         "real_energy_corr": round(pearson(real, energy), 4),
+        "ceiling_corr": round(ceiling, 4),
+        "speech_share": round(speech_share, 4),
     }
     for temperature in temperatures:
         talk = TalkConfig(temperature=temperature, seed=config.seed)
@@ -149,7 +165,7 @@ def evaluate_talk(config: TalkEvalConfig, *, progress: bool = True) -> dict[str,
     pooled: dict[str, Any] = {"clips": len(rows), "frames": int(sum(r["frames"] for r in rows))}
     weights = np.array([r["frames"] for r in rows], dtype=float)
     for key in rows[0] if rows else {}:
-        if key.startswith(("corr_", "energy_corr_", "real_energy_corr")):
+        if key.startswith(("corr_", "energy_corr_", "real_energy_corr", "ceiling_corr", "speech_share")):
             pooled[key] = round(float(np.average([r[key] for r in rows], weights=weights)), 4)
         if key.startswith("silent_closed_"):
             silent = np.array([r[key.replace("closed", "frames")] for r in rows], dtype=float)
@@ -173,7 +189,7 @@ def talk_report(metrics: dict[str, Any]) -> str:
     head = ["clip", "identity", "fps", "s"]
     for t in temps:
         head += [f"corr {t}", f"lag {t}", f"energy corr {t}", f"silent closed {t}", f"longest open s {t}"]
-    head.append("real energy corr")
+    head += ["real energy corr", "ceiling", "speech share"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def cells(row: dict[str, Any], name: str) -> list[str]:
@@ -186,7 +202,8 @@ def talk_report(metrics: dict[str, Any]) -> str:
                 str(row.get(f"silent_closed_{t}", "")),
                 str(row.get(f"longest_open_s_{t}", "")),
             ]
-        return [*out, str(row.get("real_energy_corr", ""))]
+        extra = ("real_energy_corr", "ceiling_corr", "speech_share")
+        return [*out, *(str(row.get(key, "")) for key in extra)]
 
     for row in metrics["per_clip"]:
         lines.append("| " + " | ".join(cells(row, row["clip"])) + " |")
@@ -194,4 +211,12 @@ def talk_report(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["TalkEvalConfig", "best_lag_correlation", "evaluate_talk", "pearson", "talk_report"]
+__all__ = [
+    "TalkEvalConfig",
+    "best_lag_correlation",
+    "evaluate_talk",
+    "measure_clip",
+    "pearson",
+    "silence_ceiling",
+    "talk_report",
+]

@@ -71,6 +71,7 @@ from torch import Tensor, nn
 from ..audio.features import FeatureNorm
 from ..errors import PirenderError
 from ..motion.space import MotionSpace
+from .readout import MouthReadout
 
 #: One LSTM's ``(h, c)``, each ``(lstm_layers, B, lstm_hidden)``.
 LSTMState = tuple[Tensor, Tensor]
@@ -527,6 +528,8 @@ class AudioMotionFlow(nn.Module):
         self.config = config
         #: per-utterance feature normalisation the model was trained with (set by its loader), or None
         self.feature_norm: FeatureNorm | None = None
+        #: the linear map that makes the mouth controls instead of the flow (set by its loader), or None
+        self.mouth_readout: MouthReadout | None = None
         self.register_buffer("motion_mean", torch.zeros(config.motion_width))
         self.register_buffer("motion_std", torch.ones(config.motion_width))
         self.flow = ConditionalFlow(

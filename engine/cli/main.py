@@ -300,9 +300,9 @@ def build_parser(extensions: Sequence[CommandSet] = ()) -> argparse.ArgumentPars
         "--temperature",
         type=float,
         default=DEFAULT_TEMPERATURE,
-        help=f"motion variety (default {DEFAULT_TEMPERATURE:g}: the shipped model's best lip sync, a calm "
-        "head; higher values add head motion, but the head jitters between frames and the mouth follows "
-        "the voice less: engine/audioflow/MODEL_CARD.md)",
+        help=f"variety of the head, brows and gaze (default {DEFAULT_TEMPERATURE:g}: head motion like real "
+        "speakers'; 0: a still head; higher values add head motion and jitter; the shipped model's mouth "
+        "does not depend on it: engine/audioflow/MODEL_CARD.md)",
     )
     talk.add_argument(
         "--no-blinks",
