@@ -4,7 +4,7 @@ For a stretch of a real talking clip, ``pirender talk`` animates a portrait from
 with each model given; the sheet shows, at evenly spaced instants, the real speaker's frame and each
 model's avatar frame, and below them the mouth opening over the stretch: the speaker's (tracked, from
 a prepared dataset when ``--data`` is given) and each model's (``engine.talk.motion_for_speech``, the
-same path the videos were made with), plus the voice's loudness.
+same path the videos were made with), plus the voice's loudness. The avatar rows show its lower face.
 
 Example::
 
@@ -28,10 +28,15 @@ from pirender.engine.api import default_portrait
 
 #: height of the pictures on the sheet, px
 HEIGHT = 160
+#: the avatar's lower face (top, bottom, left, right; fractions of its face-cropped frame)
+MOUTH_BOX = (0.45, 0.95, 0.2, 0.8)
 
 
-def frames_at(video: Path, times_s: np.ndarray, height: int) -> list[np.ndarray]:
-    """RGB frames of ``video`` nearest each time (s), resized to ``height`` px high."""
+def frames_at(
+    video: Path, times_s: np.ndarray, height: int, box: tuple[float, float, float, float] = (0, 1, 0, 1)
+) -> list[np.ndarray]:
+    """RGB frames of ``video`` nearest each time (s), cut to ``box`` (top, bottom, left, right as
+    fractions of the frame) and resized to ``height`` px high."""
 
     out: list[np.ndarray | None] = [None] * len(times_s)
     with av.open(str(video)) as container:
@@ -42,6 +47,9 @@ def frames_at(video: Path, times_s: np.ndarray, height: int) -> list[np.ndarray]
             for i, want in enumerate(times_s):
                 if out[i] is None and t + half_period >= want:
                     image = frame.to_image()
+                    top, bottom, left, right = box
+                    w, h = image.size
+                    image = image.crop((round(left * w), round(top * h), round(right * w), round(bottom * h)))
                     width = round(image.width * height / image.height)
                     out[i] = np.asarray(image.resize((width, height)))
     last = next((f for f in reversed(out) if f is not None), np.zeros((height, height, 3), np.uint8))
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             if path is not None:
                 command += ["--model", str(path)]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-            rows.append((label or "shipped", frames_at(video, times - args.start, HEIGHT)))
+            rows.append((label or "shipped", frames_at(video, times - args.start, HEIGHT, MOUTH_BOX)))
     width = max(sum(f.shape[1] for f in frames) for _, frames in rows)
     figure = plt.figure(figsize=(width / 80, (HEIGHT * len(rows) + 240) / 80), dpi=80)
     grid = figure.add_gridspec(len(rows) + 1, 1, height_ratios=[HEIGHT] * len(rows) + [200])

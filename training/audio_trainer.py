@@ -461,7 +461,9 @@ def train_on_pairs(
         features["mouth_readout"] = model.mouth_readout.to_features()
         best_sync = readout_figures["val_sync_t0"]
     temperatures = (
-        {t: lip_sync_correlation(model, validation, t, cfg.seed) for t in TEMPERATURES} if measurable else {}
+        {t: lip_sync_correlation(model, validation, t, cfg.seed) for t in TEMPERATURES}
+        if by_sync  # the readout's mouth does not depend on the temperature
+        else {}
     )
     temperatures = {t: r for t, r in temperatures.items() if math.isfinite(r)}
     chosen = max(temperatures, key=lambda t: temperatures[t]) if temperatures else None
