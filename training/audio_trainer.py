@@ -18,9 +18,9 @@ Real speech (pairs of ``pirender prepare-audio DATASET``: each ``.npz`` names it
   not teach every avatar to gape.
 - **The mouth readout** (``mouth_readout``, on by default for open-space pairs;
   ``engine.audioflow.readout``): the mouth controls come from a ridge regression on the same audio
-  window the flow reads, fitted on the training pairs after the flow; its penalty is the one of
-  :data:`READOUT_RIDGE_PER_FRAME` whose mouths follow the validation people's best. The flow, which
-  then makes the rest of the motion, is kept by its validation NLL.
+  window the flow reads, closed below a share of its training speech (``fit_mouth_readout``: the
+  penalty and the share chosen by folds of the training speakers), fitted after the flow. The flow,
+  which then makes the rest of the motion, is kept by its validation NLL.
 - **Early stopping on the held-out measure** (without the readout): every ``eval_every`` steps the
   model makes the mouth of each validation pair from its sound exactly as ``pirender talk`` does
   (temperature 0, the voice-activity gate) and the frame-weighted Pearson correlation with the
@@ -29,8 +29,9 @@ Real speech (pairs of ``pirender prepare-audio DATASET``: each ``.npz`` names it
 - **Validation people**: the pairs of ``--validation``, else :data:`VALIDATION_PEOPLE` of the
   training speakers held out whole (``hold_out_people``), never the people a model is measured on.
 
-After training the kept model is measured at :data:`TEMPERATURES` and the best is recorded in the
-checkpoint (``training.temperature``).
+Without the readout, the kept model is then measured at :data:`TEMPERATURES` and the best is recorded
+in the checkpoint (``training.temperature``; with it the mouth does not depend on the temperature:
+None).
 """
 
 from __future__ import annotations
@@ -341,15 +342,14 @@ def train(
     of the speakers held out (:func:`hold_out_people`)."""
     cfg = config or TrainConfig()
     space, pairs = load_pairs(train_folders)
+    readout_pairs = pairs  # the mouth readout chooses by folds of its own: all the training people
     if validation_folders:
         validation_space, validation = load_pairs(validation_folders)
         if validation_space != space:
             raise PirenderError(
                 f"validation pairs are in {validation_space.name!r}, training pairs in {space.name!r}"
             )
-        readout_pairs = pairs
-    else:  # the mouth readout picks its penalty by folds of its own: it may hear these people too
-        readout_pairs = pairs
+    else:
         pairs, validation = hold_out_people(pairs, VALIDATION_PEOPLE, cfg.seed)
     return train_on_pairs(
         space, pairs, validation, out, config=cfg, readout_pairs=readout_pairs, progress=progress

@@ -89,16 +89,16 @@ def add_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None
     train_audio.add_argument("--seed", type=int, default=1, help="seed of the data recipe and training")
     train_audio.add_argument(
         "--validation",
-        help="a folder of held-out pairs (e.g. data/talk_pairs/test): the kept model is the one whose "
-        "mouth follows their tracked mouths best (lip-sync correlation); default: 15%% of the "
-        "speakers held out of the training pairs",
+        help="a folder of validation pairs of other people: the flow kept is the one with the best "
+        "likelihood on them (with --no-mouth-readout: whose mouth follows theirs best); default: 15%% "
+        "of the training speakers held out. Not the people you measure the model on",
     )
     train_audio.add_argument(
         "--cross-validate",
         type=int,
         metavar="K",
         help="measure the recipe instead of making one model: the speakers in K folds, each held out "
-        "once (a flow trained on the others, kept by others' lip sync), every clip measured as "
+        "once (a model trained and validated on the other folds' people), every clip measured as "
         "pirender eval --talk does; needs --data",
     )
     train_audio.add_argument(
