@@ -381,7 +381,7 @@ def test_the_example_answers_an_offer_and_speaks_with_its_face(tmp_path):
         # the mouth against the sound's loudness at arrival, within ITU-R BT.1359's detectability
         # window: the picture at most 45 ms behind the sound, at most 125 ms ahead of it (a real mouth
         # opens before its sound; the shipped mouth, fitted to real mouths, leads the loudness of real
-        # speech by 20-50 ms and measures ~100 ms ahead here: the pixel change of a 128 px face)
+        # speech by 10-40 ms and measures ~100 ms ahead here: the pixel change of a 128 px face)
         assert -125 <= result["av_offset_ms"] <= 45, result
 
 

@@ -612,6 +612,11 @@ def test_the_mouth_readout_is_a_closing_ridge_map_stored_with_the_flow(tmp_path:
     made = closing.predict(x)
     np.testing.assert_allclose((made == 0).mean(axis=0), 0.4, atol=0.01)
     np.testing.assert_allclose(np.percentile(made, 95, axis=0), np.percentile(np.abs(y), 95, axis=0))
+    soft = fitted.closing(x, np.abs(y), 0.4, softness=1.0).predict(x)  # the corner rounded: no hard zeros
+    order = np.argsort(fitted.linear(x)[:, 0])
+    assert soft.min() > 0 and np.all(np.diff(soft[order, 0]) >= -1e-12)  # monotone in the map
+    np.testing.assert_allclose(np.percentile(soft, 95, axis=0), np.percentile(np.abs(y), 95, axis=0))
+    assert np.mean(soft[:, 0] < 0.05 * soft[:, 0].max()) < np.mean(made[:, 0] == 0)
     again = MouthReadout.from_features({"mouth_readout": fitted.to_features()})
     assert again is not None and again.slots == MOUTH_SLOTS
     np.testing.assert_allclose(again.predict(x[:5]), fitted.predict(x[:5]))
@@ -639,6 +644,7 @@ def test_the_mouth_readout_is_a_closing_ridge_map_stored_with_the_flow(tmp_path:
     train([tmp_path / "train"], out, config=config, validation_folders=[tmp_path / "val"], progress=False)
     info = read_flow_checkpoint(out)
     assert info.training["readout_ridge"] > 0 and len(info.training["readout_sync"]) == 20
+    assert len(info.training["readout_softness"]) == 2
     model = load_talk_model(out)
     assert model.mouth_readout is not None and model.mouth_readout.feature_width == 6 * 40
     rest = frontal_rest_row()

@@ -69,6 +69,11 @@ VALIDATION_PEOPLE = 0.15
 READOUT_RIDGE_PER_FRAME = (0.1, 0.3, 1.0, 3.0)
 #: shares of the training speech the readout's mouth is closed on, tried (the same way)
 READOUT_CLOSED_SHARES = (0.0, 0.2, 0.4, 0.6, 0.8)
+#: softness of the readout's threshold tried (times its map's standard deviation): the one whose mouth
+#: closes during the training speech as often as the training speakers' mouths is used
+READOUT_SOFTNESS = (0.0, 0.25, 0.5, 1.0, 2.0)
+#: a mouth below this jaw_open (above the speaker's closed mouth, the frontal rest's 0) counts as closed
+READOUT_CLOSED_JAW = 0.05
 #: folds of the training speakers the readout's penalty is chosen with
 READOUT_FOLDS = 5
 _JAW = OPEN_SPACE.index("jaw_open")
@@ -203,8 +208,10 @@ def fit_mouth_readout(
     """The mouth readout (``audioflow.readout``) of ``model``'s audio window: a ridge regression of
     the mouth slots of ``pairs`` (person-normalised, as the flow's) on their windows, over the frames
     where the silence rule hears speech (the rule closes the mouth elsewhere), then closed on a share
-    of them (``MouthReadout.closing``). The penalty (:data:`READOUT_RIDGE_PER_FRAME`, times the
-    frames fitted) and the closed share (:data:`READOUT_CLOSED_SHARES`) are the pair whose mouths
+    of them (``MouthReadout.closing``) with the softness (:data:`READOUT_SOFTNESS`) whose mouths close
+    during that speech as often as the real ones (below :data:`READOUT_CLOSED_JAW`). The penalty
+    (:data:`READOUT_RIDGE_PER_FRAME`, times the frames fitted) and the closed share
+    (:data:`READOUT_CLOSED_SHARES`) are the pair whose mouths
     follow people the fit did not hear best: the speakers of ``pairs`` in :data:`READOUT_FOLDS`
     folds, each measured with a fit on the others (``talk_eval``'s best-lag Pearson r of the jaw the
     talk path makes, ``readout_mouths``, against the tracked jaw; frame-weighted over all); pairs
@@ -233,6 +240,14 @@ def fit_mouth_readout(
         y = np.concatenate([p.motion[v][:, list(MOUTH_SLOTS)] for p, v in zip(group, voiced, strict=True)])
         return x, y
 
+    def closing(linear: MouthReadout, x: np.ndarray, y: np.ndarray, share: float) -> MouthReadout:
+        """``linear`` closed on ``share`` of the speech ``x``, with the softness whose mouths close as
+        often as the real ones ``y`` do there."""
+        real = float(np.mean(y[:, jaw] < READOUT_CLOSED_JAW))
+        made = [linear.closing(x, y, share, soft) for soft in READOUT_SOFTNESS]
+        shut = [abs(float(np.mean(r.predict(x)[:, jaw] < READOUT_CLOSED_JAW)) - real) for r in made]
+        return made[int(np.argmin(shut))]
+
     def sync(readout: MouthReadout, group: list[Pair]) -> tuple[float, float]:
         total = weight = 0.0
         for pair in group:
@@ -256,7 +271,7 @@ def fit_mouth_readout(
         for per_frame in READOUT_RIDGE_PER_FRAME:
             linear = fit_ridge(x, y, MOUTH_SLOTS, per_frame * len(x))
             for share in READOUT_CLOSED_SHARES:
-                total, weight = sync(linear.closing(x, y, share), measured)
+                total, weight = sync(closing(linear, x, y, share), measured)
                 tally = scores.setdefault((per_frame, share), [0.0, 0.0])
                 tally[0] += total
                 tally[1] += weight
@@ -265,10 +280,11 @@ def fit_mouth_readout(
         raise PirenderError("no pairs to choose the mouth readout with")
     per_frame, share = max(figures, key=lambda key: figures[key])
     x, y = speech(pairs)
-    readout = fit_ridge(x, y, MOUTH_SLOTS, per_frame * len(x)).closing(x, y, share)
+    readout = closing(fit_ridge(x, y, MOUTH_SLOTS, per_frame * len(x)), x, y, share)
     return readout, {
         "readout_ridge": readout.ridge,
         "readout_closed_share": share,
+        "readout_softness": [round(float(v), 5) for v in readout.softness],
         "readout_sync": {f"{k[0]:g}/{k[1]:g}": round(v, 4) for k, v in figures.items()},
         "val_sync_t0": figures[(per_frame, share)],
     }

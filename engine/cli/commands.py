@@ -586,9 +586,11 @@ def run_talk(args: argparse.Namespace) -> int:
             raise
         finally:
             silent.unlink(missing_ok=True)
-    latency = ", ".join(f"{k} {v:.0f}" for k, v in added_latency_ms(model).items())
+    parts = added_latency_ms(model)  # the VAD's frames end inside the lookahead: not added
+    lookahead, window = parts["lookahead_ms"], parts["features_ms"]
     print(f"{dataclasses.replace(summary, path=out).describe()}; sound muxed in ({sound.describe()})")
-    print(f"with --mic this model's motion would lag the voice by: {latency} (ms)")
+    print(f"(live, with --mic, this model's motion lags the voice by {lookahead + window:.0f} ms: "
+          f"{lookahead:.0f} ms of lookahead and a {window:.0f} ms feature window)")  # fmt: skip
     return 0
 
 

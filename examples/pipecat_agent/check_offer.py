@@ -167,16 +167,15 @@ def analyse(rec: Recording, barge_after_s: float) -> dict[str, Any]:
     result["video_size"] = [w, h]
     voiced = audio_t[rms > 0.01]
     result["bot_spoke_at_s"] = round(float(voiced[0]), 2) if len(voiced) else None
-    # the mouth region's change from the first frame (the portrait at rest, before any voice)
-    rest = rec.video_frames[0][int(0.62 * h) : int(0.88 * h), int(0.3 * w) : int(0.7 * w)].astype(np.float32)
-    mouth = np.array(
-        [
-            np.abs(
-                f[int(0.62 * h) : int(0.88 * h), int(0.3 * w) : int(0.7 * w)].astype(np.float32) - rest
-            ).mean()
-            for f in rec.video_frames
-        ]
-    )
+
+    # the mouth region's change from the first frame (the portrait at rest, before any voice), less
+    # the change of the band above it (nose and cheeks: it moves with the head, not with the jaw)
+    def change(top: float, bottom: float) -> np.ndarray:
+        box = (slice(int(top * h), int(bottom * h)), slice(int(0.3 * w), int(0.7 * w)))
+        rest = rec.video_frames[0][box].astype(np.float32)
+        return np.array([np.abs(f[box].astype(np.float32) - rest).mean() for f in rec.video_frames])
+
+    mouth = np.maximum(change(0.62, 0.88) - change(0.40, 0.58), 0.0)
     grid = np.arange(max(video_t[0], audio_t[0]), min(video_t[-1], audio_t[-1]), 0.01)
     loud = on_grid(rec.audio_times, rms, grid)
     moving = on_grid(rec.video_times, mouth, grid)
