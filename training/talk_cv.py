@@ -42,7 +42,7 @@ from pirender.training.audio_trainer import (
     train_on_pairs,
 )
 from pirender.training.talk_data import SpeechClip, speech_clips
-from pirender.training.talk_eval import TalkEvalConfig, measure_clip, talk_report
+from pirender.training.talk_eval import TalkEvalConfig, measure_clip, pool_clips, talk_report
 
 #: a clip with at least this correlation follows its speaker (issue 15's bar)
 BAR = 0.5
@@ -107,7 +107,7 @@ def cross_validate(
         model = load_talk_model(checkpoint)
         names = sorted({p.clip for p in pairs if p.identity in held})
         fold_rows = [{**measure_clip(clips[n], model, (0.0,), measure), "fold": k} for n in names]
-        trained["corr_t0"] = round(_weighted(fold_rows, "corr_t0"), 4)
+        trained["corr_t0"] = pool_clips(fold_rows)["corr_t0"]
         rows += fold_rows
         fold_figures.append(trained)
     metrics = {
@@ -149,35 +149,22 @@ def _finished(checkpoint: Path, recipe: TrainConfig) -> bool:
     return True
 
 
-def _weighted(rows: list[dict[str, Any]], key: str) -> float:
-    return float(np.average([r[key] for r in rows], weights=[r["frames"] for r in rows]))
-
-
 def _pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Frame-weighted means, the clips and people at the bar, and the silent frames closed."""
+    """``talk_eval.pool_clips``'s figures, and the people, the median clip and the clips at the bar."""
     corr = np.array([r["corr_t0"] for r in rows])
-    silent = np.array([r["silent_frames_t0"] for r in rows], dtype=float)
-    closed = np.array([r["silent_closed_t0"] or 0.0 for r in rows])
     return {
-        "clips": len(rows),
+        **pool_clips(rows),
         "people": len({r["identity"] for r in rows}),
-        "frames": int(sum(r["frames"] for r in rows)),
-        "corr_t0": round(_weighted(rows, "corr_t0"), 4),
         "median_corr_t0": round(float(np.median(corr)), 4),
         "clips_at_bar": int((corr >= BAR).sum()),
         "clips_with_ceiling_at_bar": int(sum(r["ceiling_corr"] >= BAR for r in rows)),
-        "energy_corr_t0": round(_weighted(rows, "energy_corr_t0"), 4),
-        "real_energy_corr": round(_weighted(rows, "real_energy_corr"), 4),
-        "ceiling_corr": round(_weighted(rows, "ceiling_corr"), 4),
-        "silent_closed_t0": round(float((closed * silent).sum() / max(silent.sum(), 1.0)), 4),
-        "longest_open_s_t0": max(r["longest_open_s_t0"] for r in rows),
     }
 
 
 def cross_validation_report(metrics: dict[str, Any]) -> str:
     """The per-clip table (``talk_eval.talk_report``'s columns plus the fold) and the pooled figures."""
     pooled = metrics["pooled"]
-    table = talk_report({**metrics, "pooled": {k: v for k, v in pooled.items() if k != "clips"}})
+    table = talk_report(metrics)
     return (
         f"{table}\n\n{pooled['clips']} clips of {pooled['people']} people, each held out once "
         f"({len(metrics['folds'])} folds by speaker): frame-weighted r {pooled['corr_t0']}, median "

@@ -151,17 +151,9 @@ def measure_clip(
     return out
 
 
-def evaluate_talk(config: TalkEvalConfig, *, progress: bool = True) -> dict[str, Any]:
-    """Per-clip and pooled figures (module docstring) of ``config.model`` on ``config.split``."""
-    from tqdm import tqdm
-
-    model = load_talk_model(config.model)
-    # the shipped temperature and 0, once each (they are the same when the default is 0)
-    temperatures = config.temperatures or tuple(dict.fromkeys((TalkConfig().temperature, 0.0)))
-    clips, skipped = speech_clips(config.data, config.split)
-    rows = [
-        measure_clip(c, model, temperatures, config) for c in tqdm(clips, unit="clip", disable=not progress)
-    ]
+def pool_clips(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pooled figures of :func:`measure_clip` rows: correlations and shares frame-weighted,
+    ``silent_closed`` weighted by each clip's silent frames, ``longest_open_s`` the longest."""
     pooled: dict[str, Any] = {"clips": len(rows), "frames": int(sum(r["frames"] for r in rows))}
     weights = np.array([r["frames"] for r in rows], dtype=float)
     for key in rows[0] if rows else {}:
@@ -173,6 +165,21 @@ def evaluate_talk(config: TalkEvalConfig, *, progress: bool = True) -> dict[str,
             pooled[key] = round(float((values * silent).sum() / max(silent.sum(), 1.0)), 4)
         if key.startswith("longest_open_s_"):
             pooled[key] = max(r[key] for r in rows)
+    return pooled
+
+
+def evaluate_talk(config: TalkEvalConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Per-clip and pooled figures (module docstring) of ``config.model`` on ``config.split``."""
+    from tqdm import tqdm
+
+    model = load_talk_model(config.model)
+    # the shipped temperature and 0, once each (they are the same when the default is 0)
+    temperatures = config.temperatures or tuple(dict.fromkeys((TalkConfig().temperature, 0.0)))
+    clips, skipped = speech_clips(config.data, config.split)
+    rows = [
+        measure_clip(c, model, temperatures, config) for c in tqdm(clips, unit="clip", disable=not progress)
+    ]
+    pooled = pool_clips(rows)
     return {
         "model": str(config.model or "shipped"),
         "temperatures": list(temperatures),
@@ -217,6 +224,7 @@ __all__ = [
     "evaluate_talk",
     "measure_clip",
     "pearson",
+    "pool_clips",
     "silence_ceiling",
     "talk_report",
 ]
