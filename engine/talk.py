@@ -330,7 +330,7 @@ class SpeechMotion:
                 row[_EXPRESSION] - self._rest[_EXPRESSION]
             )
             return row
-        row[_MOUTH] = np.maximum(row[_MOUTH] * speaking, 0.0)
+        row[_MOUTH] = gated_mouth(row[_MOUTH], speaking)
         row[_SCALE] = 1.0
         if self._pose is None:
             self._pose = row[_POSE].copy()
@@ -357,6 +357,13 @@ class SpeechMotion:
         if first_vad - self._vad_base > 256:
             del self._voiced[: first_vad - self._vad_base]
             self._vad_base = first_vad
+
+
+def gated_mouth(mouth: np.ndarray, speaking: float | np.ndarray) -> np.ndarray:
+    """The silence rule on the mouth controls (open space, 0 = closed at the rest row): ``mouth``
+    (..., 2) times the speaking weight (a number, or (...,) weights: ``speech_mask``), never below 0."""
+    weight = speaking[..., None] if isinstance(speaking, np.ndarray) else speaking
+    return np.maximum(mouth * weight, 0.0)
 
 
 def speech_mask(samples: np.ndarray, frames: int, fps: float, config: VadConfig) -> np.ndarray:

@@ -198,8 +198,11 @@ def lip_sync_correlation(
 def readout_mouths(readout: MouthReadout, windows: np.ndarray, speaking: np.ndarray) -> np.ndarray:
     """(T, S) the mouth slots ``engine.talk.SpeechMotion`` makes with ``readout`` from a voice's
     (T, F) flattened audio windows and (T,) speaking weights (``talk.speech_mask``): the readout
-    times the weight, never below 0, on the frontal rest row (a test holds the two equal)."""
-    return np.maximum(readout.predict(windows) * speaking[:, None], 0.0)
+    through the one silence rule (``talk.gated_mouth``), on the frontal rest row (a test holds the two
+    equal)."""
+    from pirender.engine.talk import gated_mouth
+
+    return gated_mouth(readout.predict(windows), speaking)
 
 
 def fit_mouth_readout(
@@ -225,7 +228,7 @@ def fit_mouth_readout(
     cfg, vad, fps = model.config, TalkConfig().vad, 25.0
     jaw = MOUTH_SLOTS.index(_JAW)
     windows, speaking = {}, {}
-    for pair in [*pairs, *validation]:
+    for pair in {p.name: p for p in [*pairs, *validation]}.values():  # validation people may be in pairs
         window = audio_windows(
             torch.from_numpy(pair.audio)[None],
             history_frames=cfg.history_frames,
