@@ -55,3 +55,23 @@ export function keepPeerConnections() {
   window.RTCPeerConnection.prototype = Native.prototype;
   Object.setPrototypeOf(window.RTCPeerConnection, Native);
 }
+
+/** Runs a browser script's `main` and exits the process: 0 when it returned, 1 when it threw. On a
+ *  throw, `result.error` gets the stack, `what` names the script on stderr and `onFailure` (async)
+ *  may record the page's state; either way `result.elapsed_s` is set (seconds since `t0`) and
+ *  `finish` (async: write the result, close the browser, clear timers) runs. */
+export async function runAndExit(main, { result, t0, what, onFailure, finish }) {
+  let code = 0;
+  try {
+    await main();
+  } catch (err) {
+    code = 1;
+    result.error = String(err && err.stack ? err.stack : err);
+    console.error(`${what} failed: ${result.error}`);
+    await onFailure();
+  } finally {
+    result.elapsed_s = (Date.now() - t0) / 1000;
+    await finish();
+  }
+  process.exit(code);
+}

@@ -9,7 +9,9 @@
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CHROMIUM, chromiumArgs, keepPeerConnections, launchChromium, stepLogger } from './chromium.mjs';
+import {
+  CHROMIUM, chromiumArgs, keepPeerConnections, launchChromium, runAndExit, stepLogger,
+} from './chromium.mjs';
 
 const OVERALL_TIMEOUT_MS = Number(process.env.PIRENDER_PAGE_TIMEOUT_MS) || 120_000;
 const SIGNATURE_PX = 64;
@@ -369,21 +371,18 @@ async function main() {
   result.ok = true;
 }
 
-let code = 0;
-try {
-  await main();
-} catch (err) {
-  code = 1;
-  result.error = String(err && err.stack ? err.stack : err);
-  console.error(`page test failed: ${result.error}`);
-  if (page) {
+await runAndExit(main, {
+  result,
+  t0,
+  what: 'page test',
+  onFailure: async () => {
+    if (!page) return;
     result.last_state = await state().catch(() => null);
     await page.screenshot({ path: join(outDir, 'page.png') }).catch(() => {});
-  }
-} finally {
-  result.elapsed_s = (Date.now() - t0) / 1000;
-  writeResult();
-  await cleanup();
-  clearTimeout(hardTimer);
-}
-process.exit(code);
+  },
+  finish: async () => {
+    writeResult();
+    await cleanup();
+    clearTimeout(hardTimer);
+  },
+});

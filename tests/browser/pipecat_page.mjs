@@ -19,7 +19,9 @@
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { CHROMIUM, chromiumArgs, keepPeerConnections, launchChromium, stepLogger } from './chromium.mjs';
+import {
+  CHROMIUM, chromiumArgs, keepPeerConnections, launchChromium, runAndExit, stepLogger,
+} from './chromium.mjs';
 
 const [url, outArg, fakeWav, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || 14);
@@ -382,24 +384,21 @@ async function main() {
   result.ok = true;
 }
 
-let code = 0;
-try {
-  await main();
-} catch (err) {
-  code = 1;
-  result.error = String(err && err.stack ? err.stack : err);
-  console.error(`pipecat page test failed: ${result.error}`);
-  if (page) {
+await runAndExit(main, {
+  result,
+  t0,
+  what: 'pipecat page test',
+  onFailure: async () => {
+    if (!page) return;
     result.last_recording = await page.evaluate(() => ({
       status: document.getElementById('status').textContent, frames: window.__rec.frames.length,
       remote: window.__rec.remote.length, error: window.__rec.error, statusLog: window.__rec.status,
     })).catch(() => null);
     await page.screenshot({ path: join(outDir, 'page.png') }).catch(() => {});
-  }
-} finally {
-  result.elapsed_s = (Date.now() - t0) / 1000;
-  writeResult();
-  await cleanup();
-  clearTimeout(hardTimer);
-}
-process.exit(code);
+  },
+  finish: async () => {
+    writeResult();
+    await cleanup();
+    clearTimeout(hardTimer);
+  },
+});
